@@ -1,0 +1,45 @@
+# netgeom: every target runs inside the project's virtual environment (.venv).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup data repro exp test bench ui sync clean
+
+help:  ## List the targets
+	@grep -E '^[a-z][a-zA-Z0-9_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## Create .venv and install netgeom with pinned dependencies (idempotent)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+data: $(STAMP)  ## Materialise the embedded datasets into data/ (matches data.dvc)
+	netgeom data materialise
+	dvc add -q data
+
+repro: data  ## Reproduce the whole pipeline (dvc repro)
+	dvc repro
+
+exp: data  ## Run a seed variation as a DVC experiment: make exp SEED=43
+	dvc exp run -S seed=$(or $(SEED),43)
+
+test: $(STAMP)  ## Run the test suite
+	$(PY) -m pytest tests
+
+bench: $(STAMP)  ## Run every benchmark under bench/ (prints ratios against baselines)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:5000
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000
+
+sync: $(STAMP)  ## Rebuild missing MLflow runs from the DVC outputs
+	netgeom mlflow sync
+
+clean:  ## Remove derived outputs (artifacts/, reports/, mlruns/), keeping data/ and .venv
+	rm -rf artifacts reports mlruns .netgeom

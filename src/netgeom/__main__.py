@@ -1,0 +1,3 @@
+from netgeom.cli import main
+
+main()

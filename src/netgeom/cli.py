@@ -1,0 +1,176 @@
+"""The `netgeom` command line: one thin command per stage; parsing and validation only.
+
+Every command reads params.yaml through `netgeom.params`, calls the library, and turns bad input
+(`NetgeomError`) into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from netgeom import progress
+from netgeom.errors import NetgeomError
+from netgeom.io import read_json
+from netgeom.layout import Layout
+from netgeom.params import Params, load_params
+
+app = typer.Typer(
+    help="netgeom: the geometry of trained neural networks, as reproducible DVC stages.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Datasets: fetch, materialise, describe.", no_args_is_help=True)
+mlflow_app = typer.Typer(help="MLflow store maintenance.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(mlflow_app, name="mlflow")
+
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Params file.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"netgeom: error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def guarded(command):
+    """Report a NetgeomError as one line and exit 2 (used on every command)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except NetgeomError as exc:
+            raise fail(str(exc)) from None
+
+    return wrapper
+
+
+def setup(params_path: Path, quiet: bool) -> tuple[Params, Layout]:
+    progress.set_quiet(quiet)
+    return load_params(params_path), Layout.here()
+
+
+# --------------------------------------------------------------------------- data
+
+
+@data_app.command("info")
+@guarded
+def data_info(name: Annotated[str, typer.Argument(help="Dataset name.")], params: ParamsOption = Path("params.yaml")):
+    """Describe a dataset: shape, classes, normalisation, availability."""
+    from netgeom.data import get_source
+
+    settings = load_params(params).data if params.exists() else None
+    source = get_source(name, settings.model_copy(update={"name": name}) if settings else None)
+    root = Layout.here().root / (settings.root if settings else "data")
+    info = source.info
+    typer.echo(f"{info.name}: input {info.input_shape}, {info.num_classes} classes, splits {list(info.splits)}")
+    typer.echo(f"  mean {info.mean} std {info.std}")
+    typer.echo(f"  files: {source.where(root)} ({'present' if source.is_available(root) else 'missing'})")
+
+
+@data_app.command("materialise")
+@guarded
+def data_materialise(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Datasets (default: the embedded ones).")] = None,
+):
+    """Write the embedded datasets (digits, mnist1d) under data/ deterministically."""
+    from netgeom.data import get_source
+
+    root = Layout.here().data
+    for name in names or ["digits", "mnist1d"]:
+        written = get_source(name).materialise(root)
+        if not written:
+            raise NetgeomError("data.name", f"{name} is not an embedded dataset; use `netgeom data fetch {name}`")
+        typer.echo(f"{name}: wrote {len(written)} files under {root / name}")
+
+
+@data_app.command("fetch")
+@guarded
+def data_fetch(name: Annotated[str, typer.Argument(help="A torchvision dataset name.")]):
+    """Download a torchvision dataset into data/ (needs a network)."""
+    from netgeom.data import get_source
+
+    source = get_source(name)
+    source.fetch(Layout.here().data)
+    typer.echo(f"{name}: files in {source.where(Layout.here().data)}")
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@app.command()
+@guarded
+def split(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
+    """Stage `split`: deterministic train/val split (and class subsampling)."""
+    from netgeom.stages.split import run_split
+
+    settings, layout = setup(params, quiet)
+    result = run_split(settings, layout)
+    typer.echo(f"split {result.dataset}: {len(result.train)} train, {len(result.val)} val, classes {result.classes}")
+
+
+@app.command()
+@guarded
+def corrupt(
+    noise: Annotated[Optional[float], typer.Option(help="Label-noise fraction (default: noise.label).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+    quiet: QuietOption = False,
+):
+    """Stage `corrupt`: noisy labels for the training subset (validation stays clean)."""
+    from netgeom.stages.corrupt import run_corrupt
+
+    settings, layout = setup(params, quiet)
+    summary = run_corrupt(settings, layout, noise)
+    typer.echo(
+        f"corrupt {summary['kind']} p={summary['label']}: flipped {summary['flipped']} of {summary['train_size']} labels"
+    )
+
+
+@app.command("train")
+@guarded
+def train_command(
+    width: Annotated[Optional[int], typer.Option(help="Model width (default: model.width).")] = None,
+    noise: Annotated[Optional[float], typer.Option(help="Label-noise level (default: noise.label).")] = None,
+    replicate: Annotated[int, typer.Option(help="Seed offset: the run uses seed + replicate.")] = 0,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore resumable state from a crashed run.")] = False,
+    params: ParamsOption = Path("params.yaml"),
+    quiet: QuietOption = False,
+):
+    """Stage `train`: train one grid cell, write artifacts/runs/<run>/, log it to MLflow."""
+    import torch
+
+    from netgeom.stages.train import Cell, run_train, track_run
+
+    settings, layout = setup(params, quiet)
+    torch.set_num_threads(settings.execution.threads)
+    cell = Cell(width or settings.model.width, settings.noise.label if noise is None else noise, replicate)
+    folder = run_train(settings, layout, cell, resume=not fresh)
+    metrics = read_json(folder / "metrics.json")
+    typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
+    track_run(settings, layout, folder)
+
+
+@mlflow_app.command("sync")
+@guarded
+def mlflow_sync(params: ParamsOption = Path("params.yaml")):
+    """Create the MLflow runs missing for finished run folders (DVC may have skipped stages)."""
+    from netgeom.stages.train import sync_runs
+
+    settings, layout = setup(params, True)
+    ids = sync_runs(settings, layout)
+    typer.echo(f"{len(ids)} runs in sync with {layout.mlflow_db}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

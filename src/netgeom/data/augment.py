@@ -1,0 +1,36 @@
+"""Batch augmentation on tensors: random crop with zero padding + horizontal flip for images,
+random shifts for 1-D signals. All randomness comes from the caller's generator (resumable)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def padding_for(length: int) -> int:
+    """4 pixels for 32x32 images (the standard recipe), proportionally less for small inputs."""
+    return max(1, length // 8)
+
+
+def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad every spatial side by `pad` and crop back at a random offset per sample."""
+    batch, spatial = x.shape[0], x.shape[2:]
+    padded = F.pad(x, (pad, pad) * len(spatial))
+    offsets = torch.randint(0, 2 * pad + 1, (len(spatial), batch), generator=generator)
+    index = [torch.arange(batch).view(-1, *[1] * (len(spatial) + 1)), torch.arange(x.shape[1]).view(1, -1, *[1] * len(spatial))]
+    for axis, size in enumerate(spatial):
+        shape = [batch, 1] + [1] * len(spatial)
+        shape[2 + axis] = size
+        index.append((offsets[axis].view(-1, 1) + torch.arange(size)).view(shape))
+    return padded[tuple(index)]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Images (N, C, H, W): crop + flip. Signals (N, C, L): shifts (a flip would reverse time)."""
+    x = random_crop(x, padding_for(x.shape[-1]), generator)
+    return random_flip(x, generator) if x.dim() == 4 else x

@@ -1,0 +1,90 @@
+"""Assemble the tensors a stage needs from the raw data, the split and the noisy labels.
+
+Small datasets live as tensors (airbench style): batching is indexing, no DataLoader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from netgeom.data.sources import DatasetInfo, get_source, normalise
+from netgeom.data.noise import corrupt_inputs
+from netgeom.data.split import Split
+from netgeom.errors import NetgeomError
+from netgeom.io import read_json
+from netgeom.params import Params
+
+
+@dataclass
+class TrainSet:
+    x: torch.Tensor  # normalised inputs (input corruption applied)
+    y: torch.Tensor  # labels used in training (noisy)
+    clean: torch.Tensor  # original labels
+    sample_id: torch.Tensor  # index in the dataset's official train split
+
+    @property
+    def is_noisy(self) -> torch.Tensor:
+        return self.y != self.clean
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class DataBundle:
+    info: DatasetInfo  # num_classes is the number of classes kept by the split
+    train: TrainSet
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+
+    def eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        sets = {"train": (self.train.x, self.train.y), "test": self.test}
+        if len(self.val[1]):
+            sets["val"] = self.val
+        return sets
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+
+
+def read_split(path: Path) -> Split:
+    if not path.exists():
+        raise NetgeomError("split", f"{path} is missing; run `dvc repro split` (or `netgeom split`) first")
+    return Split.from_dict(read_json(path))
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise NetgeomError("labels", f"{path} is missing; run `dvc repro corrupt` (or `netgeom corrupt`) first")
+    return pd.read_parquet(path)
+
+
+def load_bundle(params: Params, split: Split, labels: pd.DataFrame, root: Path) -> DataBundle:
+    source = get_source(params.data.name, params.data)
+    info = source.info
+    if split.dataset != info.name:
+        raise NetgeomError("data.name", f"is {info.name!r} but the split was made for {split.dataset!r}; re-run split")
+    pool = source.load(root, "train")
+    test = source.load(root, "test")
+
+    ids = labels["sample_id"].to_numpy()
+    x_train = normalise(pool.x[ids], info)
+    x_train = corrupt_inputs(x_train, ids, params.noise.input, params.noise.seed, params.noise.per_image)
+    train = TrainSet(
+        x=torch.from_numpy(x_train),
+        y=torch.from_numpy(labels["label"].to_numpy(np.int64)),
+        clean=torch.from_numpy(labels["clean_label"].to_numpy(np.int64)),
+        sample_id=torch.from_numpy(ids.astype(np.int64)),
+    )
+    val_ids = np.asarray(split.val, dtype=np.int64)
+    val = _tensors(normalise(pool.x[val_ids], info), split.relabel(pool.y[val_ids]))
+    keep = split.keep_mask(test.y)
+    test_xy = _tensors(normalise(test.x[keep], info), split.relabel(test.y[keep]))
+    kept_info = DatasetInfo(info.name, info.input_shape, len(split.classes), info.mean, info.std, info.splits)
+    return DataBundle(kept_info, train, val, test_xy)

@@ -1,0 +1,92 @@
+"""Datasets that ship with installed packages and work offline: scikit-learn digits, MNIST-1D.
+
+`materialise` writes them as plain .npy files (byte-deterministic, unlike .npz archives whose
+zip headers carry timestamps), so `data.dvc` pins the same hash on every clone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, register_dataset
+from netgeom.errors import NetgeomError
+from netgeom.io import atomic_save_npy
+
+
+class NpyDataset(DatasetSource):
+    """An embedded dataset stored as data/<name>/<split>_{x,y}.npy."""
+
+    def folder(self, root: Path) -> Path:
+        return Path(root) / self.info.name
+
+    def where(self, root: Path) -> str:
+        return str(self.folder(root))
+
+    def is_available(self, root: Path) -> bool:
+        return all((self.folder(root) / f"{s}_{k}.npy").exists() for s in self.info.splits for k in "xy")
+
+    def generate(self) -> dict[str, RawSplit]:
+        raise NotImplementedError
+
+    def materialise(self, root: Path) -> list[Path]:
+        written = []
+        for split, data in self.generate().items():
+            for key, array in (("x", data.x.astype(np.float32)), ("y", data.y.astype(np.int64))):
+                path = self.folder(root) / f"{split}_{key}.npy"
+                atomic_save_npy(path, array)
+                written.append(path)
+        return written
+
+    def load(self, root: Path, split: str) -> RawSplit:
+        self.check_split(split)
+        if not self.is_available(root):
+            raise NetgeomError(
+                "data.name", f"{self.info.name} is not materialised under {self.where(root)}; run `make data`"
+            )
+        folder = self.folder(root)
+        x = np.load(folder / f"{split}_x.npy", allow_pickle=False)
+        y = np.load(folder / f"{split}_y.npy", allow_pickle=False)
+        return RawSplit(x=x.reshape((len(x), *self.info.input_shape)), y=y)
+
+
+@register_dataset("digits")
+class Digits(NpyDataset):
+    """scikit-learn's 8x8 handwritten digits as 1x8x8 images in [0, 1]; a fixed 1500/297 split."""
+
+    info = DatasetInfo("digits", (1, 8, 8), 10, mean=(0.3053,), std=(0.3760,))
+    test_size = 297
+
+    def __init__(self, params=None):
+        pass
+
+    def generate(self) -> dict[str, RawSplit]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = (digits.images / 16.0).astype(np.float32)[:, None]
+        y = digits.target.astype(np.int64)
+        order = np.random.default_rng(0).permutation(len(y))  # the split is part of the dataset
+        test, train = order[: self.test_size], order[self.test_size :]
+        return {"train": RawSplit(x[train], y[train]), "test": RawSplit(x[test], y[test])}
+
+
+@register_dataset("mnist1d")
+class Mnist1d(NpyDataset):
+    """MNIST-1D (Greydanus 2020), generated offline from the package's templates with its default
+    arguments (seed 42): 4000 train / 1000 test signals of length 40, already standardised."""
+
+    info = DatasetInfo("mnist1d", (1, 40), 10, mean=(0.0,), std=(1.0,))
+
+    def __init__(self, params=None):
+        pass
+
+    def generate(self) -> dict[str, RawSplit]:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        data = make_dataset(get_dataset_args())
+        return {
+            "train": RawSplit(data["x"][:, None].astype(np.float32), data["y"]),
+            "test": RawSplit(data["x_test"][:, None].astype(np.float32), data["y_test"]),
+        }

@@ -1,0 +1,90 @@
+"""The dataset registry: each dataset knows its shape, classes, normalisation and splits.
+
+Adding a dataset is one new module that subclasses `DatasetSource` and decorates it with
+`@register_dataset("name")`, plus one import line in `netgeom/data/__init__.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from netgeom.errors import NetgeomError
+from netgeom.params import DataParams
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, applied to the raw values
+    std: tuple[float, ...]
+    splits: tuple[str, ...] = ("train", "test")
+    class_names: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RawSplit:
+    """Raw inputs (float32, shape (N, *input_shape), before normalisation) and int64 labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+class DatasetSource(ABC):
+    info: DatasetInfo
+
+    @abstractmethod
+    def load(self, root: Path, split: str) -> RawSplit: ...
+
+    def is_available(self, root: Path) -> bool:
+        return True
+
+    def materialise(self, root: Path) -> list[Path]:
+        """Write the dataset under `root` deterministically (embedded datasets only)."""
+        return []
+
+    def fetch(self, root: Path) -> None:
+        raise NetgeomError("data.name", f"{self.info.name} is generated locally and needs no download")
+
+    def where(self, root: Path) -> str:
+        """Human-readable description of where the files are expected."""
+        return str(root)
+
+    def check_split(self, split: str) -> None:
+        if split not in self.info.splits:
+            raise NetgeomError("split", f"{self.info.name} has splits {list(self.info.splits)}, not {split!r}")
+
+
+_REGISTRY: dict[str, Callable[[DataParams], DatasetSource]] = {}
+
+
+def register_dataset(name: str):
+    def decorate(factory):
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_source(name: str, params: DataParams | None = None) -> DatasetSource:
+    if name not in _REGISTRY:
+        raise NetgeomError("data.name", f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
+    return _REGISTRY[name](params or DataParams(name=name))
+
+
+def normalise(x: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    """Per-channel (x - mean) / std; channels are axis 1 of (N, C, ...)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = np.asarray(info.mean, dtype=np.float32).reshape(shape)
+    std = np.asarray(info.std, dtype=np.float32).reshape(shape)
+    return ((x - mean) / std).astype(np.float32)

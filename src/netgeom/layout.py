@@ -1,0 +1,93 @@
+"""Where every artifact lives: the only module that builds artifact paths.
+
+All paths hang off the project root: `DVC_ROOT` when DVC runs a stage (also in queued
+experiments, which run in a temporary copy), otherwise the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def noise_tag(noise: float) -> str:
+    """0.2 -> 'n0.2', 0 -> 'n0': short, stable and readable in folder names."""
+    return "n" + format(float(noise), "g")
+
+
+def run_name(arch: str, width: int, noise: float, replicate: int) -> str:
+    """A readable grid-cell name, e.g. `mlp_w64-n0.2-r0` (the full params hash lives inside)."""
+    return f"{arch}_w{width}-{noise_tag(noise)}-r{replicate}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def here(cls) -> Layout:
+        return cls(project_root())
+
+    # raw data (tracked by data.dvc; nothing derived goes here)
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def split_file(self) -> Path:
+        return self.artifacts / "splits" / "split.json"
+
+    def labels_dir(self, noise: float) -> Path:
+        return self.artifacts / "labels" / noise_tag(noise)
+
+    def labels_file(self, noise: float) -> Path:
+        return self.labels_dir(noise) / "labels.parquet"
+
+    def labels_summary(self, noise: float) -> Path:
+        return self.labels_dir(noise) / "summary.json"
+
+    def run_dir(self, run: str) -> Path:
+        return self.artifacts / "runs" / run
+
+    def checkpoints_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "checkpoints"
+
+    def history_file(self, run: str) -> Path:
+        return self.run_dir(run) / "history.csv"
+
+    def metrics_file(self, run: str) -> Path:
+        return self.run_dir(run) / "metrics.json"
+
+    def staging_dir(self, run: str) -> Path:
+        """Where a run is built (checkpoints + optimizer/RNG state for resume) before it is moved
+        whole into `run_dir`: DVC deletes a stage's outputs before re-running it, so crash-recovery
+        state must live outside them, and a half-finished run never appears under artifacts/."""
+        return self.root / ".netgeom" / "staging" / run
+
+    def study_dir(self, study: str, run: str) -> Path:
+        return self.artifacts / "studies" / study / run
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def mlruns(self) -> Path:
+        return self.root / "mlruns"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.mlruns / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlruns / "artifacts"

@@ -1,0 +1,225 @@
+"""The typed, validated view of params.yaml: the one place that knows keys and defaults.
+
+Every group is a pydantic model with `extra="forbid"`, so a typo in params.yaml is an error that
+names the key instead of a silently ignored setting. `load_params` turns the first validation
+problem into a `NetgeomError` whose key is the dotted params path (e.g. `noise.label`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from netgeom.errors import NetgeomError
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RandomDataParams(Group):
+    """The synthetic `random` dataset (used for off-manifold ablations and smoke tests)."""
+
+    kind: Literal["uniform", "gaussian", "hypersphere"] = "uniform"
+    shape: tuple[int, ...] = (1, 40)
+    classes: int = Field(10, ge=2)
+    train_size: int = Field(1000, ge=1)
+    test_size: int = Field(200, ge=1)
+    seed: int = 0
+
+
+class DataParams(Group):
+    name: str = "mnist1d"
+    root: str = "data"
+    val_size: float = Field(0.1, ge=0, description="fraction (< 1) or count (>= 1) of the training pool")
+    train_size: int | None = Field(None, ge=1, description="optional cap on the training subset")
+    stratified: bool = True
+    split_seed: int = 0
+    classes: int | None = Field(None, ge=2, description="keep this many classes (class subsampling)")
+    class_seed: int = 0
+    random: RandomDataParams = RandomDataParams()
+
+    @field_validator("val_size")
+    @classmethod
+    def _count_is_whole(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError("a count (>= 1) must be a whole number; use a value below 1 for a fraction")
+        return v
+
+
+class NoiseParams(Group):
+    kind: Literal["none", "symmetric", "uniform", "asymmetric"] = "symmetric"
+    label: float = Field(0.0, ge=0, le=1, description="fraction of corrupted training labels")
+    seed: int = 0
+    input: Literal["none", "pixel_shuffle", "random_pixels"] = "none"
+    per_image: bool = False
+
+
+class ModelParams(Group):
+    arch: str = "mlp"
+    width: int = Field(64, gt=0)
+    depth: int = Field(1, ge=1)
+    batch_norm: bool = False
+    activation: Literal["relu", "tanh", "sigmoid", "identity"] = "relu"
+    init: str = "pytorch"
+    pretrained: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        """Builder keyword arguments (the registry passes each family only what it accepts)."""
+        return self.model_dump(exclude={"arch"}, exclude_none=True)
+
+
+class CheckpointParams(Group):
+    init: bool = True
+    final: bool = True
+    epochs: list[int] = Field(default_factory=list, description="explicit checkpoint epochs")
+    every: int | None = Field(None, ge=1, description="also checkpoint every E epochs")
+
+
+class TrainParams(Group):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "step", "multistep", "cosine"] = "constant"
+    step_size: int = Field(30, ge=1)
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_start_lr: float = Field(0.0, ge=0)
+    augment: bool = False
+    eval_every: int = Field(1, ge=1)
+    eval_batch_size: int = Field(1000, ge=1)
+    stop_loss: float | None = Field(None, ge=0, description="stop once train loss <= this")
+    stop_accuracy: float | None = Field(None, ge=0, le=1, description="stop once train accuracy >= this")
+    checkpoints: CheckpointParams = CheckpointParams()
+
+    @model_validator(mode="after")
+    def _checkpoints_within_training(self) -> TrainParams:
+        late = [e for e in self.checkpoints.epochs if e > self.epochs or e < 0]
+        if late:
+            raise NetgeomError(
+                "train.checkpoints.epochs", f"epochs {late} are outside 0..train.epochs ({self.epochs})"
+            )
+        if self.warmup_epochs > self.epochs:
+            raise NetgeomError("train.warmup_epochs", f"must be at most train.epochs ({self.epochs})")
+        return self
+
+
+class GridParams(Group):
+    widths: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    noise: list[float] = Field(default_factory=lambda: [0.0], min_length=1)
+    seed_offsets: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("widths")
+    @classmethod
+    def _positive_widths(cls, v: list[int]) -> list[int]:
+        if any(w <= 0 for w in v):
+            raise ValueError("every width must be > 0")
+        return v
+
+    @field_validator("noise")
+    @classmethod
+    def _noise_in_unit_interval(cls, v: list[float]) -> list[float]:
+        if any(not 0 <= p <= 1 for p in v):
+            raise ValueError("every noise level must lie within [0, 1]")
+        return v
+
+
+class MlflowParams(Group):
+    enabled: bool = True
+    experiment: str = "netgeom"
+    log_models: bool = True
+
+
+class ExecutionParams(Group):
+    backend: Literal["local", "ray"] = "local"
+    workers: int = Field(1, ge=1)
+    threads: int = Field(2, ge=1, description="torch threads per process")
+    address: str | None = None
+
+
+class Params(Group):
+    seed: int = 42
+    data: DataParams = DataParams()
+    noise: NoiseParams = NoiseParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    grid: GridParams = GridParams()
+    mlflow: MlflowParams = MlflowParams()
+    execution: ExecutionParams = ExecutionParams()
+    # Study groups are kept as plain mappings here and validated by each study's own model,
+    # so adding a study never touches this file.
+    smoothness: dict[str, Any] = Field(default_factory=dict)
+    regions: dict[str, Any] = Field(default_factory=dict)
+    interpolation: dict[str, Any] = Field(default_factory=dict)
+    report: dict[str, Any] = Field(default_factory=dict)
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    key = ""
+    for part in error["loc"]:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return key, "unknown key (check the spelling against the README's params table)"
+    ctx = error.get("ctx") or {}
+    if kind == "literal_error":
+        return key, f"must be one of {ctx.get('expected')} (got {error.get('input')!r})"
+    got = error.get("input")
+    message = error["msg"].removeprefix("Value error, ")
+    return key, f"{message} (got {got!r})" if not isinstance(got, dict) else message
+
+
+def validate(raw: dict[str, Any], model: type[BaseModel] = Params, prefix: str = ""):
+    """Validate a mapping against `model`; the first problem becomes a `NetgeomError`."""
+    try:
+        return model.model_validate(raw or {})
+    except NetgeomError:
+        raise
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, NetgeomError):
+            raise NetgeomError(prefix + cause.key, cause.problem) from None
+        key, problem = _describe(error)
+        raise NetgeomError(prefix + key, problem) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise NetgeomError("params", f"{path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise NetgeomError("params", f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise NetgeomError("params", f"{path} must hold a mapping at the top level")
+    return validate(raw)
+
+
+def params_hash(*groups: BaseModel) -> str:
+    """A short stable hash of the given groups' full settings (recorded inside each run)."""
+    payload = json.dumps([g.model_dump(mode="json") for g in groups], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1} (for MLflow params and tables)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

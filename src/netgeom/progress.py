@@ -1,0 +1,27 @@
+"""Progress bars that stay quiet in CI and under `--quiet`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet or bool(os.environ.get("CI")) or bool(os.environ.get("NETGEOM_QUIET"))
+
+
+def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **kwargs) -> Iterable[T]:
+    """Wrap `iterable` in a tqdm bar unless progress output is silenced."""
+    return tqdm(iterable, desc=desc, total=total, disable=is_quiet(), leave=False, dynamic_ncols=True, **kwargs)

@@ -1,0 +1,28 @@
+"""Stage `split`: train/val indices (and the kept classes) of the dataset's training pool."""
+
+from __future__ import annotations
+
+from netgeom.data.sources import get_source
+from netgeom.data.split import Split, make_split
+from netgeom.io import atomic_write_json
+from netgeom.layout import Layout
+from netgeom.params import Params
+
+
+def run_split(params: Params, layout: Layout) -> Split:
+    data = params.data
+    source = get_source(data.name, data)
+    pool = source.load(layout.root / data.root, "train")
+    split = make_split(
+        source.info.name,
+        pool.y,
+        source.info.num_classes,
+        val_size=data.val_size,
+        seed=data.split_seed,
+        stratified=data.stratified,
+        classes=data.classes,
+        class_seed=data.class_seed,
+        train_size=data.train_size,
+    )
+    atomic_write_json(layout.split_file, split.to_dict())
+    return split

@@ -1,0 +1,1 @@
+"""Studies: pure functions over (model, data). No mlflow, dvc or typer here."""

@@ -1,0 +1,174 @@
+"""The training loop: tensors batched by indexing, a checkpoint schedule, bit-exact resume.
+
+All randomness after initialisation (batch order, augmentation) comes from one torch.Generator
+whose state is saved with every epoch, so a run resumed after a crash ends with the same weights
+as an uninterrupted one (on the CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from netgeom.data.augment import augment
+from netgeom.data.bundle import DataBundle
+from netgeom.errors import NetgeomError
+from netgeom.params import TrainParams
+from netgeom.progress import progress
+from netgeom.training.checkpoints import (
+    checkpoint_name,
+    list_checkpoints,
+    load_training_state,
+    restore_training_state,
+    save_checkpoint,
+    save_training_state,
+)
+from netgeom.training.schedule import checkpoint_epochs, make_optimizer, make_scheduler
+
+
+@dataclass
+class TrainResult:
+    history: pd.DataFrame  # one row per epoch (evaluation columns filled on evaluation epochs)
+    final: dict[str, float]  # the last evaluation
+    checkpoints: list[tuple[int, Path]]
+    stopped_early: bool
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits of `model` (in eval mode) on `x`, batched; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float, torch.Tensor]:
+    """Mean cross-entropy, accuracy, and the per-sample correctness."""
+    if len(y) == 0:
+        return float("nan"), float("nan"), torch.zeros(0, dtype=torch.bool)
+    logits = predict(model, x, batch_size)
+    correct = logits.argmax(1) == y
+    return F.cross_entropy(logits, y).item(), correct.float().mean().item(), correct
+
+
+def evaluate_bundle(model, data: DataBundle, batch_size: int) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, (x, y) in data.eval_sets().items():
+        loss, acc, correct = evaluate(model, x, y, batch_size)
+        metrics[f"{name}_loss"], metrics[f"{name}_acc"] = loss, acc
+        if name == "train":
+            noisy = data.train.is_noisy
+            # Clean samples: generalisation on the training set; noisy ones: memorisation of
+            # the wrong label (1.0 = every flipped label fitted).
+            metrics["train_acc_clean"] = correct[~noisy].float().mean().item() if (~noisy).any() else float("nan")
+            metrics["train_acc_noisy"] = correct[noisy].float().mean().item() if noisy.any() else float("nan")
+    return metrics
+
+
+def _should_stop(metrics: dict[str, float], p: TrainParams) -> bool:
+    if p.stop_loss is not None and metrics.get("train_loss", math.inf) <= p.stop_loss:
+        return True
+    return p.stop_accuracy is not None and metrics.get("train_acc", 0.0) >= p.stop_accuracy
+
+
+def train(
+    model: torch.nn.Module,
+    data: DataBundle,
+    p: TrainParams,
+    *,
+    seed: int,
+    workdir: Path,
+    metadata: dict | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train `model` in place, writing checkpoints and resume state into `workdir`.
+
+    `metadata` (e.g. the params hash) is stored in every checkpoint; resume only continues a
+    state whose metadata matches, otherwise `workdir` is cleared and training starts over.
+    """
+    workdir = Path(workdir)
+    metadata = dict(metadata or {})
+    x, y = data.train.x, data.train.y
+    n = len(y)
+    steps_per_epoch = math.ceil(n / p.batch_size)
+    optimizer = make_optimizer(model.parameters(), p)
+    scheduler = make_scheduler(optimizer, steps_per_epoch, p)
+    generator = torch.Generator().manual_seed(seed)
+    scheduled = set(checkpoint_epochs(p))
+    history: list[dict] = []
+    start = 0
+
+    saved = load_training_state(workdir) if resume else None
+    if saved and saved[1].get("metadata") == metadata:
+        start = restore_training_state(*saved, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator)
+        history = saved[1]["history"]
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def finish_epoch(epoch: int, row: dict, stop: bool) -> None:
+        history.append(row)
+        if epoch in scheduled or stop or epoch == p.epochs:
+            save_checkpoint(workdir, epoch, model.state_dict(), {"step": epoch * steps_per_epoch, "metrics": row, **metadata})
+        save_training_state(
+            workdir,
+            epoch=epoch,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            generator=generator,
+            extra={"metadata": metadata, "history": history, "stopped": stop},
+        )
+        if on_epoch:
+            on_epoch(epoch, row)
+
+    if start == 0 and not history:
+        finish_epoch(0, {"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **evaluate_bundle(model, data, p.eval_batch_size)}, False)
+
+    stopped = start > 0 and bool(saved[1].get("stopped"))  # a finished early exit stays finished
+    bar = progress(range(start + 1, p.epochs + 1), desc="epochs", total=p.epochs - start)
+    for epoch in [] if stopped else bar:
+        began = time.perf_counter()
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        order = torch.randperm(n, generator=generator)
+        running = 0.0
+        for step, i in enumerate(range(0, n, p.batch_size)):
+            index = order[i : i + p.batch_size]
+            inputs = augment(x[index], generator) if p.augment else x[index]
+            loss = F.cross_entropy(model(inputs), y[index])
+            if not torch.isfinite(loss):
+                last = list_checkpoints(workdir)
+                where = f"{workdir / checkpoint_name(last[-1][0])}.safetensors" if last else "none"
+                raise NetgeomError(
+                    "train", f"loss became {loss.item()} at epoch {epoch}, step {step}; last good checkpoint: {where}; lower train.lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running += loss.item() * len(index)
+        row = {"epoch": epoch, "lr": lr, "train_loss_running": running / n, "epoch_seconds": time.perf_counter() - began}
+        stop = False
+        if epoch % p.eval_every == 0 or epoch == p.epochs or epoch in scheduled:
+            row.update(evaluate_bundle(model, data, p.eval_batch_size))
+            stop = _should_stop(row, p)
+        finish_epoch(epoch, row, stop)
+        if stop:
+            stopped = True
+            break
+
+    frame = pd.DataFrame(history)
+    evaluated = frame.dropna(subset=["test_loss"]) if "test_loss" in frame else frame
+    final = {k: float(v) for k, v in evaluated.iloc[-1].items()} if len(evaluated) else {}
+    return TrainResult(frame, final, list_checkpoints(workdir), stopped)

@@ -1,0 +1,60 @@
+"""Optimisers and learning-rate schedules, stepped once per minibatch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from netgeom.errors import NetgeomError
+from netgeom.params import TrainParams
+
+
+def make_optimizer(parameters, p: TrainParams) -> torch.optim.Optimizer:
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=p.weight_decay)
+    if p.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=p.lr, weight_decay=p.weight_decay)
+    if p.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=p.lr, weight_decay=p.weight_decay)
+    raise NetgeomError("train.optimizer", f"unknown {p.optimizer!r}; allowed: sgd, adam, adamw")
+
+
+def lr_factor(step: int, steps_per_epoch: int, p: TrainParams) -> float:
+    """Multiplier of `train.lr` at optimiser step `step` (0-based).
+
+    The warm-up rises linearly from `warmup_start_lr` and reaches `lr` exactly at the first step
+    after it (the seed's warm-up never did). Step schedules count epochs from the start of
+    training; cosine anneals over the steps after the warm-up.
+    """
+    warmup = p.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        start = p.warmup_start_lr / p.lr
+        return start + (1.0 - start) * step / warmup
+    epoch = step // steps_per_epoch
+    if p.schedule == "constant":
+        return 1.0
+    if p.schedule == "step":
+        return p.gamma ** (epoch // p.step_size)
+    if p.schedule == "multistep":
+        return p.gamma ** sum(epoch >= m for m in p.milestones)
+    if p.schedule == "cosine":
+        total = max(1, p.epochs * steps_per_epoch - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / total)))
+    raise NetgeomError("train.schedule", f"unknown {p.schedule!r}; allowed: constant, step, multistep, cosine")
+
+
+def make_scheduler(optimizer, steps_per_epoch: int, p: TrainParams) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, p))
+
+
+def checkpoint_epochs(p: TrainParams) -> list[int]:
+    """The scheduled checkpoint epochs: init (0), listed epochs, every E, final."""
+    epochs = set(p.checkpoints.epochs)
+    if p.checkpoints.init:
+        epochs.add(0)
+    if p.checkpoints.every:
+        epochs.update(range(p.checkpoints.every, p.epochs + 1, p.checkpoints.every))
+    if p.checkpoints.final:
+        epochs.add(p.epochs)
+    return sorted(epochs)
