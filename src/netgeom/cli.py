@@ -150,11 +150,22 @@ def train_command(
 
     settings, layout = setup(params, quiet)
     torch.set_num_threads(settings.execution.threads)
-    cell = Cell(width or settings.model.width, settings.noise.label if noise is None else noise, replicate)
+    cell = Cell(settings.model.width if width is None else width, settings.noise.label if noise is None else noise, replicate)
     folder = run_train(settings, layout, cell, resume=not fresh)
     metrics = read_json(folder / "metrics.json")
     typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
     track_run(settings, layout, folder)
+
+
+@app.command()
+@guarded
+def report(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
+    """Stage `report`: tables (reports/tables) and figures (reports/figures) over all runs."""
+    from netgeom.stages.report import run_report
+
+    settings, layout = setup(params, quiet)
+    summary = run_report(settings, layout)
+    typer.echo(f"report: {len(summary)} runs -> {layout.reports}")
 
 
 @mlflow_app.command("sync")

@@ -16,8 +16,9 @@ def project_root() -> Path:
 
 
 def noise_tag(noise: float) -> str:
-    """0.2 -> 'n0.2', 0 -> 'n0': short, stable and readable in folder names."""
-    return "n" + format(float(noise), "g")
+    """0.2 -> 'n0.2', 0 -> 'n0.0': Python's float text, which is also how DVC renders a YAML
+    float such as `0.0` in `${item.noise}`, so dvc.yaml and this module agree on every path."""
+    return f"n{float(noise)}"
 
 
 def run_name(arch: str, width: int, noise: float, replicate: int) -> str:

@@ -63,10 +63,11 @@ class NoiseParams(Group):
 class ModelParams(Group):
     arch: str = "mlp"
     width: int = Field(64, gt=0)
-    depth: int = Field(1, ge=1)
-    batch_norm: bool = False
+    # None means "the family's own default" (e.g. BN on for ResNets, off for VGGs).
+    depth: int | None = Field(None, ge=1)
+    batch_norm: bool | None = None
     activation: Literal["relu", "tanh", "sigmoid", "identity"] = "relu"
-    init: str = "pytorch"
+    init: Literal["pytorch", "kaiming", "fixup"] | None = None
     pretrained: str | None = None
 
     def options(self) -> dict[str, Any]:
@@ -107,10 +108,10 @@ class TrainParams(Group):
         late = [e for e in self.checkpoints.epochs if e > self.epochs or e < 0]
         if late:
             raise NetgeomError(
-                "train.checkpoints.epochs", f"epochs {late} are outside 0..train.epochs ({self.epochs})"
+                "checkpoints.epochs", f"epochs {late} are outside 0..train.epochs ({self.epochs})"
             )
         if self.warmup_epochs > self.epochs:
-            raise NetgeomError("train.warmup_epochs", f"must be at most train.epochs ({self.epochs})")
+            raise NetgeomError("warmup_epochs", f"must be at most train.epochs ({self.epochs})")
         return self
 
 
@@ -124,6 +125,14 @@ class GridParams(Group):
     def _positive_widths(cls, v: list[int]) -> list[int]:
         if any(w <= 0 for w in v):
             raise ValueError("every width must be > 0")
+        return v
+
+    @field_validator("noise", mode="before")
+    @classmethod
+    def _noise_written_as_decimals(cls, v):
+        # DVC names folders after the YAML literal (`0` renders as n0, `0.0` as n0.0).
+        if isinstance(v, list) and any(isinstance(p, int) for p in v):
+            raise ValueError("write noise levels as decimals, e.g. 0.0 rather than 0")
         return v
 
     @field_validator("noise")
@@ -147,6 +156,10 @@ class ExecutionParams(Group):
     address: str | None = None
 
 
+class ReportParams(Group):
+    format: Literal["png", "svg"] = "png"
+
+
 class Params(Group):
     seed: int = 42
     data: DataParams = DataParams()
@@ -161,7 +174,7 @@ class Params(Group):
     smoothness: dict[str, Any] = Field(default_factory=dict)
     regions: dict[str, Any] = Field(default_factory=dict)
     interpolation: dict[str, Any] = Field(default_factory=dict)
-    report: dict[str, Any] = Field(default_factory=dict)
+    report: ReportParams = ReportParams()
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
@@ -188,9 +201,9 @@ def validate(raw: dict[str, Any], model: type[BaseModel] = Params, prefix: str =
     except ValidationError as exc:
         error = exc.errors()[0]
         cause = error.get("ctx", {}).get("error")
-        if isinstance(cause, NetgeomError):
-            raise NetgeomError(prefix + cause.key, cause.problem) from None
         key, problem = _describe(error)
+        if isinstance(cause, NetgeomError):  # raised by a model validator: key relative to it
+            raise NetgeomError(prefix + ".".join(filter(None, [key, cause.key])), cause.problem) from None
         raise NetgeomError(prefix + key, problem) from None
 
 

@@ -78,8 +78,8 @@ def load_bundle(params: Params, split: Split, labels: pd.DataFrame, root: Path) 
     x_train = corrupt_inputs(x_train, ids, params.noise.input, params.noise.seed, params.noise.per_image)
     train = TrainSet(
         x=torch.from_numpy(x_train),
-        y=torch.from_numpy(labels["label"].to_numpy(np.int64)),
-        clean=torch.from_numpy(labels["clean_label"].to_numpy(np.int64)),
+        y=torch.from_numpy(labels["label"].to_numpy(np.int64, copy=True)),
+        clean=torch.from_numpy(labels["clean_label"].to_numpy(np.int64, copy=True)),
         sample_id=torch.from_numpy(ids.astype(np.int64)),
     )
     val_ids = np.asarray(split.val, dtype=np.int64)

@@ -17,22 +17,18 @@ from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, register_
 from netgeom.errors import NetgeomError
 
 
-def _present(self) -> bool:
-    if isinstance(self, tvd.SVHN):
-        return os.path.exists(os.path.join(self.root, self.filename))
-    if isinstance(self, tvd.CIFAR10):
-        folder = os.path.join(self.root, self.base_folder)
-        return all(os.path.exists(os.path.join(folder, name)) for name, _ in self.train_list + self.test_list)
-    return all(
-        os.path.exists(os.path.join(self.raw_folder, os.path.splitext(os.path.basename(url))[0]))
-        for url, _ in self.resources
-    )
-
-
 def _presence_checked(cls: type) -> type:
-    """A subclass of a torchvision dataset whose integrity check is file presence."""
-    hook = "_check_exists" if issubclass(cls, tvd.MNIST) else "_check_integrity"
-    return type(cls.__name__, (cls,), {hook: _present})
+    """A subclass of a torchvision dataset whose file lists carry no md5 sums: torchvision's
+    `check_integrity(path, None)` then checks presence only. The reading code is untouched."""
+    overrides = {}
+    for attribute in ("train_list", "test_list"):
+        if hasattr(cls, attribute):
+            overrides[attribute] = [[name, None] for name, _ in getattr(cls, attribute)]
+    if hasattr(cls, "meta"):
+        overrides["meta"] = {**cls.meta, "md5": None}
+    if hasattr(cls, "split_list"):
+        overrides["split_list"] = {k: [url, name, None] for k, (url, name, _) in cls.split_list.items()}
+    return type(cls.__name__, (cls,), overrides)
 
 
 class TorchvisionDataset(DatasetSource):

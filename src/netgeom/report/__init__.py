@@ -1,0 +1,1 @@
+"""Reports: study results -> pandas tables -> seaborn figures."""

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny projects in temporary folders, quiet progress, one torch thread."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+os.environ.setdefault("NETGEOM_QUIET", "1")
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Path:
+    """An empty project root (cwd) with the embedded datasets materialised."""
+    from netgeom.data import get_source
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    for name in ("digits", "mnist1d"):
+        get_source(name).materialise(tmp_path / "data")
+    return tmp_path
+
+
+def write_params(root: Path, **groups) -> Path:
+    """params.yaml for a fast digits run; keyword groups update the defaults."""
+    params = {
+        "seed": 1,
+        "data": {"name": "digits", "val_size": 0.1},
+        "noise": {"kind": "symmetric", "label": 0.2, "seed": 0},
+        "model": {"arch": "mlp", "width": 16, "depth": 1},
+        "train": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "checkpoints": {"epochs": [1]}},
+        "grid": {"widths": [8], "noise": [0.2], "seed_offsets": [0]},
+        "mlflow": {"enabled": False},
+        "execution": {"threads": 1},
+    }
+    for group, values in groups.items():
+        if isinstance(values, dict) and isinstance(params.get(group), dict):
+            params[group] = {**params[group], **values}
+        else:
+            params[group] = values
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path

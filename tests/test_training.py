@@ -1,0 +1,167 @@
+"""Training: schedules, the checkpoint schedule, bit-exact resume, NaN handling, safe loading."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from netgeom.data.bundle import DataBundle, TrainSet
+from netgeom.data.sources import DatasetInfo
+from netgeom.errors import NetgeomError
+from netgeom.models import create_model
+from netgeom.params import TrainParams, validate
+from netgeom.training import list_checkpoints, load_checkpoint, train
+from netgeom.training.schedule import checkpoint_epochs, lr_factor, make_optimizer, make_scheduler
+
+
+def bundle(n=192, seed=0) -> DataBundle:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    clean = (x.mean((1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long()
+    y = clean.clone()
+    y[:20] = (y[:20] + 1) % 4
+    info = DatasetInfo("toy", (1, 8, 8), 4, (0.0,), (1.0,))
+    return DataBundle(info, TrainSet(x, y, clean, torch.arange(n)), (x[:32], clean[:32]), (x[-32:], clean[-32:]))
+
+
+def params(**overrides) -> TrainParams:
+    base = {"epochs": 6, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "augment": True, "checkpoints": {"epochs": [2]}}
+    return validate({**base, **overrides}, TrainParams, prefix="train.")
+
+
+def model(seed=0):
+    torch.manual_seed(seed)
+    return create_model("mlp", (1, 8, 8), 4, width=16, depth=2)
+
+
+def test_warmup_rises_linearly_and_reaches_the_target_lr():
+    p = params(lr=0.1, warmup_epochs=2, warmup_start_lr=0.001, schedule="constant")
+    optimizer = make_optimizer(torch.nn.Linear(2, 2).parameters(), p)
+    scheduler = make_scheduler(optimizer, steps_per_epoch=5, p=p)
+    seen = []
+    for _ in range(12):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen[0] == pytest.approx(0.001)
+    assert seen[5] == pytest.approx(0.001 + (0.1 - 0.001) * 0.5)
+    assert seen[10] == pytest.approx(0.1) and seen[11] == pytest.approx(0.1)
+    assert all(a < b for a, b in zip(seen[:10], seen[1:11]))
+
+
+def test_step_multistep_and_cosine_schedules():
+    assert lr_factor(45, 10, params(schedule="step", step_size=2, gamma=0.5)) == pytest.approx(0.25)  # epoch 4
+    p = params(schedule="multistep", milestones=[2, 4], gamma=0.1)
+    assert [lr_factor(e * 10, 10, p) for e in (1, 2, 4)] == pytest.approx([1, 0.1, 0.01])
+    c = params(schedule="cosine", epochs=4)
+    assert lr_factor(0, 10, c) == pytest.approx(1.0) and lr_factor(20, 10, c) == pytest.approx(0.5)
+    assert lr_factor(40, 10, c) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_checkpoint_schedule():
+    p = params(epochs=10, checkpoints={"epochs": [3], "every": 4})
+    assert checkpoint_epochs(p) == [0, 3, 4, 8, 10]
+    assert checkpoint_epochs(params(epochs=5, checkpoints={"init": False, "final": False, "epochs": [2]})) == [2]
+    with pytest.raises(NetgeomError, match="train.checkpoints.epochs"):
+        params(epochs=5, checkpoints={"epochs": [6]})
+
+
+def test_training_writes_the_scheduled_checkpoints_and_learns(tmp_path):
+    net = model()
+    result = train(net, bundle(), params(), seed=3, workdir=tmp_path)
+    assert [e for e, _ in result.checkpoints] == [0, 2, 6]
+    weights, meta = load_checkpoint(result.checkpoints[-1][1])
+    assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
+    assert meta["epoch"] == 6 and "test_acc" in meta["metrics"]
+    assert list(result.history["epoch"]) == list(range(7))
+    assert result.final["train_loss"] < result.history["train_loss"].iloc[0]
+    # clean/noisy split of train accuracy recombines to the overall accuracy
+    noisy = 20 / 192
+    h = result.final
+    assert h["train_acc"] == pytest.approx((1 - noisy) * h["train_acc_clean"] + noisy * h["train_acc_noisy"], abs=1e-6)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_after_a_crash_is_bit_identical(tmp_path):
+    reference = model()
+    train(reference, bundle(), params(), seed=5, workdir=tmp_path / "a")
+
+    def crash_after_3(epoch, _row):
+        if epoch == 3:
+            raise Crash
+
+    interrupted = model()
+    with pytest.raises(Crash):
+        train(interrupted, bundle(), params(), seed=5, workdir=tmp_path / "b", metadata={"h": 1}, on_epoch=crash_after_3)
+    resumed = model(seed=99)  # a fresh process would build a different net; the state overrides it
+    result = train(resumed, bundle(), params(), seed=5, workdir=tmp_path / "b", metadata={"h": 1})
+    assert list(result.history["epoch"]) == list(range(7))
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_resume_ignores_state_from_other_settings(tmp_path):
+    first = model()
+    train(first, bundle(), params(epochs=2), seed=5, workdir=tmp_path, metadata={"h": 1})
+    again = model()
+    result = train(again, bundle(), params(epochs=2), seed=5, workdir=tmp_path, metadata={"h": 2})
+    assert len(result.history) == 3  # trained from scratch, not resumed
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
+
+
+def test_same_seed_same_weights_different_seed_different(tmp_path):
+    a, b, c = model(), model(), model()
+    train(a, bundle(), params(epochs=2), seed=1, workdir=tmp_path / "a")
+    train(b, bundle(), params(epochs=2), seed=1, workdir=tmp_path / "b")
+    train(c, bundle(), params(epochs=2), seed=2, workdir=tmp_path / "c")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+class ExplodesAfter(torch.nn.Module):
+    def __init__(self, calls: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 4)
+        self.calls, self.limit = 0, calls
+
+    def forward(self, x):
+        self.calls += self.training
+        out = self.linear(x.flatten(1))
+        return out * float("nan") if self.training and self.calls > self.limit else out
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(NetgeomError, match=r"loss became nan at epoch 3.*e0002\.safetensors"):
+        train(ExplodesAfter(calls=13), bundle(), params(augment=False), seed=0, workdir=tmp_path)
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [0, 2]
+
+
+def test_early_exit_on_accuracy(tmp_path):
+    result = train(model(), bundle(), params(epochs=50, stop_accuracy=0.5, augment=False), seed=0, workdir=tmp_path)
+    assert result.stopped_early and len(result.history) < 51
+    assert result.final["train_acc"] >= 0.5
+    assert result.checkpoints[-1][0] == int(result.final["epoch"])
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_pickle_offered_as_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "e0001.safetensors"
+    bad.write_bytes(pickle.dumps({"weight": Payload(str(marker))}))
+    with pytest.raises(NetgeomError, match="not a valid safetensors file"):
+        load_checkpoint(bad)
+    assert not marker.exists()
+    with pytest.raises(NetgeomError, match="does not exist"):
+        load_checkpoint(tmp_path / "e0002.safetensors")
