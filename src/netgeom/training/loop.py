@@ -34,6 +34,9 @@ from netgeom.training.checkpoints import (
 from netgeom.training.schedule import checkpoint_epochs, make_optimizer, make_scheduler
 
 
+RESUME_SECONDS = 30.0
+
+
 @dataclass
 class TrainResult:
     history: pd.DataFrame  # one row per epoch (evaluation columns filled on evaluation epochs)
@@ -116,10 +119,22 @@ def train(
     else:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    last_state_save = -math.inf
+
     def finish_epoch(epoch: int, row: dict, stop: bool) -> None:
+        nonlocal last_state_save
         history.append(row)
-        if epoch in scheduled or stop or epoch == p.epochs:
+        checkpoint = epoch in scheduled or stop or epoch == p.epochs
+        if checkpoint:
             save_checkpoint(workdir, epoch, model.state_dict(), {"step": epoch * steps_per_epoch, "metrics": row, **metadata})
+        if on_epoch:
+            on_epoch(epoch, row)
+        # The resume state (model + optimizer + RNG + history) is saved at checkpoints and at most
+        # every RESUME_SECONDS otherwise: resuming replays the epochs since, bit-exactly, and
+        # short epochs don't pay a write each.
+        if not (checkpoint or time.monotonic() - last_state_save >= RESUME_SECONDS):
+            return
+        last_state_save = time.monotonic()
         save_training_state(
             workdir,
             epoch=epoch,
@@ -129,8 +144,6 @@ def train(
             generator=generator,
             extra={"metadata": metadata, "history": history, "stopped": stop},
         )
-        if on_epoch:
-            on_epoch(epoch, row)
 
     if start == 0 and not history:
         finish_epoch(0, {"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **evaluate_bundle(model, data, p.eval_batch_size)}, False)
