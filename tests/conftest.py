@@ -36,6 +36,7 @@ def write_params(root: Path, **groups) -> Path:
         "grid": {"widths": [8], "noise": [0.2], "seed_offsets": [0]},
         "mlflow": {"enabled": False},
         "execution": {"threads": 1},
+        "report": {"format": "png"},
     }
     for group, values in groups.items():
         if isinstance(values, dict) and isinstance(params.get(group), dict):
