@@ -33,6 +33,16 @@ app.add_typer(mlflow_app, name="mlflow")
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Params file.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
+CellWidth = Annotated[Optional[int], typer.Option("--width", help="Model width (default: model.width).")]
+CellNoise = Annotated[Optional[float], typer.Option("--noise", help="Label-noise level (default: noise.label).")]
+CellReplicate = Annotated[int, typer.Option("--replicate", help="Seed offset: the run uses seed + replicate.")]
+
+
+def make_cell(settings: Params, width: int | None, noise: float | None, replicate: int):
+    from netgeom.stages.train import Cell
+
+    return Cell(settings.model.width if width is None else width, settings.noise.label if noise is None else noise, replicate)
+
 
 def fail(message: str) -> typer.Exit:
     typer.echo(f"netgeom: error: {message}", err=True)
@@ -136,9 +146,9 @@ def corrupt(
 @app.command("train")
 @guarded
 def train_command(
-    width: Annotated[Optional[int], typer.Option(help="Model width (default: model.width).")] = None,
-    noise: Annotated[Optional[float], typer.Option(help="Label-noise level (default: noise.label).")] = None,
-    replicate: Annotated[int, typer.Option(help="Seed offset: the run uses seed + replicate.")] = 0,
+    width: CellWidth = None,
+    noise: CellNoise = None,
+    replicate: CellReplicate = 0,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore resumable state from a crashed run.")] = False,
     params: ParamsOption = Path("params.yaml"),
     quiet: QuietOption = False,
@@ -146,15 +156,40 @@ def train_command(
     """Stage `train`: train one grid cell, write artifacts/runs/<run>/, log it to MLflow."""
     import torch
 
-    from netgeom.stages.train import Cell, run_train, track_run
+    from netgeom.stages.train import run_train, track_run
 
     settings, layout = setup(params, quiet)
     torch.set_num_threads(settings.execution.threads)
-    cell = Cell(settings.model.width if width is None else width, settings.noise.label if noise is None else noise, replicate)
-    folder = run_train(settings, layout, cell, resume=not fresh)
+    folder = run_train(settings, layout, make_cell(settings, width, noise, replicate), resume=not fresh)
     metrics = read_json(folder / "metrics.json")
     typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
     track_run(settings, layout, folder)
+
+
+@app.command()
+@guarded
+def smoothness(
+    width: CellWidth = None,
+    noise: CellNoise = None,
+    replicate: CellReplicate = 0,
+    shard: Annotated[Optional[str], typer.Option(help="Compute only shard i/n of the samples (e.g. 0/4).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+    quiet: QuietOption = False,
+):
+    """Stage `smoothness`: input-Jacobian norms (and volumes) around the training points."""
+    import torch
+
+    from netgeom.stages.smoothness import run_smoothness
+
+    settings, layout = setup(params, quiet)
+    torch.set_num_threads(settings.execution.threads)
+    summary = run_smoothness(settings, layout, make_cell(settings, width, noise, replicate), shard)
+    if summary is None:
+        typer.echo(f"smoothness: wrote shard {shard}; the summary follows once every shard is there")
+        return
+    last = summary[max(summary, key=int)]
+    values = {k: v["all"] for k, v in last.items() if isinstance(v, dict)}
+    typer.echo(f"smoothness: {len(summary)} checkpoints; final " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
 
 @app.command()

@@ -158,6 +158,7 @@ class ExecutionParams(Group):
 
 class ReportParams(Group):
     format: Literal["png", "svg"] = "png"
+    epochwise_width: int | None = Field(None, gt=0, description="width of the epoch-wise figures (null: the peak)")
 
 
 class Params(Group):

@@ -44,3 +44,42 @@ def error_vs_width(runs: pd.DataFrame, path: Path) -> Path:
     axis.set_xscale("log", base=2)
     axis.set_title("Error against width (the peak marks the interpolation threshold)")
     return save(figure, path)
+
+
+def study_vs_width(table: pd.DataFrame, runs: pd.DataFrame, path: Path, title: str) -> Path:
+    """Each measure at the final checkpoint against width (clean vs noisy samples), one row per
+    noise level, with test error in the first column for the double-descent link."""
+    measures = sorted(table["measure"].unique())
+    noises = sorted(table["noise"].unique())
+    figure, axes = plt.subplots(len(noises), len(measures) + 1, figsize=(4 * (len(measures) + 1), 3.2 * len(noises)), squeeze=False)
+    for r, noise in enumerate(noises):
+        error = runs[runs["noise"] == noise].melt(id_vars=["width"], value_vars=["train_error", "test_error"], var_name="split", value_name="error")
+        sns.lineplot(data=error, x="width", y="error", hue="split", marker="o", ax=axes[r, 0], palette=["tab:blue", "tab:red"])
+        axes[r, 0].set_title(f"noise {noise}: error")
+        for c, measure in enumerate(measures, start=1):
+            subset = table[(table["noise"] == noise) & (table["measure"] == measure)]
+            sns.lineplot(data=subset, x="width", y="value", hue="group", marker="o", ax=axes[r, c], hue_order=["all", "clean", "noisy"])
+            axes[r, c].set_title(f"noise {noise}: {measure}")
+        for axis in axes[r]:
+            axis.set_xscale("log", base=2)
+    figure.suptitle(title, y=1.01)
+    figure.tight_layout()
+    return save(figure, path)
+
+
+def study_vs_epoch(table: pd.DataFrame, curves: pd.DataFrame, width: int, path: Path, title: str) -> Path:
+    """Epoch-wise view of one width: test/train error and every measure across checkpoints."""
+    measures = sorted(table["measure"].unique())
+    figure, axes = plt.subplots(1, len(measures) + 1, figsize=(4 * (len(measures) + 1), 3.2), squeeze=False)
+    errors = curves[curves["width"] == width].melt(id_vars=["epoch", "noise"], value_vars=["train_error", "test_error"], var_name="split", value_name="error")
+    sns.lineplot(data=errors, x="epoch", y="error", hue="noise", style="split", ax=axes[0, 0], palette="rocket_r")
+    axes[0, 0].set_title(f"width {width}: error")
+    for c, measure in enumerate(measures, start=1):
+        subset = table[(table["width"] == width) & (table["measure"] == measure) & (table["group"] != "all")]
+        sns.lineplot(data=subset, x="epoch", y="value", hue="noise", style="group", marker="o", ax=axes[0, c], palette="rocket_r")
+        axes[0, c].set_title(measure)
+    for axis in axes[0]:
+        axis.set_xscale("symlog", linthresh=10)
+    figure.suptitle(title, y=1.03)
+    figure.tight_layout()
+    return save(figure, path)

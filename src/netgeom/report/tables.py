@@ -54,3 +54,28 @@ def grid_table(runs: pd.DataFrame, values: list[str]) -> pd.DataFrame:
     """Mean over seed replicates per (width, noise), for the model-wise curves."""
     present = [v for v in values if v in runs]
     return runs.groupby(["noise", "width"], as_index=False)[present].mean().sort_values(["noise", "width"])
+
+
+def study_table(studies_root: Path, study: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """A study's summaries in long form: run columns + epoch, measure, group (all/clean/noisy), value."""
+    rows = []
+    for folder in sorted((Path(studies_root) / study).glob("*/summary.json")):
+        summary = read_json(folder)
+        for epoch, entry in summary.items():
+            for measure, groups in entry.items():
+                if isinstance(groups, dict):
+                    rows += [
+                        {"run": folder.parent.name, "epoch": int(epoch), "measure": measure, "group": g, "value": v}
+                        for g, v in groups.items()
+                        if v is not None
+                    ]
+    table = pd.DataFrame(rows)
+    if table.empty or runs.empty:
+        return table
+    return table.merge(runs[["run", "width", "noise", "replicate", "test_error", "train_error"]], on="run")
+
+
+def final_epochs(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each run's last checkpoint."""
+    last = table.groupby("run")["epoch"].transform("max")
+    return table[table["epoch"] == last]

@@ -1,0 +1,71 @@
+"""What every study stage shares: which checkpoints to read, shard files, summaries, MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from netgeom.errors import NetgeomError
+from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
+from netgeom.layout import Layout
+from netgeom.params import Params
+from netgeom.stages.train import Run, read_run
+
+
+def checkpoint_selection(run: Run, which: str | list[int]) -> list[tuple[int, Path]]:
+    """`all`, `final`, or a list of epochs (each must have been checkpointed)."""
+    available = run.checkpoints
+    if not available:
+        raise NetgeomError("checkpoint", f"no checkpoints in {run.folder}; train the run first")
+    if which == "all":
+        return available
+    if which == "final":
+        return available[-1:]
+    by_epoch = dict(available)
+    missing = [e for e in which if e not in by_epoch]
+    if missing:
+        raise NetgeomError("checkpoints", f"epochs {missing} were not checkpointed in {run.name}; have {sorted(by_epoch)}")
+    return [(e, by_epoch[e]) for e in which]
+
+
+def open_run(layout: Layout, name: str) -> Run:
+    folder = layout.run_dir(name)
+    if not (folder / "run.json").exists():
+        raise NetgeomError("run", f"{folder} is missing; run `dvc repro train` (or `netgeom train`) first")
+    return read_run(folder)
+
+
+def shard_file(folder: Path, index: int, count: int) -> Path:
+    return folder / f"shard-{index:03d}-of-{count:03d}.parquet"
+
+
+def write_shard(folder: Path, index: int, count: int, table: pd.DataFrame) -> Path:
+    return atomic_write_parquet(shard_file(folder, index, count), table)
+
+
+def read_shards(folder: Path, count: int) -> pd.DataFrame | None:
+    """The merged table when every shard is present (merged by shard index), else None."""
+    paths = [shard_file(folder, i, count) for i in range(count)]
+    if not all(p.exists() for p in paths):
+        return None
+    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+
+
+def write_summary(folder: Path, summary: dict[str, Any]) -> Path:
+    return atomic_write_json(folder / "summary.json", summary)
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    return read_json(folder / "summary.json")
+
+
+def attach_to_mlflow(params: Params, layout: Layout, run: Run, study: str, per_epoch: dict[int, dict[str, float]], artifacts: list[Path]) -> None:
+    """Study summaries as MLflow metrics (step = epoch, linked to the checkpoint's model) and the
+    tables as artifacts of the training run."""
+    if not params.mlflow.enabled:
+        return
+    from netgeom import tracking
+
+    tracking.log_study(layout, params.mlflow.experiment, run.info, study, per_epoch, artifacts)
