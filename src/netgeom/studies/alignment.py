@@ -1,0 +1,398 @@
+"""Git Re-Basin weight matching (Ainsworth et al., 2023): permute B's hidden units to match A.
+
+Hidden units of a network can be permuted without changing its function, as long as every
+tensor that touches a unit moves with it. A `PermutationSpec` says which axis of which state
+entry each permutation acts on. It is derived automatically by tracing the model with torch.fx:
+
+- Conv / Linear outputs start a new permutation group (axis 0 of weight and bias); their
+  inputs use the group of whatever feeds them (axis 1 of the weight).
+- BatchNorm (weight, bias, running_mean, running_var) and elementwise or pooling ops pass a
+  group through unchanged.
+- `add` (residual connections) merges the groups of its operands, so a ResNet stage's residual
+  stream shares one permutation.
+- Flatten after a conv turns a channel permutation into a permutation of blocks of the next
+  Linear's inputs (channel-major, as torch.flatten lays them out).
+- The network input and output are fixed (not permuted); a group merged with them is dropped.
+
+Anything else (concatenation, grouped convs, LayerNorm, attention, ...) raises
+NetgeomError("alignment.model", ...) rather than producing a wrong spec.
+
+Matching maximises sum over layers <W_A, P W_B> one group at a time with
+scipy.optimize.linear_sum_assignment (cost sum of W_A W_B^T along the permuted axis, other
+groups held fixed), groups in a seeded random order, until a full sweep brings no improvement
+(at most `max_sweeps`). Only weights enter the cost (BN running statistics are permuted but
+then usually recomputed).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from netgeom.errors import NetgeomError
+from netgeom.studies.curve_summaries import is_bn_statistic
+from netgeom.studies.interpolation import check_same_architecture, recalibrate_bn
+
+StateDict = Mapping[str, Tensor]
+AxisPerm = tuple[str, int]  # (permutation name, block size along the axis)
+
+
+@dataclass(frozen=True)
+class PermutationSpec:
+    """sizes: permutation name -> number of units; axes: state key -> per-axis AxisPerm or None.
+
+    An axis with (name, block) has length sizes[name] * block and is permuted in blocks of
+    `block` consecutive entries (block > 1 only for Linear inputs after a Flatten).
+    """
+
+    sizes: dict[str, int]
+    axes: dict[str, tuple[AxisPerm | None, ...]]
+
+    def perm_to_axes(self) -> dict[str, list[tuple[str, int, int]]]:
+        """name -> [(state key, axis, block)] for every axis the permutation acts on."""
+        out: dict[str, list[tuple[str, int, int]]] = {p: [] for p in self.sizes}
+        for key, per_axis in self.axes.items():
+            for axis, entry in enumerate(per_axis):
+                if entry is not None:
+                    out[entry[0]].append((key, axis, entry[1]))
+        return out
+
+
+# --------------------------------------------------------------------------- spec by tracing
+
+_FIXED = 0  # union-find root standing for "the network's input/output: cannot permute"
+
+_PASS_MODULES = (
+    nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)  # fmt: skip
+_PASS_FUNCTIONS = {
+    torch.relu, F.relu, torch.tanh, torch.sigmoid, F.gelu, F.silu, F.leaky_relu, F.elu, F.dropout,
+    F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, operator.neg,
+}  # fmt: skip
+_PASS_METHODS = {"relu", "tanh", "sigmoid", "contiguous", "clone", "neg"}
+_MERGE_FUNCTIONS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, operator.mul, torch.mul, operator.truediv}
+_MERGE_METHODS = {"add", "add_", "sub", "mul", "div"}
+
+
+@dataclass(frozen=True)
+class _Feat:
+    """Features of a traced value: group id and layout ('map' = (N, C, ...), 'vec' = (N, F), 'flat')."""
+
+    group: int
+    kind: str
+
+
+class _Tracer:
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.parent = [_FIXED]
+        self.size = {_FIXED: 0}
+        self.label = {_FIXED: "fixed"}
+        self.axes: dict[str, list] = {}  # key -> per-axis [group, block] or None
+        self.module_groups: dict[str, tuple[int, int]] = {}  # module -> (input group, output group)
+
+    # union-find over group ids
+    def find(self, g: int) -> int:
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def union(self, a: int, b: int) -> int:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return ra
+        if self.size[ra] and self.size[rb] and self.size[ra] != self.size[rb]:
+            raise NetgeomError("alignment.model", f"cannot merge unit groups of sizes {self.size[ra]} and {self.size[rb]}")
+        keep, drop = (ra, rb) if ra == _FIXED or (rb != _FIXED and ra < rb) else (rb, ra)
+        self.parent[drop] = keep
+        return keep
+
+    def new_group(self, size: int, label: str) -> int:
+        g = len(self.parent)
+        self.parent.append(g)
+        self.size[g] = size
+        self.label[g] = label
+        return g
+
+    def assign(self, module_name: str, param: str, axis: int, group: int, block: int = 1) -> None:
+        key = f"{module_name}.{param}" if module_name else param
+        tensor = getattr(self.model.get_submodule(module_name), param, None)
+        if tensor is None:
+            return
+        per_axis = self.axes.setdefault(key, [None] * tensor.ndim)
+        per_axis[axis] = [group, block]
+
+    # op handlers -------------------------------------------------------------
+    def layer(self, name: str, module: nn.Module, x: _Feat) -> _Feat:
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            if module.groups != 1:
+                raise NetgeomError("alignment.model", f"grouped convolution {name} (groups={module.groups}) is not supported")
+            if x.group != _FIXED and x.kind != "map":
+                raise NetgeomError("alignment.model", f"{name} receives non-spatial features")
+            out_size, block, kind = module.out_channels, 1, "map"
+        elif isinstance(module, nn.Linear):
+            if x.group != _FIXED and x.kind == "map":
+                raise NetgeomError("alignment.model", f"{name} is applied to a feature map without flatten")
+            out_size, kind = module.out_features, "vec"
+            block = 1
+            if x.group != _FIXED and x.kind == "flat":
+                block, rem = divmod(module.in_features, self.size[self.find(x.group)])
+                if rem:
+                    raise NetgeomError("alignment.model", f"{name}: {module.in_features} inputs are not blocks of the flattened channels")
+        else:
+            raise AssertionError(type(module))
+        if name in self.module_groups:  # a module called twice shares its permutations
+            g_in, g_out = self.module_groups[name]
+            self.union(g_in, x.group)
+            return _Feat(g_out, kind)
+        g_out = self.new_group(out_size, name)
+        self.module_groups[name] = (x.group, g_out)
+        self.assign(name, "weight", 0, g_out)
+        self.assign(name, "weight", 1, x.group, block)
+        self.assign(name, "bias", 0, g_out)
+        return _Feat(g_out, kind)
+
+    def norm(self, name: str, module: _BatchNorm, x: _Feat) -> _Feat:
+        for param in ("weight", "bias", "running_mean", "running_var"):
+            self.assign(name, param, 0, x.group)
+        return x
+
+    def merge(self, what: str, feats: list[_Feat]) -> _Feat:
+        if not feats:
+            return None
+        kinds = {f.kind for f in feats if self.find(f.group) != _FIXED}
+        if len(kinds) > 1:
+            raise NetgeomError("alignment.model", f"{what} combines features of different layouts {sorted(kinds)}")
+        g = feats[0].group
+        for f in feats[1:]:
+            g = self.union(g, f.group)
+        return _Feat(g, kinds.pop() if kinds else feats[0].kind)
+
+
+def _flatten(x: _Feat, start_dim: int, end_dim: int, where: str) -> _Feat:
+    if start_dim != 1 or end_dim != -1:
+        raise NetgeomError("alignment.model", f"{where}: only flatten(start_dim=1) is supported")
+    return _Feat(x.group, "flat" if x.kind in ("map", "flat") else x.kind)
+
+
+def permutation_spec(model: nn.Module) -> PermutationSpec:
+    """Derive the permutation groups of `model` by tracing it with torch.fx (see module docstring)."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as err:  # fx raises many types for untraceable code
+        raise NetgeomError("alignment.model", f"cannot trace {type(model).__name__} with torch.fx ({type(err).__name__}: {err})") from None
+    tr = _Tracer(model)
+    env: dict[torch.fx.Node, object] = {}
+
+    def feats(args) -> list[_Feat]:
+        return [env[a] for a in args if isinstance(a, torch.fx.Node) and isinstance(env.get(a), _Feat)]
+
+    def first(node) -> _Feat:
+        found = feats(node.args[:1])
+        if not found:
+            raise NetgeomError("alignment.model", f"{node.op} {node.target} does not act on a traced tensor")
+        return found[0]
+
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            env[node] = _Feat(_FIXED, "input")
+        elif node.op == "get_attr":
+            value = model
+            for part in str(node.target).split("."):
+                value = getattr(value, part)
+            if isinstance(value, Tensor) and value.numel() > 1:
+                raise NetgeomError("alignment.model", f"tensor attribute {node.target} used directly in forward is not supported")
+            env[node] = None  # a scalar: elementwise with anything
+        elif node.op == "call_module":
+            module = model.get_submodule(str(node.target))
+            x = first(node)
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+                env[node] = tr.layer(str(node.target), module, x)
+            elif isinstance(module, _BatchNorm):
+                env[node] = tr.norm(str(node.target), module, x)
+            elif isinstance(module, nn.Flatten):
+                env[node] = _flatten(x, module.start_dim, module.end_dim, str(node.target))
+            elif isinstance(module, _PASS_MODULES) and not any(True for _ in module.parameters()):
+                env[node] = x
+            else:
+                raise NetgeomError("alignment.model", f"module {node.target} ({type(module).__name__}) is not supported by weight matching")
+        elif node.op == "call_function":
+            if node.target in _PASS_FUNCTIONS:
+                env[node] = first(node)
+            elif node.target in _MERGE_FUNCTIONS:
+                env[node] = tr.merge(str(node.target), feats(node.args))
+            elif node.target is torch.flatten:
+                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+                end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+                env[node] = _flatten(first(node), start, end, "torch.flatten")
+            elif node.target is operator.getitem and not feats(node.args):
+                env[node] = None  # indexing a size tuple
+            else:
+                raise NetgeomError("alignment.model", f"function {getattr(node.target, '__name__', node.target)} is not supported by weight matching")
+        elif node.op == "call_method":
+            name = str(node.target)
+            if name in _PASS_METHODS:
+                env[node] = first(node)
+            elif name in _MERGE_METHODS:
+                env[node] = tr.merge(name, feats(node.args))
+            elif name == "size" or name == "dim":
+                env[node] = None
+            elif name == "flatten":
+                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+                end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+                env[node] = _flatten(first(node), start, end, "Tensor.flatten")
+            elif name in ("view", "reshape") and len(node.args) == 3 and node.args[2] == -1:
+                env[node] = _flatten(first(node), 1, -1, f"Tensor.{name}")  # x.view(x.size(0), -1)
+            else:
+                raise NetgeomError("alignment.model", f"method Tensor.{name} is not supported by weight matching")
+        elif node.op == "output":
+            for f in feats(node.args[0] if isinstance(node.args[0], (tuple, list)) else node.args):
+                tr.union(f.group, _FIXED)
+    return _finish(tr, model)
+
+
+def _finish(tr: _Tracer, model: nn.Module) -> PermutationSpec:
+    names: dict[int, str] = {}
+    sizes: dict[str, int] = {}
+    for g in range(1, len(tr.parent)):
+        root = tr.find(g)
+        if root != _FIXED and root not in names:
+            names[root] = f"P_{tr.label[root]}"
+            sizes[names[root]] = tr.size[root]
+    state = model.state_dict()
+    axes: dict[str, tuple[AxisPerm | None, ...]] = {}
+    for key, value in state.items():
+        per_axis = tr.axes.get(key, [None] * value.ndim)
+        entries = []
+        for axis, entry in enumerate(per_axis):
+            root = tr.find(entry[0]) if entry is not None else _FIXED
+            if root == _FIXED:
+                entries.append(None)
+                continue
+            name, block = names[root], entry[1]
+            if value.shape[axis] != sizes[name] * block:
+                raise NetgeomError("alignment.model", f"{key} axis {axis} has {value.shape[axis]} entries, expected {sizes[name]} x {block}")
+            entries.append((name, block))
+        axes[key] = tuple(entries)
+    return PermutationSpec(sizes, axes)
+
+
+# --------------------------------------------------------------------------- permutations
+
+
+def _permute_axis(w: Tensor, axis: int, perm: Tensor, block: int) -> Tensor:
+    if block == 1:
+        return w.index_select(axis, perm)
+    shape = w.shape
+    blocked = w.reshape(*shape[:axis], perm.numel(), block, *shape[axis + 1 :])
+    return blocked.index_select(axis, perm).reshape(shape)
+
+
+def _permuted_entry(spec: PermutationSpec, perms, key: str, value: Tensor, skip_axis: int = -1) -> Tensor:
+    w = value
+    for axis, entry in enumerate(spec.axes.get(key, ())):
+        if entry is not None and axis != skip_axis:
+            w = _permute_axis(w, axis, perms[entry[0]].to(w.device), entry[1])
+    return w
+
+
+def apply_permutation(spec: PermutationSpec, perms: Mapping[str, Tensor], state: StateDict) -> dict[str, Tensor]:
+    """New state permuted along every permuted axis: out[key][..., i, ...] = state[key][..., perm[i], ...]."""
+    missing = set(spec.sizes) - set(perms)
+    if missing:
+        raise NetgeomError("permutations", f"missing permutations {sorted(missing)}")
+    return {key: _permuted_entry(spec, perms, key, value) for key, value in state.items()}
+
+
+def weight_matching(
+    spec: PermutationSpec,
+    state_a: StateDict,
+    state_b: StateDict,
+    *,
+    seed: int = 0,
+    max_sweeps: int = 100,
+) -> tuple[dict[str, Tensor], int]:
+    """Permutations that make B's weights closest to A's, and the number of sweeps used.
+
+    Coordinate ascent over groups (Ainsworth et al., Algorithm 1): for group p, the cost
+    C = sum over (key, axis) of A_key (moved to axis 0, flattened) @ B_key^T (all other axes
+    already permuted); linear_sum_assignment(C, maximize=True) gives the new perm[p]. Stops
+    after a sweep with no improvement, or after max_sweeps.
+    """
+    check_same_architecture(state_a, state_b, "alignment.models")
+    if max_sweeps < 1:
+        raise NetgeomError("max_sweeps", f"must be >= 1, got {max_sweeps}")
+    perms = {p: torch.arange(n) for p, n in spec.sizes.items()}
+    by_perm = {p: [(k, ax, b) for k, ax, b in axes if not is_bn_statistic(k)] for p, axes in spec.perm_to_axes().items()}
+    a64 = {k: v.detach().double().cpu() for k, v in state_a.items() if v.is_floating_point()}
+    b64 = {k: v.detach().double().cpu() for k, v in state_b.items() if v.is_floating_point()}
+    rng = np.random.default_rng(seed)
+    names = list(spec.sizes)
+    sweeps = 0
+    for sweeps in range(1, max_sweeps + 1):
+        improved = False
+        for idx in rng.permutation(len(names)):
+            p = names[idx]
+            n = spec.sizes[p]
+            cost = torch.zeros(n, n, dtype=torch.float64)
+            for key, axis, _block in by_perm[p]:
+                wa = a64[key].movedim(axis, 0).reshape(n, -1)
+                wb = _permuted_entry(spec, perms, key, b64[key], axis).movedim(axis, 0).reshape(n, -1)
+                cost += wa @ wb.T
+            c = cost.numpy()
+            _, cols = linear_sum_assignment(c, maximize=True)
+            old = c[np.arange(n), perms[p].numpy()].sum()
+            new = c[np.arange(n), cols].sum()
+            if new > old + 1e-12 * max(1.0, abs(old)):
+                improved = True
+                perms[p] = torch.as_tensor(cols, dtype=torch.long)
+        if not improved:
+            break
+    return perms, sweeps
+
+
+@dataclass(frozen=True)
+class Alignment:
+    state: dict[str, Tensor]  # B permuted onto A (BN statistics recomputed when inputs were given)
+    permutations: dict[str, Tensor]
+    spec: PermutationSpec
+    sweeps: int
+
+
+def align(
+    model: nn.Module,
+    state_a: StateDict,
+    state_b: StateDict,
+    *,
+    calibration_inputs: Tensor | None = None,
+    seed: int = 0,
+    max_sweeps: int = 100,
+    bn_batch_size: int = 256,
+) -> Alignment:
+    """Match B to A on `model`'s architecture, permute B, and recompute B's BN statistics.
+
+    BN statistics are re-estimated on `calibration_inputs` (training inputs) when given, with the
+    same cumulative average as the interpolation engine; otherwise they are only permuted.
+    """
+    check_same_architecture(state_a, state_b, "alignment.models")
+    spec = permutation_spec(model)
+    perms, sweeps = weight_matching(spec, state_a, state_b, seed=seed, max_sweeps=max_sweeps)
+    permuted = apply_permutation(spec, perms, state_b)
+    if calibration_inputs is not None:
+        permuted = recalibrate_bn(model, permuted, calibration_inputs, bn_batch_size)
+    return Alignment(permuted, perms, spec, sweeps)
