@@ -194,6 +194,47 @@ def smoothness(
 
 @app.command()
 @guarded
+def interpolation(
+    width: CellWidth = None,
+    noise: CellNoise = None,
+    replicate: CellReplicate = 0,
+    params: ParamsOption = Path("params.yaml"),
+    quiet: QuietOption = False,
+):
+    """Stage `interpolation`: the loss along the line from init to the final weights (MLI)."""
+    import torch
+
+    from netgeom.stages.interpolation import run_interpolation
+
+    settings, layout = setup(params, quiet)
+    torch.set_num_threads(settings.execution.threads)
+    summary = run_interpolation(settings, layout, make_cell(settings, width, noise, replicate))
+    typer.echo(
+        f"interpolation: Delta(train)={summary['delta.train']:.4g} monotone={bool(summary['monotone.train'])} "
+        f"distance={summary['distance']:.4g}"
+    )
+
+
+@app.command()
+@guarded
+def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
+    """Stage `barriers`: loss barriers between seed replicates, with and without weight matching."""
+    import torch
+
+    from netgeom.stages.interpolation import run_barriers
+
+    settings, layout = setup(params, quiet)
+    torch.set_num_threads(settings.execution.threads)
+    table = run_barriers(settings, layout)
+    if table.empty:
+        typer.echo("barriers: no pairs (set grid.seed_offsets to two or more replicates)")
+        return
+    means = table[table["split"] == "train"].groupby("matching")["loss_barrier"].mean()
+    typer.echo("barriers: mean train loss barrier " + ", ".join(f"{k}={v:.4g}" for k, v in means.items()))
+
+
+@app.command()
+@guarded
 def report(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
     """Stage `report`: tables (reports/tables) and figures (reports/figures) over all runs."""
     from netgeom.stages.report import run_report

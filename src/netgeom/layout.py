@@ -74,8 +74,11 @@ class Layout:
         state must live outside them, and a half-finished run never appears under artifacts/."""
         return self.root / ".netgeom" / "staging" / run
 
+    def study_root(self, study: str) -> Path:
+        return self.artifacts / "studies" / study
+
     def study_dir(self, study: str, run: str) -> Path:
-        return self.artifacts / "studies" / study / run
+        return self.study_root(study) / run
 
     @property
     def reports(self) -> Path:

@@ -152,7 +152,7 @@ class MlflowParams(Group):
 class ExecutionParams(Group):
     backend: Literal["local", "ray"] = "local"
     workers: int = Field(1, ge=1)
-    threads: int = Field(2, ge=1, description="torch threads per process")
+    threads: int = Field(1, ge=1, description="torch threads per process (1 is fastest for small models)")
     address: str | None = None
 
 

@@ -83,3 +83,48 @@ def study_vs_epoch(table: pd.DataFrame, curves: pd.DataFrame, width: int, path: 
     figure.suptitle(title, y=1.03)
     figure.tight_layout()
     return save(figure, path)
+
+
+def mli_curves(curves: pd.DataFrame, monotone: pd.DataFrame, path: Path) -> Path:
+    """Train loss from init (t=0) to the final weights (t=1), one panel per noise level;
+    dashed lines are the curves that are not monotonic."""
+    data = curves[(curves["curve"] == "init-final") & (curves["split"] == "train")].merge(monotone, on="run")
+    grid = sns.relplot(
+        data=data, x="t", y="loss", hue="width", style="monotone", style_order=[True, False], col="noise", kind="line",
+        palette="viridis", hue_norm=matplotlib.colors.LogNorm(), height=3.2, aspect=1.2, errorbar=None,
+    )
+    grid.set_titles("label noise {col_name}")
+    grid.figure.suptitle("Monotonic linear interpolation: train loss along init -> final", y=1.03)
+    return save(grid.figure, path)
+
+
+def delta_vs_distance(summary: pd.DataFrame, path: Path) -> Path:
+    """Non-monotonicity (Delta) against the normalised distance travelled in weight space."""
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    sns.scatterplot(data=summary, x="normalised_distance", y="delta.train", hue="noise", size="width", ax=axis, palette="rocket_r")
+    axis.set_title("Delta against distance travelled")
+    axis.set_xlabel("||theta_T - theta_0|| / ||theta_0||")
+    return save(figure, path)
+
+
+def barriers(table: pd.DataFrame, path: Path) -> Path:
+    """Loss barriers between seed replicates against width, before and after weight matching."""
+    data = table[table["split"] == "train"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=data, x="width", y="loss_barrier", hue="matching", style="noise", marker="o", ax=axis)
+    axis.set_xscale("log", base=2)
+    axis.set_title("Train-loss barrier between replicates")
+    return save(figure, path)
+
+
+def landscape(grid: pd.DataFrame, trajectory: pd.DataFrame, run: str, path: Path) -> Path:
+    """Train loss on the plane through (theta_0, theta_0', theta_T) and the projected trajectory."""
+    data = grid[grid["split"] == "train"].pivot(index="y", columns="x", values="loss")
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    contour = axis.contourf(data.columns, data.index, data.values, levels=20, cmap="viridis")
+    figure.colorbar(contour, ax=axis, label="train loss")
+    axis.plot(trajectory["x"], trajectory["y"], "w.-", label="training trajectory")
+    axis.plot(trajectory["x"].iloc[[0, -1]], trajectory["y"].iloc[[0, -1]], "r--", label="linear path")
+    axis.legend(loc="best", fontsize=8)
+    axis.set_title(f"Loss landscape, {run}")
+    return save(figure, path)

@@ -56,12 +56,14 @@ def grid_table(runs: pd.DataFrame, values: list[str]) -> pd.DataFrame:
     return runs.groupby(["noise", "width"], as_index=False)[present].mean().sort_values(["noise", "width"])
 
 
-def study_table(studies_root: Path, study: str, runs: pd.DataFrame) -> pd.DataFrame:
+def study_table(studies_root: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """A study's summaries in long form: run columns + epoch, measure, group (all/clean/noisy), value."""
     rows = []
-    for folder in sorted((Path(studies_root) / study).glob("*/summary.json")):
+    for folder in sorted(Path(studies_root).glob("*/summary.json")):
         summary = read_json(folder)
         for epoch, entry in summary.items():
+            if not epoch.isdigit():  # e.g. interpolation's "progress" map
+                continue
             for measure, groups in entry.items():
                 if isinstance(groups, dict):
                     rows += [

@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from netgeom.io import atomic_write, atomic_write_json
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.report import figures, tables
+
+
+def interpolation_figures(layout: Layout, runs: pd.DataFrame, out_tables, out_figures, suffix: str) -> None:
+    root = layout.study_root("interpolation")
+    study = tables.study_table(root, runs)
+    if len(study):
+        wide = study.pivot_table(index=["run", "width", "noise"], columns="measure", values="value").reset_index()
+        atomic_write(out_tables / "interpolation.csv", lambda tmp: wide.to_csv(tmp, index=False))
+        curves = pd.concat(
+            [pd.read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/curves.parquet"))], ignore_index=True
+        ).merge(runs[["run", "width", "noise"]], on="run")
+        monotone = wide[["run"]].assign(monotone=wide["monotone.train"].astype(bool))
+        figures.mli_curves(curves, monotone, out_figures / f"mli_curves.{suffix}")
+        figures.delta_vs_distance(wide, out_figures / f"delta_vs_distance.{suffix}")
+        peak = runs.loc[runs["test_error"].idxmax(), "run"]
+        if (root / peak / "landscape.parquet").exists():
+            figures.landscape(
+                pd.read_parquet(root / peak / "landscape.parquet"), pd.read_parquet(root / peak / "trajectory.parquet"),
+                peak, out_figures / f"landscape.{suffix}",
+            )
+    barriers = layout.study_root("barriers") / "barriers.parquet"
+    if barriers.exists():
+        table = pd.read_parquet(barriers)
+        if len(table):
+            atomic_write(out_tables / "barriers.csv", lambda tmp: table.to_csv(tmp, index=False))
+            figures.barriers(table, out_figures / f"barriers.{suffix}")
 
 
 def peak_width(runs) -> int:
@@ -30,7 +58,7 @@ def run_report(params: Params, layout: Layout) -> dict:
         suffix = params.report.format
         figures.learning_curves(curves, out_figures / f"learning_curves.{suffix}")
         figures.error_vs_width(runs, out_figures / f"error_vs_width.{suffix}")
-        smoothness = tables.study_table(layout.artifacts / "studies", "smoothness", runs)
+        smoothness = tables.study_table(layout.study_root("smoothness"), runs)
         if len(smoothness):
             atomic_write(out_tables / "smoothness.csv", lambda tmp: smoothness.to_csv(tmp, index=False))
             figures.study_vs_width(
@@ -41,6 +69,7 @@ def run_report(params: Params, layout: Layout) -> dict:
             figures.study_vs_epoch(
                 smoothness, curves, width, out_figures / f"smoothness_vs_epoch.{suffix}", f"Epoch-wise view, width {width}"
             )
+        interpolation_figures(layout, runs, out_tables, out_figures, suffix)
         summary = {
             row["run"]: {k: row[k] for k in ("train_acc", "test_acc", "train_loss", "test_loss") if k in row}
             for row in runs.to_dict("records")
