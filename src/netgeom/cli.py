@@ -194,6 +194,34 @@ def smoothness(
 
 @app.command()
 @guarded
+def regions(
+    width: CellWidth = None,
+    noise: CellNoise = None,
+    replicate: CellReplicate = 0,
+    shard: Annotated[Optional[str], typer.Option(help="Compute only shard i/n of the paths (e.g. 0/4).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+    quiet: QuietOption = False,
+):
+    """Stage `regions`: exact linear regions along closed paths around data points."""
+    import torch
+
+    from netgeom.stages.regions import run_regions
+
+    settings, layout = setup(params, quiet)
+    torch.set_num_threads(settings.execution.threads)
+    summary = run_regions(settings, layout, make_cell(settings, width, noise, replicate), shard)
+    if summary is None:
+        typer.echo(f"regions: wrote shard {shard}; the summary follows once every shard is there")
+        return
+    last = summary[max(summary, key=int)]
+    typer.echo(
+        f"regions: {len(summary)} checkpoints; final regions/path={last['regions']['all']:.4g} "
+        f"density={last['density']['all']:.4g} absolute_deviation={last['absolute_deviation']['all']:.4g}"
+    )
+
+
+@app.command()
+@guarded
 def interpolation(
     width: CellWidth = None,
     noise: CellNoise = None,

@@ -69,6 +69,16 @@ def run_report(params: Params, layout: Layout) -> dict:
             figures.study_vs_epoch(
                 smoothness, curves, width, out_figures / f"smoothness_vs_epoch.{suffix}", f"Epoch-wise view, width {width}"
             )
+        regions = tables.study_table(layout.study_root("regions"), runs)
+        if len(regions):
+            regions = regions[regions["measure"].isin(["density", "absolute_deviation", "regions"])]
+            atomic_write(out_tables / "regions.csv", lambda tmp: regions.to_csv(tmp, index=False))
+            figures.study_vs_width(
+                tables.final_epochs(regions), runs, out_figures / f"regions_vs_width.{suffix}",
+                "Linear regions along closed paths: density and absolute deviation against width (final checkpoint)",
+            )
+            width = params.report.epochwise_width or peak_width(runs)
+            figures.study_vs_epoch(regions, curves, width, out_figures / f"regions_vs_epoch.{suffix}", f"Epoch-wise regions, width {width}")
         interpolation_figures(layout, runs, out_tables, out_figures, suffix)
         summary = {
             row["run"]: {k: row[k] for k in ("train_acc", "test_acc", "train_loss", "test_loss") if k in row}

@@ -18,7 +18,16 @@ from netgeom.errors import NetgeomError
 from netgeom.execution import parse_shard, shard_range
 from netgeom.layout import Layout
 from netgeom.params import Group, Params, validate
-from netgeom.stages.study_common import attach_to_mlflow, checkpoint_selection, open_run, read_shards, write_shard, write_summary
+from netgeom.stages.study_common import (
+    attach_to_mlflow,
+    checkpoint_selection,
+    metrics_by_epoch,
+    open_run,
+    read_shards,
+    summarise_by_noise,
+    write_shard,
+    write_summary,
+)
 from netgeom.stages.train import Cell, cell_name, cell_params, load_cell_data, model_for_run
 from netgeom.studies.smoothness import METRICS, NORMALIZATIONS, choose_targets, compute_metric
 from netgeom.studies.volumes import Volume
@@ -119,22 +128,6 @@ def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count:
     return pd.concat(frames, ignore_index=True)
 
 
-def summarise(table: pd.DataFrame) -> dict:
-    """Per checkpoint epoch and measure: mean over all, clean and noisy samples, and counts."""
-    value_columns = [c for c in table.columns if c not in ("epoch", "sample_id", "label", "clean_label", "is_noisy")]
-    summary = {}
-    for epoch, group in table.groupby("epoch"):
-        entry = {"samples": int(len(group)), "noisy": int(group["is_noisy"].sum())}
-        for column in value_columns:
-            entry[column] = {
-                "all": float(group[column].mean()),
-                "clean": float(group.loc[~group["is_noisy"], column].mean()) if (~group["is_noisy"]).any() else None,
-                "noisy": float(group.loc[group["is_noisy"], column].mean()) if group["is_noisy"].any() else None,
-            }
-        summary[str(int(epoch))] = entry
-    return summary
-
-
 def run_smoothness(params: Params, layout: Layout, cell: Cell, shard: str | None = None) -> dict | None:
     """Compute one shard (`shard="i/n"`) or all of them; writes the summary once all are there."""
     p = smoothness_params(params)
@@ -152,11 +145,7 @@ def run_smoothness(params: Params, layout: Layout, cell: Cell, shard: str | None
     merged = read_shards(folder, count)
     if merged is None:
         return None
-    summary = summarise(merged)
+    summary = summarise_by_noise(merged)
     write_summary(folder, summary)
-    per_epoch = {
-        int(e): {f"{col}.{group}": v for col, groups in entry.items() if isinstance(groups, dict) for group, v in groups.items() if v is not None}
-        for e, entry in summary.items()
-    }
-    attach_to_mlflow(params, layout, open_run(layout, name), "smoothness", per_epoch, [folder / "summary.json"])
+    attach_to_mlflow(params, layout, open_run(layout, name), "smoothness", metrics_by_epoch(summary), [folder / "summary.json"])
     return summary

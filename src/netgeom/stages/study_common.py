@@ -69,3 +69,31 @@ def attach_to_mlflow(params: Params, layout: Layout, run: Run, study: str, per_e
     from netgeom import tracking
 
     tracking.log_study(layout, params.mlflow.experiment, run.info, study, per_epoch, artifacts)
+
+
+SAMPLE_COLUMNS = ("epoch", "sample_id", "label", "clean_label", "is_noisy")
+
+
+def summarise_by_noise(table: pd.DataFrame) -> dict:
+    """Per checkpoint epoch and measure: mean over all, clean and noisy samples, and counts."""
+    value_columns = [c for c in table.columns if c not in SAMPLE_COLUMNS and pd.api.types.is_numeric_dtype(table[c])]
+    summary = {}
+    for epoch, group in table.groupby("epoch"):
+        entry = {"samples": int(len(group)), "noisy": int(group["is_noisy"].sum())}
+        for column in value_columns:
+            entry[column] = {
+                "all": float(group[column].mean()),
+                "clean": float(group.loc[~group["is_noisy"], column].mean()) if (~group["is_noisy"]).any() else None,
+                "noisy": float(group.loc[group["is_noisy"], column].mean()) if group["is_noisy"].any() else None,
+            }
+        summary[str(int(epoch))] = entry
+    return summary
+
+
+def metrics_by_epoch(summary: dict) -> dict[int, dict[str, float]]:
+    """{epoch: {measure: {group: v}}} -> {epoch: {"measure.group": v}} for MLflow."""
+    return {
+        int(epoch): {f"{m}.{g}": v for m, groups in entry.items() if isinstance(groups, dict) for g, v in groups.items() if v is not None}
+        for epoch, entry in summary.items()
+        if epoch.isdigit()
+    }
