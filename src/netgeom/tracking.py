@@ -87,12 +87,15 @@ def _tags(layout: Layout, name: str, digest: str) -> dict[str, str]:
     }
 
 
-def _history_metrics(history: pd.DataFrame) -> list[Metric]:
+def _history_metrics(history: pd.DataFrame, model_ids: dict[int, str]) -> list[Metric]:
+    """Metrics of the evaluation epochs (step = epoch); a checkpoint epoch's metrics are linked to
+    its logged model. Per-step bookkeeping (lr, running loss, timings) stays in history.csv."""
     now = int(time.time() * 1000)
     metrics = []
-    for row in history.to_dict("records"):
+    evaluated = history.dropna(subset=["test_loss"]) if "test_loss" in history else history
+    for row in evaluated.drop(columns=["lr", "train_loss_running", "epoch_seconds"], errors="ignore").to_dict("records"):
         step = int(row.pop("epoch"))
-        metrics += [Metric(k, float(v), now, step) for k, v in row.items() if pd.notna(v)]
+        metrics += [Metric(k, float(v), now, step, model_id=model_ids.get(step)) for k, v in row.items() if pd.notna(v)]
     return metrics
 
 
@@ -132,19 +135,25 @@ def log_training_run(
 
     with mlflow.start_run(experiment_id=experiment_id, tags=_tags(layout, name, digest)) as run:
         run_id = run.info.run_id
-        params = {**flatten(info["params"]), "parameters": info.get("parameters")}
-        _log_batched(client, run_id, metrics=_history_metrics(history), params=[Param(k, str(v)) for k, v in params.items()])
-        mlflow.log_artifact(str(run_folder / "history.csv"))
-        mlflow.log_artifact(str(run_folder / "run.json"))
+        # Models first: log_model(step=...) copies that step's metrics from the run's history,
+        # which is empty now; the metrics below link themselves to the models instead.
+        model_ids = {}
         if model_for is not None and example is not None:
             for epoch, path in checkpoints:
-                mlflow.pytorch.log_model(
+                logged = mlflow.pytorch.log_model(
                     model_for(path).eval(),
                     name=checkpoint_model_name(epoch),
                     step=epoch,
                     input_example=example.numpy(),
                     pip_requirements=PIP_REQUIREMENTS,
                 )
+                model_ids[epoch] = logged.model_id
+        params = {**flatten(info["params"]), "parameters": info.get("parameters")}
+        _log_batched(
+            client, run_id, metrics=_history_metrics(history, model_ids), params=[Param(k, str(v)) for k, v in params.items()]
+        )
+        mlflow.log_artifact(str(run_folder / "history.csv"))
+        mlflow.log_artifact(str(run_folder / "run.json"))
         client.set_tag(run_id, COMPLETE, "true")
     return run_id
 

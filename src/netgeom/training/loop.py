@@ -160,17 +160,18 @@ def train(
             index = order[i : i + p.batch_size]
             inputs = augment(x[index], generator) if p.augment else x[index]
             loss = F.cross_entropy(model(inputs), y[index])
-            if not torch.isfinite(loss):
+            value = loss.item()
+            if not math.isfinite(value):
                 last = list_checkpoints(workdir)
                 where = f"{workdir / checkpoint_name(last[-1][0])}.safetensors" if last else "none"
                 raise NetgeomError(
-                    "train", f"loss became {loss.item()} at epoch {epoch}, step {step}; last good checkpoint: {where}; lower train.lr"
+                    "train", f"loss became {value} at epoch {epoch}, step {step}; last good checkpoint: {where}; lower train.lr"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            running += loss.item() * len(index)
+            running += value * len(index)
         row = {"epoch": epoch, "lr": lr, "train_loss_running": running / n, "epoch_seconds": time.perf_counter() - began}
         stop = False
         if epoch % p.eval_every == 0 or epoch == p.epochs or epoch in scheduled:
