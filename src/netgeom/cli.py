@@ -263,6 +263,23 @@ def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = Fa
 
 @app.command()
 @guarded
+def mli(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
+    """Stage `mli`: SGD vs Adam x BN on/off; fraction of non-monotonic init->final curves."""
+    import torch
+
+    from netgeom.stages.mli import run_mli
+
+    settings, layout = setup(params, quiet)
+    torch.set_num_threads(settings.execution.threads)
+    fractions = run_mli(settings, layout)
+    for row in fractions.to_dict("records"):
+        typer.echo(
+            f"mli: {row['optimizer']:5s} bn={row['batch_norm']!s:5s} non-monotonic {row['n_non_monotonic']}/{row['n_converged']} converged"
+        )
+
+
+@app.command()
+@guarded
 def report(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
     """Stage `report`: tables (reports/tables) and figures (reports/figures) over all runs."""
     from netgeom.stages.report import run_report

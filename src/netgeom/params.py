@@ -175,6 +175,7 @@ class Params(Group):
     smoothness: dict[str, Any] = Field(default_factory=dict)
     regions: dict[str, Any] = Field(default_factory=dict)
     interpolation: dict[str, Any] = Field(default_factory=dict)
+    mli: dict[str, Any] = Field(default_factory=dict)
     report: ReportParams = ReportParams()
 
 

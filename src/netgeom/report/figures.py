@@ -128,3 +128,19 @@ def landscape(grid: pd.DataFrame, trajectory: pd.DataFrame, run: str, path: Path
     axis.legend(loc="best", fontsize=8)
     axis.set_title(f"Loss landscape, {run}")
     return save(figure, path)
+
+
+def mli_preset(curves: pd.DataFrame, fractions: pd.DataFrame, path: Path) -> Path:
+    """Left: init -> final train-loss curves by optimizer and BN. Right: the fraction of
+    converged runs whose curve is not monotonic, per group."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    data = curves[curves["split"] == "train"].assign(bn=lambda f: f["batch_norm"].map({True: "BN", False: "no BN"}))
+    sns.lineplot(data=data, x="t", y="loss", hue="optimizer", style="bn", units="seed", estimator=None, ax=left)
+    left.set_yscale("log")
+    left.set_title("Train loss from init (t=0) to trained (t=1)")
+    bars = fractions.assign(group=lambda f: f["optimizer"] + f["batch_norm"].map({True: " + BN", False: ""}))
+    sns.barplot(data=bars, x="group", y="frac_non_monotonic", ax=right, color="tab:purple")
+    right.set_ylim(0, 1)
+    right.set_title("Fraction of converged runs that are non-monotonic")
+    figure.tight_layout()
+    return save(figure, path)

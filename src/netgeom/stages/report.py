@@ -28,6 +28,11 @@ def interpolation_figures(layout: Layout, runs: pd.DataFrame, out_tables, out_fi
                 pd.read_parquet(root / peak / "landscape.parquet"), pd.read_parquet(root / peak / "trajectory.parquet"),
                 peak, out_figures / f"landscape.{suffix}",
             )
+    mli = layout.study_root("mli")
+    if (mli / "fractions.parquet").exists():
+        fractions = pd.read_parquet(mli / "fractions.parquet")
+        atomic_write(out_tables / "mli_fractions.csv", lambda tmp: fractions.to_csv(tmp, index=False))
+        figures.mli_preset(pd.read_parquet(mli / "curves.parquet"), fractions, out_figures / f"mli_preset.{suffix}")
     barriers = layout.study_root("barriers") / "barriers.parquet"
     if barriers.exists():
         table = pd.read_parquet(barriers)

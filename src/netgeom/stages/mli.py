@@ -1,0 +1,91 @@
+"""Stage `mli`: the MLI paper's main comparison on embedded data, as one small preset.
+
+Trains optimizer x batch-norm x seed variants of one architecture on the clean training labels,
+takes the init -> final curve of each, applies the convergence filter and reports the fraction
+of non-monotonic runs per group (the paper: Adam-trained nets violate MLI far more often).
+Writes artifacts/studies/mli/: runs.parquet, curves.parquet, fractions.parquet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from typing import Literal
+
+import pandas as pd
+import torch
+from pydantic import Field
+
+from netgeom.data.bundle import load_bundle, read_split
+from netgeom.data.sources import get_source
+from netgeom.io import atomic_write_parquet
+from netgeom.layout import Layout
+from netgeom.models import create_model
+from netgeom.params import Group, Params, TrainParams, validate
+from netgeom.progress import progress
+from netgeom.studies import curve_summaries as cs
+from netgeom.studies.interpolation import curve_values, interpolation_curve
+from netgeom.training.loop import train
+
+
+class MliParams(Group):
+    arch: str = "mlp"
+    width: int = Field(256, gt=0)
+    depth: int = Field(4, ge=1)
+    optimizers: list[Literal["sgd", "adam", "adamw"]] = Field(default_factory=lambda: ["sgd", "adam"], min_length=1)
+    lr: dict[str, float] = Field(default_factory=lambda: {"sgd": 0.1, "adam": 0.01, "adamw": 0.01})
+    batch_norm: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    epochs: int = Field(60, ge=1)
+    points: int = Field(25, ge=2)
+    tol: float = Field(1e-3, ge=0, description="the paper's MLP tolerance")
+    max_final_loss: float = Field(0.1, gt=0, description="convergence filter (paper: 0.1 for MLPs)")
+
+
+def mli_params(params: Params) -> MliParams:
+    return validate(params.mli, MliParams, prefix="mli.")
+
+
+def _clean_bundle(params: Params, layout: Layout):
+    split = read_split(layout.split_file)
+    pool = get_source(params.data.name, params.data).load(layout.root / params.data.root, "train")
+    clean = split.relabel(pool.y[split.train])
+    labels = pd.DataFrame({"sample_id": split.train, "label": clean, "clean_label": clean})
+    clean_params = params.model_copy(update={"noise": params.noise.model_copy(update={"input": "none"})})
+    return load_bundle(clean_params, split, labels, layout.root / params.data.root)
+
+
+def run_mli(params: Params, layout: Layout) -> pd.DataFrame:
+    p = mli_params(params)
+    data = _clean_bundle(params, layout)
+    eval_sets = {"train": (data.train.x, data.train.y)}
+    rows, curves = [], []
+    configs = list(itertools.product(p.optimizers, p.batch_norm, p.seeds))
+    for optimizer, batch_norm, seed in progress(configs, desc="mli", total=len(configs)):
+        settings = validate(
+            {"epochs": p.epochs, "optimizer": optimizer, "lr": p.lr.get(optimizer, 0.01), "batch_size": params.train.batch_size,
+             "eval_every": p.epochs, "checkpoints": {"epochs": []}},
+            TrainParams, prefix="mli.",
+        )
+        torch.manual_seed(seed)
+        model = create_model(p.arch, data.info.input_shape, data.info.num_classes, width=p.width, depth=p.depth, batch_norm=batch_norm)
+        theta_0 = {k: v.clone() for k, v in model.state_dict().items()}
+        work = layout.staging_dir(f"mli-{optimizer}-bn{int(batch_norm)}-s{seed}")
+        result = train(model, data, settings, seed=seed, workdir=work, resume=False)
+        shutil.rmtree(work, ignore_errors=True)  # only the curve matters here
+        curve = interpolation_curve(model, theta_0, model.state_dict(), eval_sets, n=p.points, bn="recompute", calibration_inputs=data.train.x[:512])
+        _, loss = curve_values(curve, "train", "loss")
+        config = {"optimizer": optimizer, "batch_norm": batch_norm, "seed": seed}
+        rows.append(
+            {**config, "delta": cs.largest_rise(loss), "final_train_loss": result.final["train_loss"],
+             "final_train_acc": result.final["train_acc"], "test_acc": result.final["test_acc"],
+             "normalised_distance": cs.normalised_weight_distance(theta_0, model.state_dict())}
+        )
+        curves.append(curve.assign(**config))
+    runs = pd.DataFrame(rows)
+    fractions = cs.non_monotonic_fraction(runs, ["optimizer", "batch_norm"], max_final_loss=p.max_final_loss, tol=p.tol)
+    folder = layout.study_root("mli")
+    atomic_write_parquet(folder / "runs.parquet", runs)
+    atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
+    atomic_write_parquet(folder / "fractions.parquet", fractions)
+    return fractions
