@@ -43,7 +43,6 @@ def repo(tmp_path_factory):
         mlflow={"enabled": True, "experiment": "pipeline", "log_models": True},
         train={"epochs": 2, "checkpoints": {"epochs": [1]}},
         grid={"widths": [8], "noise": [0.0, 0.2], "seed_offsets": [0]},
-        smoothness={"checkpoints": "final", "samples": 64, "volume": "none", "batch_size": 64},
     )
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)
@@ -59,7 +58,10 @@ def test_repro_builds_every_grid_cell_and_the_report(repo):
     assert runs == ["mlp_w8-n0.0-r0", "mlp_w8-n0.2-r0"]
     summary = json.loads((repo / "reports" / "summary.json").read_text())
     assert set(summary) == set(runs)
-    assert (repo / "reports" / "figures" / "error_vs_width.png").stat().st_size > 0
+    figures = {p.name for p in (repo / "reports" / "figures").iterdir()}
+    assert {"error_vs_width.png", "learning_curves.png", "smoothness_vs_width.png", "regions_vs_width.png", "mli_curves.png", "mli_preset.png"} <= figures
+    for study in ("smoothness", "regions", "interpolation"):
+        assert sorted(p.name for p in (repo / "artifacts" / "studies" / study).iterdir()) == runs
     labels = json.loads((repo / "artifacts" / "labels" / "n0.2" / "summary.json").read_text())
     assert labels["flipped"] == round(0.2 * labels["train_size"])
 

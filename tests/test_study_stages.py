@@ -1,0 +1,132 @@
+"""Study stages on a tiny trained project: shard invariance, clean/noisy summaries, reports, and
+bad input as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from netgeom.cli import app
+from tests.conftest import write_params
+
+runner = CliRunner()
+
+
+def ok(*args):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def refused(*args, key: str):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and key in lines[0], result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("studies")
+    from netgeom.data import get_source
+
+    get_source("digits").materialise(root / "data")
+    old = os.getcwd()
+    os.chdir(root)
+    write_params(root, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, grid={"widths": [8], "noise": [0.2], "seed_offsets": [0, 1]})
+    ok("split"), ok("corrupt", "--noise", "0.2")
+    ok("train", "--width", "8", "--noise", "0.2")
+    ok("train", "--width", "8", "--noise", "0.2", "--replicate", "1")
+    yield root
+    os.chdir(old)
+
+
+def test_smoothness_merged_shards_equal_the_unsharded_result(trained):
+    folder = trained / "artifacts" / "studies" / "smoothness" / "mlp_w8-n0.2-r0"
+    ok("smoothness", "--width", "8", "--noise", "0.2")
+    whole = pd.read_parquet(folder / "shard-000-of-001.parquet")
+    summary = json.loads((folder / "summary.json").read_text())
+    for i in range(3):
+        out = ok("smoothness", "--width", "8", "--noise", "0.2", "--shard", f"{i}/3")
+    assert "checkpoints" in out  # the last shard completes the summary
+    parts = pd.concat([pd.read_parquet(folder / f"shard-{i:03d}-of-003.parquet") for i in range(3)], ignore_index=True)
+    pd.testing.assert_frame_equal(whole, parts)
+    assert json.loads((folder / "summary.json").read_text()) == summary
+    final = summary["3"]
+    assert final["samples"] == 64 and 0 < final["noisy"] < 64
+    frob = final["jacobian_frobenius.crossentropy"]
+    # the mean over all samples is the sample-weighted mean of the clean and noisy means
+    n, k = final["samples"], final["noisy"]
+    assert frob["all"] == pytest.approx(((n - k) * frob["clean"] + k * frob["noisy"]) / n)
+    assert set(whole.columns) >= {"sample_id", "label", "clean_label", "is_noisy", "epoch", "jacobian_operator.logits"}
+
+
+def test_regions_shards_and_summary(trained):
+    folder = trained / "artifacts" / "studies" / "regions" / "mlp_w8-n0.2-r0"
+    ok("regions", "--width", "8", "--noise", "0.2")
+    whole = pd.read_parquet(folder / "shard-000-of-001.parquet")
+    for i in range(2):
+        ok("regions", "--width", "8", "--noise", "0.2", "--shard", f"{i}/2")
+    parts = pd.concat([pd.read_parquet(folder / f"shard-{i:03d}-of-002.parquet") for i in range(2)], ignore_index=True)
+    pd.testing.assert_frame_equal(whole, parts)
+    assert len(whole) == 8 and (whole["regions"] >= 8).all()  # >= one region per segment of 8
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["3"]["regions"]["all"] == pytest.approx(whole["regions"].mean())
+    assert "absolute_deviation_0" in summary["per_logit"]["3"]
+
+
+def test_interpolation_barriers_and_report(trained):
+    ok("interpolation", "--width", "8", "--noise", "0.2")
+    ok("interpolation", "--width", "8", "--noise", "0.2", "--replicate", "1")
+    folder = trained / "artifacts" / "studies" / "interpolation" / "mlp_w8-n0.2-r0"
+    curves = pd.read_parquet(folder / "curves.parquet")
+    run_metrics = json.loads((trained / "artifacts" / "runs" / "mlp_w8-n0.2-r0" / "metrics.json").read_text())
+    end = curves[(curves["curve"] == "init-final") & (curves["split"] == "test")].sort_values("t").iloc[-1]
+    assert end["loss"] == pytest.approx(run_metrics["test_loss"], rel=1e-5)  # t = 1 is the trained model
+    out = ok("barriers")
+    table = pd.read_parquet(trained / "artifacts" / "studies" / "barriers" / "barriers.parquet")
+    assert set(table["matching"]) == {"none", "weights"} and (table["loss_barrier"] >= 0).all()
+    assert "mean train loss barrier" in out
+    ok("report")
+    names = {p.name for p in (trained / "reports" / "figures").iterdir()}
+    assert {"smoothness_vs_width.png", "regions_vs_width.png", "mli_curves.png", "barriers.png", "landscape.png"} <= names
+
+
+@pytest.mark.parametrize(
+    ("groups", "command", "key"),
+    [
+        ({"smoothness": {"measures": [{"metric": "hessian"}]}}, ["smoothness"], "smoothness.measures[0].metric"),
+        ({"smoothness": {"measures": [{"metric": "jacobian_frobenius", "normalization": "probit"}]}}, ["smoothness"], "normalization"),
+        ({"smoothness": {"measures": [{"metric": "crossentropy", "normalization": "target_logit"}]}}, ["smoothness"], "target_logit"),
+        ({"smoothness": {"checkpoints": [2]}}, ["smoothness"], "checkpoints"),
+        ({"regions": {"anchors": 1}}, ["regions"], "regions.anchors"),
+        ({"regions": {"radius": 8}}, ["regions"], "regions.radius"),
+        ({"interpolation": {"points": 1}}, ["interpolation"], "interpolation.points"),
+        ({"interpolation": {"bn": "average"}}, ["interpolation"], "interpolation.bn"),
+    ],
+)
+def test_bad_study_input_is_one_line_exit_2(trained, groups, command, key):
+    write_params(trained, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, **groups)
+    try:
+        refused(*command, "--width", "8", "--noise", "0.2", key=key)
+    finally:
+        write_params(trained, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, grid={"widths": [8], "noise": [0.2], "seed_offsets": [0, 1]})
+
+
+@pytest.mark.parametrize("spec", ["3/3", "x", "1/0"])
+def test_bad_shard_spec(trained, spec):
+    refused("smoothness", "--width", "8", "--noise", "0.2", "--shard", spec, key="shard")
+
+
+def test_missing_run_or_checkpoint(trained):
+    refused("smoothness", "--width", "16", "--noise", "0.2", key="run")
+    ckpt = trained / "artifacts" / "runs" / "mlp_w8-n0.2-r1" / "checkpoints"
+    for path in ckpt.iterdir():
+        path.unlink()
+    refused("regions", "--width", "8", "--noise", "0.2", "--replicate", "1", key="checkpoint")
