@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup data repro exp test bench ui sync clean
+.PHONY: help setup data repro exp preset test bench ui sync clean
 
 help:  ## List the targets
 	@grep -E '^[a-z][a-zA-Z0-9_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ repro: data  ## Reproduce the whole pipeline (dvc repro)
 
 exp: data  ## Run a seed variation as a DVC experiment: make exp SEED=43
 	dvc exp run -S seed=$(or $(SEED),43)
+
+preset: data  ## Run a preset as a DVC experiment: make preset PRESET=mnist1d_double_descent
+	dvc exp run $$(netgeom preset presets/$(PRESET).yaml)
 
 test: $(STAMP)  ## Run the test suite
 	$(PY) -m pytest tests

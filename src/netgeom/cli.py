@@ -300,6 +300,33 @@ def mlflow_sync(params: ParamsOption = Path("params.yaml")):
     typer.echo(f"{len(ids)} runs in sync with {layout.mlflow_db}")
 
 
+@app.command()
+@guarded
+def preset(path: Annotated[Path, typer.Argument(help="A preset YAML of params overrides (presets/*.yaml).")]):
+    """Print a preset as `-S key=value` arguments for `dvc exp run` (validated first)."""
+    import json
+
+    import yaml
+
+    from netgeom.params import flatten, validate
+
+    if not path.exists():
+        raise NetgeomError("preset", f"{path} does not exist; see presets/")
+    overrides = yaml.safe_load(path.read_text()) or {}
+    base = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").exists() else {}
+    validate(_merge(base, overrides))
+    # Compact JSON (valid YAML, no spaces) survives the shell's word splitting in `$(...)`.
+    args = [f"-S {key}={json.dumps(value, separators=(',', ':')) if not isinstance(value, str) else value}" for key, value in flatten(overrides).items()]
+    typer.echo(" ".join(args))
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _merge(base.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
+
+
 def main() -> None:
     app()
 
