@@ -16,17 +16,16 @@ import torch
 from pydantic import Field
 
 from netgeom.errors import NetgeomError
-from netgeom.execution import parse_shard, shard_range
+from netgeom.execution import shard_range
 from netgeom.layout import Layout
 from netgeom.params import Group, Params, validate
 from netgeom.stages.study_common import (
     attach_to_mlflow,
     checkpoint_selection,
+    compute_shards,
     metrics_by_epoch,
     open_run,
-    read_shards,
     summarise_by_noise,
-    write_shard,
     write_summary,
 )
 from netgeom.stages.train import Cell, cell_name, cell_params, load_cell_data, model_for_run
@@ -115,16 +114,11 @@ def _per_logit_summary(table: pd.DataFrame) -> dict:
 
 
 def run_regions(params: Params, layout: Layout, cell: Cell, shard: str | None = None) -> dict | None:
+    """Compute one shard (`shard="i/n"`) or all of them; writes the summary once all are there."""
     p = regions_params(params)
     name = cell_name(cell_params(params, cell), cell)
     folder = layout.study_dir("regions", name)
-    index_count = parse_shard(shard) if shard is not None else None
-    count = index_count[1] if index_count else p.shards
-    indices = [index_count[0]] if index_count else list(range(count))
-    tables = {i: compute_shard(params, layout, cell, i, count) for i in indices}  # all before any write
-    for i, table in tables.items():
-        write_shard(folder, i, count, table)
-    merged = read_shards(folder, count)
+    merged = compute_shards(folder, shard, p.shards, lambda i, n: compute_shard(params, layout, cell, i, n))
     if merged is None:
         return None
     headline = merged[["epoch", "sample_id", "label", "clean_label", "is_noisy", "regions", "density", *PER_LOGIT]]

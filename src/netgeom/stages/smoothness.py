@@ -15,17 +15,16 @@ import torch
 from pydantic import Field, model_validator
 
 from netgeom.errors import NetgeomError
-from netgeom.execution import parse_shard, shard_range
+from netgeom.execution import shard_range
 from netgeom.layout import Layout
 from netgeom.params import Group, Params, validate
 from netgeom.stages.study_common import (
     attach_to_mlflow,
     checkpoint_selection,
+    compute_shards,
     metrics_by_epoch,
     open_run,
-    read_shards,
     summarise_by_noise,
-    write_shard,
     write_summary,
 )
 from netgeom.stages.train import Cell, cell_name, cell_params, load_cell_data, model_for_run
@@ -133,16 +132,7 @@ def run_smoothness(params: Params, layout: Layout, cell: Cell, shard: str | None
     p = smoothness_params(params)
     name = cell_name(cell_params(params, cell), cell)
     folder = layout.study_dir("smoothness", name)
-    if shard is not None:
-        index, count = parse_shard(shard)
-        indices = [index]
-    else:
-        count = p.shards
-        indices = list(range(count))
-    tables = {i: compute_shard(params, layout, cell, i, count) for i in indices}  # all before any write
-    for i, table in tables.items():
-        write_shard(folder, i, count, table)
-    merged = read_shards(folder, count)
+    merged = compute_shards(folder, shard, p.shards, lambda i, n: compute_shard(params, layout, cell, i, n))
     if merged is None:
         return None
     summary = summarise_by_noise(merged)

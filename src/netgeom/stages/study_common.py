@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from netgeom.errors import NetgeomError
+from netgeom.execution import parse_shard
 from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
 from netgeom.params import Params
@@ -51,6 +53,20 @@ def read_shards(folder: Path, count: int) -> pd.DataFrame | None:
     if not all(p.exists() for p in paths):
         return None
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+
+
+def compute_shards(folder: Path, shard: str | None, default_count: int, compute: Callable[[int, int], pd.DataFrame]) -> pd.DataFrame | None:
+    """Compute shard `shard` ("i/n") or all `default_count` shards with `compute(i, n)`, write
+    them (only after all computed), and return the merged table once every shard is present."""
+    if shard is not None:
+        index, count = parse_shard(shard)
+        indices = [index]
+    else:
+        count, indices = default_count, list(range(default_count))
+    tables = {i: compute(i, count) for i in indices}
+    for i, table in tables.items():
+        write_shard(folder, i, count, table)
+    return read_shards(folder, count)
 
 
 def write_summary(folder: Path, summary: dict[str, Any]) -> Path:
