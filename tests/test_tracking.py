@@ -71,3 +71,20 @@ def test_sync_is_idempotent_and_rebuilds_a_lost_store(tracked):
 def test_an_explicit_tracking_uri_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking_uri(Layout(tmp_path)) == "http://127.0.0.1:5999"
+
+
+def test_study_summaries_attach_to_the_training_run_once(tracked):
+    runner = CliRunner()
+    assert runner.invoke(app, ["smoothness"]).exit_code == 0
+    layout = Layout(tracked)
+    for _ in range(2):  # the second sync finds the same digest and logs nothing
+        assert runner.invoke(app, ["mlflow", "sync"]).exit_code == 0
+    run_id = runs_table(layout, "test").iloc[0]["run_id"]
+    history = mlflow.MlflowClient().get_metric_history(run_id, "smoothness.jacobian_frobenius.crossentropy.all")
+    assert [m.step for m in history] == [2]  # checkpoints: "final" in the test params
+    final_model = [m for m in logged_models(layout, "test") if m.name == "ckpt-e002"][0]
+    linked = {m.key: m.value for m in mlflow.get_logged_model(final_model.model_id).metrics or []}
+    assert linked["smoothness.jacobian_frobenius.crossentropy.all"] == history[0].value
+    assert "test_acc" in linked  # the training metrics of that epoch are linked too
+    artifacts = mlflow.MlflowClient().list_artifacts(run_id, "studies/smoothness")
+    assert [a.path for a in artifacts] == ["studies/smoothness/summary.json"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -64,6 +65,8 @@ def guarded(command):
 
 def setup(params_path: Path, quiet: bool) -> tuple[Params, Layout]:
     progress.set_quiet(quiet)
+    # torch.func's own internals trigger this deprecation notice; it is not ours to act on.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     return load_params(params_path), Layout.here()
 
 

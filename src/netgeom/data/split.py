@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from netgeom.errors import NetgeomError
 
@@ -66,6 +65,8 @@ def make_split(
     kept = choose_classes(num_classes, classes, class_seed)
     pool = np.flatnonzero(np.isin(labels, kept))
     n_val = val_count(val_size, len(pool))
+    from sklearn.model_selection import train_test_split  # imported on use: ~1 s per process
+
     if n_val == 0:
         train, val = np.random.default_rng(seed).permutation(pool), pool[:0]
     else:

@@ -7,12 +7,10 @@ dominate small runs, and it would reject the small files tests write in the real
 
 from __future__ import annotations
 
-import os
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from torchvision import datasets as tvd
-
 from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, register_dataset
 from netgeom.errors import NetgeomError
 
@@ -32,17 +30,27 @@ def _presence_checked(cls: type) -> type:
 
 
 class TorchvisionDataset(DatasetSource):
-    dataset_class: type
+    class_name: str  # the torchvision.datasets class
     folder_name: str  # where torchvision looks, relative to the data root
 
     def __init__(self, params=None):
-        self._reader = _presence_checked(self.dataset_class)
+        pass
+
+    @cached_property
+    def dataset_class(self) -> type:
+        from torchvision import datasets  # imported on use: it costs ~1.5 s per process
+
+        return getattr(datasets, self.class_name)
+
+    @cached_property
+    def _reader(self) -> type:
+        return _presence_checked(self.dataset_class)
 
     def where(self, root: Path) -> str:
         return str(Path(root) / self.folder_name)
 
     def _open(self, root: Path, split: str, download: bool = False):
-        kwargs = {"split": split} if self.dataset_class is tvd.SVHN else {"train": split == "train"}
+        kwargs = {"split": split} if self.class_name == "SVHN" else {"train": split == "train"}
         reader = self.dataset_class if download else self._reader
         return reader(root=str(root), download=download, **kwargs)
 
@@ -92,29 +100,29 @@ class TorchvisionDataset(DatasetSource):
 
 @register_dataset("mnist")
 class Mnist(TorchvisionDataset):
-    dataset_class, folder_name = tvd.MNIST, "MNIST/raw"
+    class_name, folder_name = "MNIST", "MNIST/raw"
     info = DatasetInfo("mnist", (1, 28, 28), 10, mean=(0.1307,), std=(0.3081,))
 
 
 @register_dataset("fashion_mnist")
 class FashionMnist(TorchvisionDataset):
-    dataset_class, folder_name = tvd.FashionMNIST, "FashionMNIST/raw"
+    class_name, folder_name = "FashionMNIST", "FashionMNIST/raw"
     info = DatasetInfo("fashion_mnist", (1, 28, 28), 10, mean=(0.2860,), std=(0.3530,))
 
 
 @register_dataset("cifar10")
 class Cifar10(TorchvisionDataset):
-    dataset_class, folder_name = tvd.CIFAR10, "cifar-10-batches-py"
+    class_name, folder_name = "CIFAR10", "cifar-10-batches-py"
     info = DatasetInfo("cifar10", (3, 32, 32), 10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 
 
 @register_dataset("cifar100")
 class Cifar100(TorchvisionDataset):
-    dataset_class, folder_name = tvd.CIFAR100, "cifar-100-python"
+    class_name, folder_name = "CIFAR100", "cifar-100-python"
     info = DatasetInfo("cifar100", (3, 32, 32), 100, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 
 
 @register_dataset("svhn")
 class Svhn(TorchvisionDataset):
-    dataset_class, folder_name = tvd.SVHN, "."
+    class_name, folder_name = "SVHN", "."
     info = DatasetInfo("svhn", (3, 32, 32), 10, mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970))

@@ -21,7 +21,7 @@ from pydantic import Field
 from netgeom.io import atomic_write_json, atomic_write_parquet
 from netgeom.layout import Layout
 from netgeom.params import Group, Params, validate
-from netgeom.stages.study_common import attach_to_mlflow, open_run
+from netgeom.stages.study_common import open_run
 from netgeom.stages.train import Cell, cell_name, cell_params, load_cell_data, model_for_run
 from netgeom.studies import curve_summaries as cs
 from netgeom.studies.alignment import align
@@ -112,7 +112,7 @@ def run_interpolation(params: Params, layout: Layout, cell: Cell) -> dict:
     progress = cs.training_progress([states[e] for e, _ in checkpoints], theta_T, theta_0)
 
     folder = layout.study_dir("interpolation", name)
-    artifacts = [atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))]
+    atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
     if p.landscape.resolution and p.random_inits:
         plane = cs.plane_through(theta_0, fresh_init(0), theta_T)
         trajectory = cs.project_onto_plane(plane, [states[e] for e, _ in checkpoints])
@@ -120,15 +120,14 @@ def run_interpolation(params: Params, layout: Layout, cell: Cell) -> dict:
             model, plane, {"train": eval_sets["train"]}, theta_T, resolution=p.landscape.resolution,
             margin=p.landscape.margin, trajectory=trajectory, bn="frozen", batch_size=p.batch_size,
         )
-        artifacts.append(atomic_write_parquet(folder / "landscape.parquet", landscape))
+        atomic_write_parquet(folder / "landscape.parquet", landscape)
         epochs = [e for e, _ in checkpoints]
-        artifacts.append(atomic_write_parquet(folder / "trajectory.parquet", pd.DataFrame({"epoch": epochs, "x": trajectory[:, 0], "y": trajectory[:, 1]})))
+        atomic_write_parquet(folder / "trajectory.parquet", pd.DataFrame({"epoch": epochs, "x": trajectory[:, 0], "y": trajectory[:, 1]}))
     summary_json = {
         str(last): {k: {"all": float(v)} for k, v in summary.items()},
         "progress": {str(e): float(v) for (e, _), v in zip(checkpoints, progress)},
     }
-    artifacts.append(atomic_write_json(folder / "summary.json", summary_json))
-    attach_to_mlflow(params, layout, run, "interpolation", {last: summary}, artifacts)
+    atomic_write_json(folder / "summary.json", summary_json)
     return summary
 
 

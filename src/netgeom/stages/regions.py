@@ -20,10 +20,8 @@ from netgeom.execution import shard_range
 from netgeom.layout import Layout
 from netgeom.params import Group, Params, validate
 from netgeom.stages.study_common import (
-    attach_to_mlflow,
     checkpoint_selection,
     compute_shards,
-    metrics_by_epoch,
     open_run,
     summarise_by_noise,
     write_summary,
@@ -124,5 +122,4 @@ def run_regions(params: Params, layout: Layout, cell: Cell, shard: str | None = 
     headline = merged[["epoch", "sample_id", "label", "clean_label", "is_noisy", "regions", "density", *PER_LOGIT]]
     summary = summarise_by_noise(headline)
     write_summary(folder, {**summary, "per_logit": _per_logit_summary(merged)})
-    attach_to_mlflow(params, layout, open_run(layout, name), "regions", metrics_by_epoch(summary), [folder / "summary.json"])
     return summary

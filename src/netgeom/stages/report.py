@@ -8,6 +8,7 @@ from netgeom.io import atomic_write, atomic_write_json
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.report import figures, tables
+from netgeom.stages.study_common import sync_studies
 
 
 def interpolation_figures(layout: Layout, runs: pd.DataFrame, out_tables, out_figures, suffix: str) -> None:
@@ -90,4 +91,5 @@ def run_report(params: Params, layout: Layout) -> dict:
             for row in runs.to_dict("records")
         }
     atomic_write_json(layout.reports / "summary.json", summary)
+    sync_studies(params, layout)
     return summary

@@ -19,10 +19,8 @@ from netgeom.execution import shard_range
 from netgeom.layout import Layout
 from netgeom.params import Group, Params, validate
 from netgeom.stages.study_common import (
-    attach_to_mlflow,
     checkpoint_selection,
     compute_shards,
-    metrics_by_epoch,
     open_run,
     summarise_by_noise,
     write_summary,
@@ -137,5 +135,4 @@ def run_smoothness(params: Params, layout: Layout, cell: Cell, shard: str | None
         return None
     summary = summarise_by_noise(merged)
     write_summary(folder, summary)
-    attach_to_mlflow(params, layout, open_run(layout, name), "smoothness", metrics_by_epoch(summary), [folder / "summary.json"])
     return summary

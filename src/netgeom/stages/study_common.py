@@ -77,14 +77,27 @@ def read_summary(folder: Path) -> dict[str, Any]:
     return read_json(folder / "summary.json")
 
 
-def attach_to_mlflow(params: Params, layout: Layout, run: Run, study: str, per_epoch: dict[int, dict[str, float]], artifacts: list[Path]) -> None:
-    """Study summaries as MLflow metrics (step = epoch, linked to the checkpoint's model) and the
-    tables as artifacts of the training run."""
+def sync_studies(params: Params, layout: Layout) -> int:
+    """Attach every study summary under artifacts/studies/<study>/<run>/ to its training run in
+    MLflow (idempotent; called by the report stage and `netgeom mlflow sync`). Done in one
+    process at the end rather than per study stage: opening the store costs seconds each time."""
     if not params.mlflow.enabled:
-        return
+        return 0
+    import hashlib
+
     from netgeom import tracking
 
-    tracking.log_study(layout, params.mlflow.experiment, run.info, study, per_epoch, artifacts)
+    attached = 0
+    for summary_path in sorted(layout.artifacts.glob("studies/*/*/summary.json")):
+        study, run_name = summary_path.parent.parent.name, summary_path.parent.name
+        if not (layout.run_dir(run_name) / "run.json").exists():
+            continue
+        run = read_run(layout.run_dir(run_name))
+        digest = hashlib.md5(summary_path.read_bytes()).hexdigest()
+        summary = read_summary(summary_path.parent)
+        if tracking.log_study(layout, params.mlflow.experiment, run.info, study, metrics_by_epoch(summary), [summary_path], digest):
+            attached += 1
+    return attached
 
 
 SAMPLE_COLUMNS = ("epoch", "sample_id", "label", "clean_label", "is_noisy")

@@ -150,5 +150,9 @@ def track_run(params: Params, layout: Layout, folder: Path) -> str | None:
 
 def sync_runs(params: Params, layout: Layout) -> list[str]:
     """`netgeom mlflow sync`: make sure every run folder has its complete MLflow run."""
+    from netgeom.stages.study_common import sync_studies
+
     folders = sorted(p for p in (layout.artifacts / "runs").glob("*") if (p / "run.json").exists())
-    return [track_run(params, layout, folder) for folder in folders]
+    ids = [track_run(params, layout, folder) for folder in folders]
+    sync_studies(params, layout)
+    return ids
