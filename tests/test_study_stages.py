@@ -130,3 +130,20 @@ def test_missing_run_or_checkpoint(trained):
     for path in ckpt.iterdir():
         path.unlink()
     refused("regions", "--width", "8", "--noise", "0.2", "--replicate", "1", key="checkpoint")
+
+
+def test_shards_over_a_process_pool_equal_the_sequential_result(trained):
+    from netgeom.layout import Layout
+    from netgeom.params import load_params
+    from netgeom.stages.smoothness import run_smoothness
+    from netgeom.stages.train import Cell
+
+    params = load_params(trained / "params.yaml")
+    folder = trained / "artifacts" / "studies" / "smoothness" / "mlp_w8-n0.2-r0"
+    sequential = params.model_copy(update={"smoothness": {"checkpoints": "final", "samples": 64, "shards": 2}})
+    run_smoothness(sequential, Layout(trained), Cell(8, 0.2, 0))
+    first = [pd.read_parquet(folder / f"shard-{i:03d}-of-002.parquet") for i in range(2)]
+    pooled = sequential.model_copy(update={"execution": sequential.execution.model_copy(update={"workers": 2})})
+    run_smoothness(pooled, Layout(trained), Cell(8, 0.2, 0))
+    for i in range(2):
+        pd.testing.assert_frame_equal(first[i], pd.read_parquet(folder / f"shard-{i:03d}-of-002.parquet"))

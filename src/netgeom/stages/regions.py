@@ -8,6 +8,7 @@ logit-averaged statistics, plus mean and std per logit).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -116,7 +117,7 @@ def run_regions(params: Params, layout: Layout, cell: Cell, shard: str | None = 
     p = regions_params(params)
     name = cell_name(cell_params(params, cell), cell)
     folder = layout.study_dir("regions", name)
-    merged = compute_shards(folder, shard, p.shards, lambda i, n: compute_shard(params, layout, cell, i, n))
+    merged = compute_shards(folder, shard, p.shards, partial(compute_shard, params, layout, cell), params.execution)
     if merged is None:
         return None
     headline = merged[["epoch", "sample_id", "label", "clean_label", "is_noisy", "regions", "density", *PER_LOGIT]]

@@ -7,6 +7,7 @@ and noisy samples per checkpoint and measure).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -130,7 +131,7 @@ def run_smoothness(params: Params, layout: Layout, cell: Cell, shard: str | None
     p = smoothness_params(params)
     name = cell_name(cell_params(params, cell), cell)
     folder = layout.study_dir("smoothness", name)
-    merged = compute_shards(folder, shard, p.shards, lambda i, n: compute_shard(params, layout, cell, i, n))
+    merged = compute_shards(folder, shard, p.shards, partial(compute_shard, params, layout, cell), params.execution)
     if merged is None:
         return None
     summary = summarise_by_noise(merged)

@@ -9,10 +9,10 @@ from typing import Any
 import pandas as pd
 
 from netgeom.errors import NetgeomError
-from netgeom.execution import parse_shard
+from netgeom.execution import parse_shard, run_units
 from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
-from netgeom.params import Params
+from netgeom.params import ExecutionParams, Params
 from netgeom.stages.train import Run, read_run
 
 
@@ -55,15 +55,19 @@ def read_shards(folder: Path, count: int) -> pd.DataFrame | None:
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
 
 
-def compute_shards(folder: Path, shard: str | None, default_count: int, compute: Callable[[int, int], pd.DataFrame]) -> pd.DataFrame | None:
-    """Compute shard `shard` ("i/n") or all `default_count` shards with `compute(i, n)`, write
-    them (only after all computed), and return the merged table once every shard is present."""
+def compute_shards(
+    folder: Path, shard: str | None, default_count: int, compute: Callable[[int, int], pd.DataFrame], execution: ExecutionParams
+) -> pd.DataFrame | None:
+    """Compute shard `shard` ("i/n") or all `default_count` shards with `compute(i, n)` (fanned
+    out over `execution.workers` processes or Ray; `compute` must pickle, e.g. a partial), write
+    them only after all are computed, and return the merged table once every shard is present."""
     if shard is not None:
         index, count = parse_shard(shard)
         indices = [index]
     else:
         count, indices = default_count, list(range(default_count))
-    tables = {i: compute(i, count) for i in indices}
+    results = run_units(compute, [(i, count) for i in indices], execution.backend, execution.workers, execution.address)
+    tables = dict(zip(indices, results))
     for i, table in tables.items():
         write_shard(folder, i, count, table)
     return read_shards(folder, count)
