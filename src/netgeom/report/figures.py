@@ -39,8 +39,9 @@ def error_vs_width(runs: pd.DataFrame, path: Path) -> Path:
     """Model-wise double descent: final train/test error against width, one line per noise level."""
     long = runs.melt(id_vars=["width", "noise"], value_vars=["train_error", "test_error"], var_name="split", value_name="error")
     long["split"] = long["split"].str.removesuffix("_error")
+    long["noise"] = long["noise"].map("label noise {:g}".format)  # categorical: distinct colours
     figure, axis = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=long, x="width", y="error", hue="noise", style="split", markers=True, ax=axis, palette="rocket_r")
+    sns.lineplot(data=long, x="width", y="error", hue="noise", style="split", markers=True, ax=axis, palette="colorblind")
     axis.set_xscale("log", base=2)
     axis.set_title("Error against width (the peak marks the interpolation threshold)")
     return save(figure, path)
@@ -72,14 +73,15 @@ def study_vs_epoch(table: pd.DataFrame, curves: pd.DataFrame, width: int, path: 
     measures = sorted(table["measure"].unique())
     figure, axes = plt.subplots(1, len(measures) + 1, figsize=(4 * (len(measures) + 1), 3.2), squeeze=False)
     errors = curves[curves["width"] == width].melt(id_vars=["epoch", "noise"], value_vars=["train_error", "test_error"], var_name="split", value_name="error")
-    sns.lineplot(data=errors, x="epoch", y="error", hue="noise", style="split", ax=axes[0, 0], palette="rocket_r")
+    sns.lineplot(data=errors.assign(noise=errors["noise"].astype(str)), x="epoch", y="error", hue="noise", style="split", ax=axes[0, 0], palette="colorblind")
     axes[0, 0].set_title(f"width {width}: error")
     for c, measure in enumerate(measures, start=1):
         subset = table[(table["width"] == width) & (table["measure"] == measure) & (table["group"] != "all")]
-        sns.lineplot(data=subset, x="epoch", y="value", hue="noise", style="group", marker="o", ax=axes[0, c], palette="rocket_r")
+        sns.lineplot(data=subset.assign(noise=subset["noise"].astype(str)), x="epoch", y="value", hue="noise", style="group", marker="o", ax=axes[0, c], palette="colorblind")
         axes[0, c].set_title(measure)
     for axis in axes[0]:
         axis.set_xscale("symlog", linthresh=10)
+        axis.set_xlim(left=0)
     figure.suptitle(title, y=1.03)
     figure.tight_layout()
     return save(figure, path)

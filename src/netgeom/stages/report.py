@@ -23,7 +23,7 @@ def interpolation_figures(layout: Layout, runs: pd.DataFrame, out_tables, out_fi
         monotone = wide[["run"]].assign(monotone=wide["monotone.train"].astype(bool))
         figures.mli_curves(curves, monotone, out_figures / f"mli_curves.{suffix}")
         figures.delta_vs_distance(wide, out_figures / f"delta_vs_distance.{suffix}")
-        peak = runs.loc[runs["test_error"].idxmax(), "run"]
+        peak = peak_run(runs)["run"]
         if (root / peak / "landscape.parquet").exists():
             figures.landscape(
                 pd.read_parquet(root / peak / "landscape.parquet"), pd.read_parquet(root / peak / "trajectory.parquet"),
@@ -42,11 +42,18 @@ def interpolation_figures(layout: Layout, runs: pd.DataFrame, out_tables, out_fi
             figures.barriers(table, out_figures / f"barriers.{suffix}")
 
 
-def peak_width(runs) -> int:
-    """The width with the highest final test error at the highest noise level: the
-    interpolation threshold, where the epoch-wise view is most telling."""
+def peak_run(runs: pd.DataFrame) -> pd.Series:
+    """The run at the double-descent peak: at the highest noise level, the highest test error
+    among the runs that interpolate (train error <= 1%), i.e. at or past the threshold. Falls
+    back to the highest test error when nothing interpolates."""
     noisiest = runs[runs["noise"] == runs["noise"].max()]
-    return int(noisiest.groupby("width")["test_error"].mean().idxmax())
+    interpolating = noisiest[noisiest["train_error"] <= 0.01]
+    pool = interpolating if len(interpolating) else noisiest
+    return pool.loc[pool["test_error"].idxmax()]
+
+
+def peak_width(runs: pd.DataFrame) -> int:
+    return int(peak_run(runs)["width"])
 
 
 def run_report(params: Params, layout: Layout) -> dict:
