@@ -81,7 +81,7 @@ def data_info(name: Annotated[str, typer.Argument(help="Dataset name.")], params
 
     settings = load_params(params).data if params.exists() else None
     source = get_source(name, settings.model_copy(update={"name": name}) if settings else None)
-    root = Layout.here().root / (settings.root if settings else "data")
+    root = Layout.here().data_root(settings.root if settings else "data")
     info = source.info
     typer.echo(f"{info.name}: input {info.input_shape}, {info.num_classes} classes, splits {list(info.splits)}")
     typer.echo(f"  mean {info.mean} std {info.std}")

@@ -39,6 +39,10 @@ class Layout:
     def data(self) -> Path:
         return self.root / "data"
 
+    def data_root(self, setting: str = "data") -> Path:
+        """`data.root` from params, relative to the project root."""
+        return self.root / setting
+
     @property
     def artifacts(self) -> Path:
         return self.root / "artifacts"
@@ -56,8 +60,12 @@ class Layout:
     def labels_summary(self, noise: float) -> Path:
         return self.labels_dir(noise) / "summary.json"
 
+    @property
+    def runs_root(self) -> Path:
+        return self.artifacts / "runs"
+
     def run_dir(self, run: str) -> Path:
-        return self.artifacts / "runs" / run
+        return self.runs_root / run
 
     def checkpoints_dir(self, run: str) -> Path:
         return self.run_dir(run) / "checkpoints"
@@ -74,6 +82,10 @@ class Layout:
         state must live outside them, and a half-finished run never appears under artifacts/."""
         return self.root / ".netgeom" / "staging" / run
 
+    def finished_dir(self, run: str) -> Path:
+        """A complete run, assembled beside its staging folder before the atomic move."""
+        return self.root / ".netgeom" / "staging" / f"{run}.done"
+
     def study_root(self, study: str) -> Path:
         return self.artifacts / "studies" / study
 
@@ -83,6 +95,18 @@ class Layout:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def report_tables(self) -> Path:
+        return self.reports / "tables"
+
+    @property
+    def report_figures(self) -> Path:
+        return self.reports / "figures"
+
+    @property
+    def report_summary(self) -> Path:
+        return self.reports / "summary.json"
 
     @property
     def mlruns(self) -> Path:

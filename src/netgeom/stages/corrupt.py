@@ -21,7 +21,7 @@ def run_corrupt(params: Params, layout: Layout, noise: float | None = None) -> d
     params = params.model_copy(update={"noise": noise_params})
     split = read_split(layout.split_file)
     source = get_source(params.data.name, params.data)
-    pool = source.load(layout.root / params.data.root, "train")
+    pool = source.load(layout.data_root(params.data.root), "train")
     ids = np.asarray(split.train, dtype=np.int64)
     clean = split.relabel(pool.y[ids])
     noisy = corrupt_labels(clean, params.noise.kind, p, len(split.classes), params.noise.seed)

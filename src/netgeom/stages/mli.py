@@ -48,11 +48,11 @@ def mli_params(params: Params) -> MliParams:
 
 def _clean_bundle(params: Params, layout: Layout):
     split = read_split(layout.split_file)
-    pool = get_source(params.data.name, params.data).load(layout.root / params.data.root, "train")
+    pool = get_source(params.data.name, params.data).load(layout.data_root(params.data.root), "train")
     clean = split.relabel(pool.y[split.train])
     labels = pd.DataFrame({"sample_id": split.train, "label": clean, "clean_label": clean})
     clean_params = params.model_copy(update={"noise": params.noise.model_copy(update={"input": "none"})})
-    return load_bundle(clean_params, split, labels, layout.root / params.data.root)
+    return load_bundle(clean_params, split, labels, layout.data_root(params.data.root))
 
 
 def run_mli(params: Params, layout: Layout) -> pd.DataFrame:

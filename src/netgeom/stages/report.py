@@ -57,10 +57,10 @@ def peak_width(runs: pd.DataFrame) -> int:
 
 
 def run_report(params: Params, layout: Layout) -> dict:
-    runs_root = layout.artifacts / "runs"
+    runs_root = layout.runs_root
     runs = tables.runs_table(runs_root)
     curves = tables.curves_table(runs_root)
-    out_tables, out_figures = layout.reports / "tables", layout.reports / "figures"
+    out_tables, out_figures = layout.report_tables, layout.report_figures
     out_tables.mkdir(parents=True, exist_ok=True)
     out_figures.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
@@ -97,6 +97,6 @@ def run_report(params: Params, layout: Layout) -> dict:
             row["run"]: {k: row[k] for k in ("train_acc", "test_acc", "train_loss", "test_loss") if k in row}
             for row in runs.to_dict("records")
         }
-    atomic_write_json(layout.reports / "summary.json", summary)
+    atomic_write_json(layout.report_summary, summary)
     sync_studies(params, layout)
     return summary

@@ -12,7 +12,7 @@ from netgeom.params import Params
 def run_split(params: Params, layout: Layout) -> Split:
     data = params.data
     source = get_source(data.name, data)
-    pool = source.load(layout.root / data.root, "train")
+    pool = source.load(layout.data_root(data.root), "train")
     split = make_split(
         source.info.name,
         pool.y,

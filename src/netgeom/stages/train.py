@@ -50,7 +50,7 @@ def build_model(params: Params, data: DataBundle) -> torch.nn.Module:
 def load_cell_data(params: Params, layout: Layout) -> DataBundle:
     split = read_split(layout.split_file)
     labels = read_labels(layout.labels_file(params.noise.label))
-    return load_bundle(params, split, labels, layout.root / params.data.root)
+    return load_bundle(params, split, labels, layout.data_root(params.data.root))
 
 
 def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: bool = True) -> Path:
@@ -65,7 +65,7 @@ def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: 
     staging = layout.staging_dir(name)
     result = train(model, data, params.train, seed=params.seed, workdir=staging, metadata=metadata, resume=resume)
 
-    finished = staging.with_name(staging.name + ".done")
+    finished = layout.finished_dir(name)
     shutil.rmtree(finished, ignore_errors=True)
     (finished / "checkpoints").mkdir(parents=True)
     for _, path in result.checkpoints:
@@ -152,7 +152,7 @@ def sync_runs(params: Params, layout: Layout) -> list[str]:
     """`netgeom mlflow sync`: make sure every run folder has its complete MLflow run."""
     from netgeom.stages.study_common import sync_studies
 
-    folders = sorted(p for p in (layout.artifacts / "runs").glob("*") if (p / "run.json").exists())
+    folders = sorted(p for p in layout.runs_root.glob("*") if (p / "run.json").exists())
     ids = [track_run(params, layout, folder) for folder in folders]
     sync_studies(params, layout)
     return ids
