@@ -45,6 +45,9 @@ def repo(tmp_path_factory):
         grid={"widths": [8], "noise": [0.0, 0.2], "seed_offsets": [0]},
     )
     sh("git", "init", "-q", cwd=root)
+    # dvc exp commits through its own git backends, which read the repo config, not only env vars
+    sh("git", "config", "user.name", "netgeom tests", cwd=root)
+    sh("git", "config", "user.email", "tests@netgeom.invalid", cwd=root)
     sh("dvc", "init", "-q", cwd=root)
     sh("dvc", "add", "-q", "data", cwd=root)
     sh("git", "add", "-A", cwd=root)
