@@ -45,6 +45,10 @@ def make_cell(settings: Params, width: int | None, noise: float | None, replicat
     return Cell(settings.model.width if width is None else width, settings.noise.label if noise is None else noise, replicate)
 
 
+def shard_written(stage: str, shard: str | None) -> None:
+    typer.echo(f"{stage}: wrote shard {shard}; the summary follows once every shard is there")
+
+
 def fail(message: str) -> typer.Exit:
     typer.echo(f"netgeom: error: {message}", err=True)
     return typer.Exit(code=2)
@@ -64,10 +68,14 @@ def guarded(command):
 
 
 def setup(params_path: Path, quiet: bool) -> tuple[Params, Layout]:
+    """Validated params and the layout; quiet progress if asked; torch threads from params."""
+    import torch
+
     progress.set_quiet(quiet)
     # torch.func's own internals trigger this deprecation notice; it is not ours to act on.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    return load_params(params_path), Layout.here()
+    settings = load_params(params_path)
+    return settings, Layout.here()
 
 
 # --------------------------------------------------------------------------- data
@@ -157,12 +165,9 @@ def train_command(
     quiet: QuietOption = False,
 ):
     """Stage `train`: train one grid cell, write artifacts/runs/<run>/, log it to MLflow."""
-    import torch
-
     from netgeom.stages.train import run_train, track_run
 
     settings, layout = setup(params, quiet)
-    torch.set_num_threads(settings.execution.threads)
     folder = run_train(settings, layout, make_cell(settings, width, noise, replicate), resume=not fresh)
     metrics = read_json(folder / "metrics.json")
     typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
@@ -180,16 +185,12 @@ def smoothness(
     quiet: QuietOption = False,
 ):
     """Stage `smoothness`: input-Jacobian norms (and volumes) around the training points."""
-    import torch
-
     from netgeom.stages.smoothness import run_smoothness
 
     settings, layout = setup(params, quiet)
-    torch.set_num_threads(settings.execution.threads)
     summary = run_smoothness(settings, layout, make_cell(settings, width, noise, replicate), shard)
     if summary is None:
-        typer.echo(f"smoothness: wrote shard {shard}; the summary follows once every shard is there")
-        return
+        return shard_written("smoothness", shard)
     last = summary[max(summary, key=int)]
     values = {k: v["all"] for k, v in last.items() if isinstance(v, dict)}
     typer.echo(f"smoothness: {len(summary)} checkpoints; final " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
@@ -206,16 +207,12 @@ def regions(
     quiet: QuietOption = False,
 ):
     """Stage `regions`: exact linear regions along closed paths around data points."""
-    import torch
-
     from netgeom.stages.regions import run_regions
 
     settings, layout = setup(params, quiet)
-    torch.set_num_threads(settings.execution.threads)
     summary = run_regions(settings, layout, make_cell(settings, width, noise, replicate), shard)
     if summary is None:
-        typer.echo(f"regions: wrote shard {shard}; the summary follows once every shard is there")
-        return
+        return shard_written("regions", shard)
     last = summary[max(summary, key=int)]
     typer.echo(
         f"regions: {len(summary)} checkpoints; final regions/path={last['regions']['all']:.4g} "
@@ -233,12 +230,9 @@ def interpolation(
     quiet: QuietOption = False,
 ):
     """Stage `interpolation`: the loss along the line from init to the final weights (MLI)."""
-    import torch
-
     from netgeom.stages.interpolation import run_interpolation
 
     settings, layout = setup(params, quiet)
-    torch.set_num_threads(settings.execution.threads)
     summary = run_interpolation(settings, layout, make_cell(settings, width, noise, replicate))
     typer.echo(
         f"interpolation: Delta(train)={summary['delta.train']:.4g} monotone={bool(summary['monotone.train'])} "
@@ -250,12 +244,9 @@ def interpolation(
 @guarded
 def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
     """Stage `barriers`: loss barriers between seed replicates, with and without weight matching."""
-    import torch
-
     from netgeom.stages.interpolation import run_barriers
 
     settings, layout = setup(params, quiet)
-    torch.set_num_threads(settings.execution.threads)
     table = run_barriers(settings, layout)
     if table.empty:
         typer.echo("barriers: no pairs (set grid.seed_offsets to two or more replicates)")
@@ -268,12 +259,9 @@ def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = Fa
 @guarded
 def mli(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
     """Stage `mli`: SGD vs Adam x BN on/off; fraction of non-monotonic init->final curves."""
-    import torch
-
     from netgeom.stages.mli import run_mli
 
     settings, layout = setup(params, quiet)
-    torch.set_num_threads(settings.execution.threads)
     fractions = run_mli(settings, layout)
     for row in fractions.to_dict("records"):
         typer.echo(

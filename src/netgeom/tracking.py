@@ -209,10 +209,10 @@ def log_study(
 
 def runs_table(layout: Layout, experiment: str) -> pd.DataFrame:
     """All runs of the experiment as a DataFrame (for reports and tests)."""
-    client, experiment_id = connect(layout, experiment)
+    _, experiment_id = connect(layout, experiment)
     return mlflow.search_runs([experiment_id])
 
 
 def logged_models(layout: Layout, experiment: str) -> list[Any]:
-    client, experiment_id = connect(layout, experiment)
+    _, experiment_id = connect(layout, experiment)
     return mlflow.search_logged_models(experiment_ids=[experiment_id], output_format="list")

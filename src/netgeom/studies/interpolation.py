@@ -59,24 +59,28 @@ def cross_entropy_per_sample(outputs: Tensor, targets: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- validation
 
 
+def _compare_states(reference: StateDict, other: StateDict, key: str, keys_problem: str, shapes_problem: str) -> None:
+    if set(reference) != set(other):
+        diff = sorted(set(reference) ^ set(other))[:5]
+        raise NetgeomError(key, f"{keys_problem}; differing keys {diff}")
+    for k, v in reference.items():
+        if v.shape != other[k].shape:
+            raise NetgeomError(key, f"{shapes_problem}; {k}: {tuple(v.shape)} vs {tuple(other[k].shape)}")
+
+
 def check_same_architecture(state_a: StateDict, state_b: StateDict, key: str = "interpolation.models") -> None:
     """Same keys and shapes, or NetgeomError(key) naming the first difference."""
-    if set(state_a) != set(state_b):
-        diff = sorted(set(state_a) ^ set(state_b))[:5]
-        raise NetgeomError(key, f"state dicts must have the same keys (same architecture); differing keys {diff}")
-    for k, v in state_a.items():
-        if v.shape != state_b[k].shape:
-            raise NetgeomError(key, f"state dicts must have equal shapes (same width); {k}: {tuple(v.shape)} vs {tuple(state_b[k].shape)}")
+    _compare_states(
+        state_a, state_b, key,
+        "state dicts must have the same keys (same architecture)", "state dicts must have equal shapes (same width)",
+    )
 
 
 def _check_model(model: nn.Module, state: StateDict, key: str = "interpolation.models") -> None:
-    own = model.state_dict()
-    if set(own) != set(state):
-        diff = sorted(set(own) ^ set(state))[:5]
-        raise NetgeomError(key, f"state dicts must match the model's keys; differing keys {diff}")
-    for k, v in own.items():
-        if v.shape != state[k].shape:
-            raise NetgeomError(key, f"state dicts must match the model's shapes; {k}: {tuple(v.shape)} vs {tuple(state[k].shape)}")
+    _compare_states(
+        model.state_dict(), state, key,
+        "state dicts must match the model's keys", "state dicts must match the model's shapes",
+    )
 
 
 def _choice(value: str, allowed: Sequence[str], key: str) -> str:
