@@ -173,6 +173,22 @@ def test_vmap_and_loop_paths_agree(data, bn):
     np.testing.assert_allclose(batched.accuracy, loop.accuracy)
 
 
+@pytest.mark.parametrize("bn", ["interpolate", "recompute"])
+def test_channels_last_layout_gives_the_contiguous_values(data, bn):
+    sets, calib = data
+    model = bn_net().float()
+    a = {k: v.float() if v.is_floating_point() else v for k, v in trained_like(model, 1).items()}
+    b = {k: v.float() if v.is_floating_point() else v for k, v in trained_like(model, 2).items()}
+    sets = {k: (x.float(), y) for k, (x, y) in sets.items()}
+    kw = dict(n=5, bn=bn, calibration_inputs=calib.float(), bn_batch_size=8, batch_size=10)
+    plain = interpolation_curve(model, a, b, sets, memory_format="contiguous", **kw)
+    for fmt in ("channels_last", "auto"):
+        fast = interpolation_curve(model, a, b, sets, memory_format=fmt, **kw)
+        np.testing.assert_allclose(fast.loss, plain.loss, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(fast.accuracy, plain.accuracy)
+    assert a["0.weight"].is_contiguous()  # the caller's tensors keep their layout
+
+
 def test_bn_recompute_equals_exact_statistics_of_the_subset():
     torch.manual_seed(4)
     model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 4), nn.BatchNorm1d(4)).double()
@@ -215,6 +231,7 @@ def test_bad_inputs_raise_with_the_right_key(data):
         (dict(n=1), "interpolation.points"),
         (dict(bn="swap"), "interpolation.bn"),
         (dict(endpoints="both"), "interpolation.endpoints"),
+        (dict(memory_format="nhwc"), "interpolation.memory_format"),
         (dict(bn="recompute", calibration_inputs=None), "calibration_inputs"),
         (dict(eval_sets={}), "eval_sets"),
     ]

@@ -24,6 +24,11 @@ per-batch unbiased variances (exact for a single batch).
 
 Several t can be evaluated per pass (`points_per_pass > 1`) with stack_module_state-style
 stacking and torch.func.vmap; on CPU a loop over t measured faster, so the default is 1.
+
+Memory layout (`memory_format=`): "auto" runs conv nets on image batches in channels-last
+layout (inputs and 4-D weights converted once per curve). On CPU, oneDNN's channels-last
+convolutions, max-pooling and train-mode BN measured 1.2-2.7x faster than the default NCHW layout
+(cnn_k, vgg11, resnet18_k, resnet20); the values differ only by float summation order (~1e-7).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> per-sample 
 
 BN_MODES = ("interpolate", "recompute", "frozen")
 ENDPOINT_MODES = ("curve", "direct")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 def cross_entropy_per_sample(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -87,6 +93,26 @@ def _choice(value: str, allowed: Sequence[str], key: str) -> str:
     if value not in allowed:
         raise NetgeomError(key, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
     return value
+
+
+# --------------------------------------------------------------------------- memory layout
+
+
+def _layout(memory_format: str, model: nn.Module, sample: Tensor) -> torch.memory_format:
+    """The layout a curve runs in: channels-last for conv nets on image batches unless told otherwise."""
+    if memory_format == "contiguous":
+        return torch.contiguous_format
+    if memory_format == "auto" and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return torch.contiguous_format
+    return torch.channels_last if sample.ndim == 4 else torch.contiguous_format
+
+
+def _in_layout(tensor: Tensor, layout: torch.memory_format) -> Tensor:
+    return tensor.contiguous(memory_format=layout) if tensor.ndim == 4 else tensor
+
+
+def _state_in_layout(state: StateDict, layout: torch.memory_format) -> dict[str, Tensor]:
+    return {k: _in_layout(v, layout) for k, v in state.items()}
 
 
 # --------------------------------------------------------------------------- states
@@ -279,6 +305,7 @@ def interpolation_curve(
     bn_batch_size: int = 256,
     points_per_pass: int = 1,
     alphas: Sequence[float] | None = None,
+    memory_format: str = "auto",
 ) -> pd.DataFrame:
     """Loss and accuracy at t in linspace(0, 1, n) on every evaluation set.
 
@@ -290,6 +317,7 @@ def interpolation_curve(
     _check_eval_sets(eval_sets)
     _choice(bn, BN_MODES, "interpolation.bn")
     _choice(endpoints, ENDPOINT_MODES, "interpolation.endpoints")
+    _choice(memory_format, MEMORY_FORMATS, "interpolation.memory_format")
     if alphas is None:
         if not isinstance(n, int) or n < 2:
             raise NetgeomError("interpolation.points", f"n must be an integer >= 2 (both endpoints), got {n!r}")
@@ -304,6 +332,12 @@ def interpolation_curve(
     if recompute and (calibration_inputs is None or calibration_inputs.shape[0] == 0):
         raise NetgeomError("calibration_inputs", "bn='recompute' needs a non-empty subset of training inputs")
 
+    layout = _layout(memory_format, model, next(iter(eval_sets.values()))[0])
+    if layout != torch.contiguous_format:
+        state_a, state_b = _state_in_layout(state_a, layout), _state_in_layout(state_b, layout)
+        eval_sets = {k: (_in_layout(x, layout), y) for k, (x, y) in eval_sets.items()}
+        if recompute:
+            calibration_inputs = _in_layout(calibration_inputs, layout)
     buffers = _buffer_keys(model)
     direct = [i for i, t in enumerate(ts) if recompute and endpoints == "direct" and t in (0.0, 1.0)]
     calibrated = [i for i in range(ts.size) if i not in direct]
