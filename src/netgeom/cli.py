@@ -257,6 +257,37 @@ def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = Fa
 
 @app.command()
 @guarded
+def curve(
+    run_a: Annotated[str, typer.Argument(help="A run under artifacts/runs, optionally @init, @final (default) or @<epoch>.")],
+    run_b: Annotated[str, typer.Argument(help="The other end, same form (same architecture and width).")],
+    points: Annotated[Optional[int], typer.Option("--points", help="Points on the line (default: interpolation.points).")] = None,
+    bn: Annotated[Optional[str], typer.Option("--bn", help="interpolate | recompute | frozen (default: interpolation.bn).")] = None,
+    match: Annotated[bool, typer.Option("--match", help="Weight-match B to A (Git Re-Basin) first.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the curve to a .csv or .parquet file.")] = None,
+    params: ParamsOption = Path("params.yaml"),
+    quiet: QuietOption = False,
+):
+    """Ad hoc (not a stage): loss and accuracy on the line between two checkpoints, and its barriers."""
+    from netgeom.io import atomic_write_table, check_table_path
+    from netgeom.stages.interpolation import run_curve
+
+    if out is not None:
+        check_table_path(out)
+    settings, layout = setup(params, quiet)
+    table, summary = run_curve(settings, layout, run_a, run_b, points=points, bn=bn, match=match)
+    if out is not None:
+        atomic_write_table(out, table)
+    splits = list(dict.fromkeys(table["split"]))
+    wide = table.pivot(index="t", columns="split", values=["loss", "accuracy"]).reindex(columns=splits, level=1)
+    typer.echo(wide.to_string(float_format="%.4f"))
+    typer.echo(
+        f"distance={summary['distance']:.4g}  "
+        + "  ".join(f"{s}: loss_barrier={summary[f'loss_barrier.{s}']:.4g} accuracy_barrier={summary[f'accuracy_barrier.{s}']:.4g}" for s in splits)
+    )
+
+
+@app.command()
+@guarded
 def mli(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
     """Stage `mli`: SGD vs Adam x BN on/off; fraction of non-monotonic init->final curves."""
     from netgeom.stages.mli import run_mli

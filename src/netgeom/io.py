@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from netgeom.errors import NetgeomError
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -63,6 +65,24 @@ def atomic_save_npy(target: str | Path, array: np.ndarray) -> Path:
 
 def atomic_write_parquet(target: str | Path, frame) -> Path:
     return atomic_write(target, lambda p: frame.to_parquet(p, index=False))
+
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def check_table_path(path: str | Path, key: str = "out") -> Path:
+    """`path` if it names a .csv or .parquet file, else NetgeomError(key) (checked before any work)."""
+    path = Path(path)
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise NetgeomError(key, f"{path}: the file name must end in {' or '.join(TABLE_SUFFIXES)}")
+    return path
+
+
+def atomic_write_table(target: str | Path, frame) -> Path:
+    """A DataFrame as .csv or .parquet, by the file's suffix."""
+    if check_table_path(target).suffix.lower() == ".csv":
+        return atomic_write(target, lambda p: frame.to_csv(p, index=False))
+    return atomic_write_parquet(target, frame)
 
 
 def replace_dir(source: Path, target: Path) -> None:

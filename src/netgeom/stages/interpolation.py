@@ -6,6 +6,9 @@ theta_0', theta_T), trajectory.parquet (the checkpoints projected on it), summar
 
 barriers -> artifacts/studies/barriers/: barriers.parquet (one row per pair of replicates of a
 grid cell, split and matching on/off) and curves.parquet.
+
+run_curve is the ad-hoc form (`netgeom curve A B`, not a DVC stage): the curve between any two
+checkpoints of trained runs, endpoints evaluated directly, optionally after weight matching.
 """
 
 from __future__ import annotations
@@ -18,15 +21,23 @@ import pandas as pd
 import torch
 from pydantic import Field
 
+from netgeom.errors import NetgeomError
 from netgeom.io import atomic_write_json, atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Group, Params, validate
+from netgeom.params import DataParams, Group, NoiseParams, Params, validate
 from netgeom.stages.study_common import open_run
-from netgeom.stages.train import Cell, cell_name, cell_params, load_cell_data, model_for_run
+from netgeom.stages.train import Cell, Run, cell_name, cell_params, load_cell_data, model_for_run
 from netgeom.studies import curve_summaries as cs
 from netgeom.studies.alignment import align
-from netgeom.studies.interpolation import curve_values, interpolation_curve, logit_path, plane_landscape, random_init_curves
-from netgeom.training.checkpoints import load_checkpoint
+from netgeom.studies.interpolation import (
+    check_same_architecture,
+    curve_values,
+    interpolation_curve,
+    logit_path,
+    plane_landscape,
+    random_init_curves,
+)
+from netgeom.training.checkpoints import find_checkpoint, load_checkpoint
 
 
 class LandscapeParams(Group):
@@ -174,3 +185,52 @@ def run_barriers(params: Params, layout: Layout) -> pd.DataFrame:
     atomic_write_parquet(folder / "barriers.parquet", table)
     atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
     return table
+
+
+# --------------------------------------------------------------------------- ad-hoc curve
+
+
+def _checkpoint_of(layout: Layout, spec: str) -> tuple[Run, int, dict[str, torch.Tensor]]:
+    """`run` or `run@epoch` (epoch: init, final or a checkpointed epoch) -> (run, epoch, state)."""
+    name, _, which = spec.partition("@")
+    run = open_run(layout, name)
+    checkpoints = run.checkpoints
+    if not checkpoints:
+        raise NetgeomError("checkpoint", f"no checkpoints in {run.folder}; train the run first")
+    if which in ("", "final", "init"):
+        epoch, path = checkpoints[0 if which == "init" else -1]
+    else:
+        try:
+            epoch = int(which)
+        except ValueError:
+            raise NetgeomError("checkpoint", f"{spec!r}: after '@' give init, final or an epoch number") from None
+        path = find_checkpoint(run.folder / "checkpoints", epoch)
+    return run, epoch, load_checkpoint(path)[0]
+
+
+def run_curve(
+    params: Params, layout: Layout, spec_a: str, spec_b: str, *, points: int | None = None, bn: str | None = None, match: bool = False
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The curve between two checkpoints on run A's data (params.yaml's split, A's noise level)."""
+    overrides = {k: v for k, v in {"points": points, "bn": bn}.items() if v is not None}
+    p = validate({**params.interpolation, **overrides}, InterpolationParams, prefix="interpolation.")
+    run_a, _, state_a = _checkpoint_of(layout, spec_a)
+    run_b, _, state_b = _checkpoint_of(layout, spec_b)
+    check_same_architecture(state_a, state_b)
+    for run in (run_a, run_b):
+        if DataParams.model_validate(run.info["params"]["data"]) != params.data:
+            raise NetgeomError("curve.runs", f"{run.name} was trained on other data than params.yaml's `data` group")
+    noise = NoiseParams.model_validate(run_a.info["params"]["noise"])
+    data = load_cell_data(params.model_copy(update={"noise": noise}), layout)
+    model = model_for_run(run_a.info)
+    calibration = data.train.x[: p.calibration_samples]
+    if match:
+        state_b = align(model, state_a, state_b, calibration_inputs=calibration, seed=params.seed).state
+    curve = interpolation_curve(
+        model, state_a, state_b, _eval_sets(data, p), n=p.points, bn=p.bn,
+        calibration_inputs=calibration, endpoints="direct", batch_size=p.batch_size,
+    )
+    summary = _summarise_curve(curve, p.tol)
+    summary["distance"] = cs.weight_distance(state_a, state_b)
+    return curve, summary
+
