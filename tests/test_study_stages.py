@@ -151,12 +151,13 @@ def test_shards_over_a_process_pool_equal_the_sequential_result(trained):
 
 def test_adhoc_curve_between_two_runs(trained):
     """Endpoints are each run's own final losses; matching keeps them; bad pairs are refused."""
+    ok("train", "--width", "8", "--noise", "0.2", "--replicate", "2")  # r1 loses its checkpoints in another test
     out = trained / "curve.csv"
-    text = ok("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r1@final", "--points", "5", "--match", "--out", str(out))
+    text = ok("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2@final", "--points", "5", "--match", "--out", str(out))
     assert "train: loss_barrier=" in text
     curve = pd.read_csv(out)
     assert sorted(curve["t"].unique()) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    for t, replicate in ((0.0, 0), (1.0, 1)):
+    for t, replicate in ((0.0, 0), (1.0, 2)):
         metrics = json.loads((trained / "artifacts" / "runs" / f"mlp_w8-n0.2-r{replicate}" / "metrics.json").read_text())
         at = curve[curve["t"] == t].set_index("split")
         assert at.loc["train", "loss"] == pytest.approx(metrics["train_loss"], abs=1e-5)
@@ -166,8 +167,8 @@ def test_adhoc_curve_between_two_runs(trained):
 
     ok("train", "--width", "4", "--noise", "0.2")
     refused("curve", "mlp_w8-n0.2-r0", "mlp_w4-n0.2-r0", key="interpolation.models")
-    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r1", "--points", "1", key="interpolation.points")
-    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r1", "--bn", "average", key="interpolation.bn")
-    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r1@7", key="checkpoint")
-    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r1", "--out", str(trained / "curve.txt"), key="out")
+    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2", "--points", "1", key="interpolation.points")
+    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2", "--bn", "average", key="interpolation.bn")
+    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2@7", key="checkpoint")
+    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2", "--out", str(trained / "curve.txt"), key="out")
     assert not (trained / "curve.txt").exists()
