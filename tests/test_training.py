@@ -165,3 +165,37 @@ def test_a_malicious_pickle_offered_as_checkpoint_is_refused(tmp_path):
     assert not marker.exists()
     with pytest.raises(NetgeomError, match="does not exist"):
         load_checkpoint(tmp_path / "e0002.safetensors")
+
+
+def conv_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(64, 4),
+    )  # fmt: skip
+
+
+def test_channels_last_training_matches_nchw_and_resumes_bit_identically(tmp_path):
+    runs = {}
+    for fmt in ("contiguous", "channels_last"):
+        net = conv_model()
+        result = train(net, bundle(), params(memory_format=fmt), seed=5, workdir=tmp_path / fmt)
+        runs[fmt] = (net, result)
+    (plain, plain_result), (fast, fast_result) = runs["contiguous"], runs["channels_last"]
+    assert fast[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for key, value in plain.state_dict().items():  # same training up to float summation order
+        torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    assert fast_result.final["train_loss"] == pytest.approx(plain_result.final["train_loss"], abs=1e-4)
+    saved, _ = load_checkpoint(fast_result.checkpoints[-1][1])
+    assert all(torch.equal(v, fast.state_dict()[k]) for k, v in saved.items())
+
+    def crash_after_3(epoch, _row):
+        if epoch == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(conv_model(), bundle(), params(), seed=5, workdir=tmp_path / "b", on_epoch=crash_after_3)
+    resumed = conv_model(seed=99)
+    train(resumed, bundle(), params(), seed=5, workdir=tmp_path / "b")
+    for key, value in fast.state_dict().items():  # "auto" picked channels-last for the conv net
+        assert torch.equal(value, resumed.state_dict()[key]), key

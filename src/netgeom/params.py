@@ -101,6 +101,9 @@ class TrainParams(Group):
     eval_batch_size: int = Field(1000, ge=1)
     stop_loss: float | None = Field(None, ge=0, description="stop once train loss <= this")
     stop_accuracy: float | None = Field(None, ge=0, le=1, description="stop once train accuracy >= this")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="auto: channels-last for conv nets on images (faster on CPU); same values up to rounding"
+    )
     checkpoints: CheckpointParams = CheckpointParams()
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ Small datasets live as tensors (airbench style): batching is indexing, no DataLo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from netgeom.data.noise import corrupt_inputs
 from netgeom.data.split import Split
 from netgeom.errors import NetgeomError
 from netgeom.io import read_json
+from netgeom.memory_format import in_format
 from netgeom.params import Params
 
 
@@ -41,6 +43,12 @@ class DataBundle:
     train: TrainSet
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
+
+    def in_format(self, layout: torch.memory_format) -> DataBundle:
+        """The same data with image tensors in `layout` (see netgeom.memory_format)."""
+        to = lambda x: in_format(x, layout)  # noqa: E731
+        train = dataclasses.replace(self.train, x=to(self.train.x))
+        return dataclasses.replace(self, train=train, val=(to(self.val[0]), self.val[1]), test=(to(self.test[0]), self.test[1]))
 
     def eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         sets = {"train": (self.train.x, self.train.y), "test": self.test}

@@ -26,9 +26,7 @@ Several t can be evaluated per pass (`points_per_pass > 1`) with stack_module_st
 stacking and torch.func.vmap; on CPU a loop over t measured faster, so the default is 1.
 
 Memory layout (`memory_format=`): "auto" runs conv nets on image batches in channels-last
-layout (inputs and 4-D weights converted once per curve). On CPU, oneDNN's channels-last
-convolutions, max-pooling and train-mode BN measured 1.2-2.7x faster than the default NCHW layout
-(cnn_k, vgg11, resnet18_k, resnet20); the values differ only by float summation order (~1e-7).
+layout (inputs and 4-D weights converted once per curve; see netgeom.memory_format).
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from netgeom.errors import NetgeomError
+from netgeom.memory_format import MEMORY_FORMATS, in_format, preferred_format, state_in_format
 from netgeom.progress import progress
 from netgeom.studies.curve_summaries import Plane, plane_grid, plane_point
 
@@ -55,7 +54,6 @@ LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> per-sample 
 
 BN_MODES = ("interpolate", "recompute", "frozen")
 ENDPOINT_MODES = ("curve", "direct")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 def cross_entropy_per_sample(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -93,26 +91,6 @@ def _choice(value: str, allowed: Sequence[str], key: str) -> str:
     if value not in allowed:
         raise NetgeomError(key, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
     return value
-
-
-# --------------------------------------------------------------------------- memory layout
-
-
-def _layout(memory_format: str, model: nn.Module, sample: Tensor) -> torch.memory_format:
-    """The layout a curve runs in: channels-last for conv nets on image batches unless told otherwise."""
-    if memory_format == "contiguous":
-        return torch.contiguous_format
-    if memory_format == "auto" and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        return torch.contiguous_format
-    return torch.channels_last if sample.ndim == 4 else torch.contiguous_format
-
-
-def _in_layout(tensor: Tensor, layout: torch.memory_format) -> Tensor:
-    return tensor.contiguous(memory_format=layout) if tensor.ndim == 4 else tensor
-
-
-def _state_in_layout(state: StateDict, layout: torch.memory_format) -> dict[str, Tensor]:
-    return {k: _in_layout(v, layout) for k, v in state.items()}
 
 
 # --------------------------------------------------------------------------- states
@@ -332,12 +310,12 @@ def interpolation_curve(
     if recompute and (calibration_inputs is None or calibration_inputs.shape[0] == 0):
         raise NetgeomError("calibration_inputs", "bn='recompute' needs a non-empty subset of training inputs")
 
-    layout = _layout(memory_format, model, next(iter(eval_sets.values()))[0])
+    layout = preferred_format(memory_format, model, next(iter(eval_sets.values()))[0])
     if layout != torch.contiguous_format:
-        state_a, state_b = _state_in_layout(state_a, layout), _state_in_layout(state_b, layout)
-        eval_sets = {k: (_in_layout(x, layout), y) for k, (x, y) in eval_sets.items()}
+        state_a, state_b = state_in_format(state_a, layout), state_in_format(state_b, layout)
+        eval_sets = {k: (in_format(x, layout), y) for k, (x, y) in eval_sets.items()}
         if recompute:
-            calibration_inputs = _in_layout(calibration_inputs, layout)
+            calibration_inputs = in_format(calibration_inputs, layout)
     buffers = _buffer_keys(model)
     direct = [i for i, t in enumerate(ts) if recompute and endpoints == "direct" and t in (0.0, 1.0)]
     calibrated = [i for i in range(ts.size) if i not in direct]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from netgeom.data.augment import augment
 from netgeom.data.bundle import DataBundle
 from netgeom.errors import NetgeomError
+from netgeom.memory_format import in_format, preferred_format
 from netgeom.params import TrainParams
 from netgeom.progress import progress
 from netgeom.training.checkpoints import (
@@ -102,6 +103,10 @@ def train(
     """
     workdir = Path(workdir)
     metadata = dict(metadata or {})
+    layout = preferred_format(p.memory_format, model, data.train.x)
+    if layout != torch.contiguous_format:
+        model.to(memory_format=layout)  # strides only: state_dict values and checkpoints are unchanged
+        data = data.in_format(layout)
     x, y = data.train.x, data.train.y
     n = len(y)
     steps_per_epoch = math.ceil(n / p.batch_size)
@@ -158,7 +163,7 @@ def train(
         running = 0.0
         for step, i in enumerate(range(0, n, p.batch_size)):
             index = order[i : i + p.batch_size]
-            inputs = augment(x[index], generator) if p.augment else x[index]
+            inputs = in_format(augment(x[index], generator), layout) if p.augment else x[index]
             loss = F.cross_entropy(model(inputs), y[index])
             value = loss.item()
             if not math.isfinite(value):
