@@ -279,6 +279,7 @@ def curve(
         atomic_write_table(out, table)
     splits = list(dict.fromkeys(table["split"]))
     wide = table.pivot(index="t", columns="split", values=["loss", "accuracy"]).reindex(columns=splits, level=1)
+    wide.index = wide.index.map("{:.4f}".format)
     typer.echo(wide.to_string(float_format="%.4f"))
     typer.echo(
         f"distance={summary['distance']:.4g}  "
