@@ -67,6 +67,11 @@ def _eval_sets(data, p: InterpolationParams) -> dict[str, tuple[torch.Tensor, to
     return {name: (x[:cap], y[:cap]) for name, (x, y) in data.eval_sets().items()}
 
 
+def _calibration(data, p: InterpolationParams) -> torch.Tensor:
+    """The fixed training subset BN statistics are recomputed on (and weight matching uses)."""
+    return data.train.x[: p.calibration_samples]
+
+
 def _summarise_curve(curve: pd.DataFrame, tol: float) -> dict[str, float]:
     out = {}
     for split in curve["split"].unique():
@@ -95,8 +100,7 @@ def run_interpolation(params: Params, layout: Layout, cell: Cell) -> dict:
     theta_0, theta_T = states[first], states[last]
     model = model_for_run(run.info)
     eval_sets = _eval_sets(data, p)
-    calibration = data.train.x[: p.calibration_samples]
-    options = {"n": p.points, "bn": p.bn, "calibration_inputs": calibration, "batch_size": p.batch_size}
+    options = {"n": p.points, "bn": p.bn, "calibration_inputs": _calibration(data, p), "batch_size": p.batch_size}
 
     curves = [interpolation_curve(model, theta_0, theta_T, eval_sets, **options).assign(curve="init-final")]
     summary = _summarise_curve(curves[0], p.tol)
@@ -152,6 +156,14 @@ def replicate_pairs(params: Params) -> list[tuple[Cell, Cell]]:
     ]
 
 
+def _barrier_curve(model, state_a, state_b, data, p: InterpolationParams) -> pd.DataFrame:
+    """Endpoints evaluated directly and BN recomputed at interior points: the star-domain protocol."""
+    return interpolation_curve(
+        model, state_a, state_b, _eval_sets(data, p), n=p.points, bn=p.bn,
+        calibration_inputs=_calibration(data, p), endpoints="direct", batch_size=p.batch_size,
+    )
+
+
 def run_barriers(params: Params, layout: Layout) -> pd.DataFrame:
     """Loss/accuracy barriers between replicates, before and after weight matching."""
     p = interpolation_params(params)
@@ -163,16 +175,11 @@ def run_barriers(params: Params, layout: Layout) -> pd.DataFrame:
         state_a = load_checkpoint(run_a.checkpoints[-1][1])[0]
         state_b = load_checkpoint(run_b.checkpoints[-1][1])[0]
         model = model_for_run(run_a.info)
-        calibration = data.train.x[: p.calibration_samples]
         candidates = {"none": state_b}
         if p.matching:
-            candidates["weights"] = align(model, state_a, state_b, calibration_inputs=calibration, seed=params.seed).state
+            candidates["weights"] = align(model, state_a, state_b, calibration_inputs=_calibration(data, p), seed=params.seed).state
         for matching, state in candidates.items():
-            # Endpoints evaluated directly and BN recomputed at interior points: the star-domain protocol.
-            curve = interpolation_curve(
-                model, state_a, state, _eval_sets(data, p), n=p.points, bn=p.bn,
-                calibration_inputs=calibration, endpoints="direct", batch_size=p.batch_size,
-            )
+            curve = _barrier_curve(model, state_a, state, data, p)
             pair = {"run_a": run_a.name, "run_b": run_b.name, "width": cell_a.width, "noise": cell_a.noise, "matching": matching}
             curves.append(curve.assign(**pair))
             for split in curve["split"].unique():
@@ -190,22 +197,22 @@ def run_barriers(params: Params, layout: Layout) -> pd.DataFrame:
 # --------------------------------------------------------------------------- ad-hoc curve
 
 
-def _checkpoint_of(layout: Layout, spec: str) -> tuple[Run, int, dict[str, torch.Tensor]]:
-    """`run` or `run@epoch` (epoch: init, final or a checkpointed epoch) -> (run, epoch, state)."""
+def _checkpoint_of(layout: Layout, spec: str) -> tuple[Run, dict[str, torch.Tensor]]:
+    """`run` or `run@epoch` (epoch: init, final or a checkpointed epoch) -> (run, state)."""
     name, _, which = spec.partition("@")
     run = open_run(layout, name)
     checkpoints = run.checkpoints
     if not checkpoints:
         raise NetgeomError("checkpoint", f"no checkpoints in {run.folder}; train the run first")
     if which in ("", "final", "init"):
-        epoch, path = checkpoints[0 if which == "init" else -1]
+        path = checkpoints[0 if which == "init" else -1][1]
     else:
         try:
             epoch = int(which)
         except ValueError:
             raise NetgeomError("checkpoint", f"{spec!r}: after '@' give init, final or an epoch number") from None
-        path = find_checkpoint(run.folder / "checkpoints", epoch)
-    return run, epoch, load_checkpoint(path)[0]
+        path = find_checkpoint(layout.checkpoints_dir(run.name), epoch)
+    return run, load_checkpoint(path)[0]
 
 
 def run_curve(
@@ -214,8 +221,8 @@ def run_curve(
     """The curve between two checkpoints on run A's data (params.yaml's split, A's noise level)."""
     overrides = {k: v for k, v in {"points": points, "bn": bn}.items() if v is not None}
     p = validate({**params.interpolation, **overrides}, InterpolationParams, prefix="interpolation.")
-    run_a, _, state_a = _checkpoint_of(layout, spec_a)
-    run_b, _, state_b = _checkpoint_of(layout, spec_b)
+    run_a, state_a = _checkpoint_of(layout, spec_a)
+    run_b, state_b = _checkpoint_of(layout, spec_b)
     check_same_architecture(state_a, state_b)
     for run in (run_a, run_b):
         if DataParams.model_validate(run.info["params"]["data"]) != params.data:
@@ -223,13 +230,9 @@ def run_curve(
     noise = NoiseParams.model_validate(run_a.info["params"]["noise"])
     data = load_cell_data(params.model_copy(update={"noise": noise}), layout)
     model = model_for_run(run_a.info)
-    calibration = data.train.x[: p.calibration_samples]
     if match:
-        state_b = align(model, state_a, state_b, calibration_inputs=calibration, seed=params.seed).state
-    curve = interpolation_curve(
-        model, state_a, state_b, _eval_sets(data, p), n=p.points, bn=p.bn,
-        calibration_inputs=calibration, endpoints="direct", batch_size=p.batch_size,
-    )
+        state_b = align(model, state_a, state_b, calibration_inputs=_calibration(data, p), seed=params.seed).state
+    curve = _barrier_curve(model, state_a, state_b, data, p)
     summary = _summarise_curve(curve, p.tol)
     summary["distance"] = cs.weight_distance(state_a, state_b)
     return curve, summary
