@@ -228,6 +228,9 @@ def compare(name, model, x0, x1, *, n_dense: int, dense_points: int, chunk: int,
 
 
 def main() -> None:
+    from netgeom.progress import set_quiet
+
+    set_quiet(True)  # the forked children inherit it: no progress bars between the result lines
     torch.set_num_threads(1)
     torch.manual_seed(0)
     ratios = []

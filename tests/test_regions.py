@@ -8,11 +8,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from netgeom.errors import NetgeomError
+from netgeom.studies.paths import Paths
 from netgeom.studies.regions import (
+    PathRegions,
     count_regions_dense,
     path_statistics,
     segment_statistics,
+    study_paths,
     summarize,
+    walk_paths,
     walk_segments,
 )
 
@@ -259,3 +263,84 @@ def test_zoo_models_walk_or_are_refused():
     assert_matches_dense(net, x0, x1)
     with pytest.raises(NetgeomError, match="MaxPool2d"):
         walk_segments(create_model("vgg8_maxpool", (3, 32, 32), 10), x0, x1)
+
+
+def closed_paths(n_paths=3, n_anchors=5, seed=20):
+    g = torch.Generator().manual_seed(seed)
+    return Paths(torch.randn(n_paths, n_anchors, 12, generator=g, dtype=torch.float64), True, np.arange(n_paths))
+
+
+def _patterns(net, x):
+    """Activation patterns (N, units) of every nn.ReLU, recorded with forward hooks."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(i[0].reshape(len(x), -1) > 0)) for m in net.modules() if isinstance(m, nn.ReLU)]
+    with torch.no_grad():
+        net.eval()(x)
+    for hook in hooks:
+        hook.remove()
+    return torch.cat(seen, dim=1)
+
+
+def test_closed_path_regions_count_anchor_straddling_regions_twice_and_crossings_do_not():
+    net, paths = mlp(seed=4), closed_paths()
+    stats = study_paths(net, paths)
+    np.testing.assert_array_equal(stats.regions, stats.crossings + paths.segments_per_path)
+    narrowest = np.diff(np.sort(walk_paths(net, paths).to_frame()[["t_start", "t_end"]].to_numpy(), axis=1)).min()
+    n = int(np.ceil(3.0 / narrowest))
+    assert n <= 300_000
+    t = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)[:-1]  # t = 1 is the next segment's t = 0
+    for p in range(paths.n_paths):
+        anchors = paths.anchors[p]
+        loop = torch.cat([a + t[:, None] * (b - a) for a, b in zip(anchors, torch.roll(anchors, -1, 0))])
+        pattern = _patterns(net, loop)
+        pieces = int((pattern != torch.roll(pattern, 1, 0)).any(dim=1).sum())  # cyclic: the loop closes
+        assert pieces == stats.crossings[p] > 0
+    opened = Paths(paths.anchors, False, paths.source)
+    open_stats = study_paths(net, opened)
+    np.testing.assert_array_equal(open_stats.regions, open_stats.crossings + opened.segments_per_path)
+
+
+@pytest.mark.parametrize("closed", [True, False])
+def test_per_region_table_reproduces_the_path_statistics(closed):
+    net = mlp(seed=5)
+    paths = Paths(closed_paths(n_paths=4, n_anchors=4, seed=21).anchors, closed, np.arange(4))
+    expected = study_paths(net, paths, batch_size=5)
+    walked = walk_paths(net, paths, batch_size=5)  # several chunks of whole paths
+    table = walked.to_frame()
+    assert list(table.columns[:6]) == ["path", "segment", "region", "t_start", "t_end", "length"]
+    per_path = paths.segments_per_path
+    outputs = 3
+    for p in range(paths.n_paths):
+        crossings, length, variation, signed, deviation = 0, 0.0, np.zeros(outputs), np.zeros(outputs), np.zeros(outputs)
+        for k in range(per_path):
+            rows = table[(table["path"] == p) & (table["segment"] == k)].sort_values("region")
+            assert list(rows["region"]) == list(range(len(rows)))
+            assert rows["t_start"].iloc[0] == 0.0 and rows["t_end"].iloc[-1] == 1.0
+            np.testing.assert_array_equal(rows["t_end"].to_numpy()[:-1], rows["t_start"].to_numpy()[1:])
+            f_entry = rows[[f"f_entry_{j}" for j in range(outputs)]].to_numpy()
+            slope = rows[[f"slope_{j}" for j in range(outputs)]].to_numpy()
+            t0, t1 = rows["t_start"].to_numpy(), rows["t_end"].to_numpy()
+            f_exit = f_entry + (t1 - t0)[:, None] * slope
+            x0, x1 = paths.anchors[p, k], paths.anchors[p, (k + 1) % paths.n_anchors]
+            np.testing.assert_allclose(rows["length"], (x1 - x0).norm().item())
+            np.testing.assert_allclose(f_entry[0], forward(net, x0[None])[0].numpy(), atol=1e-12)
+            np.testing.assert_allclose(f_exit[-1], forward(net, x1[None])[0].numpy(), atol=1e-10)
+            crossings += len(rows) - 1
+            length += rows["length"].iloc[0]
+            variation += np.abs(f_exit - f_entry).sum(axis=0)
+            signed += (f_exit - f_entry).sum(axis=0)
+            chord = lambda t, j: f_entry[0, j] + t * (f_exit[-1, j] - f_entry[0, j])  # noqa: E731
+            for j in range(outputs):
+                for r in range(len(rows)):
+                    h = lambda t: f_entry[r, j] + (t - t0[r]) * slope[r, j] - chord(t, j)  # noqa: E731
+                    value, _ = integrate.quad(lambda t: abs(h(t)), t0[r], t1[r], epsabs=0, epsrel=1e-12, limit=200)
+                    deviation[j] += rows["length"].iloc[0] * value
+        assert expected.crossings[p] == crossings and expected.regions[p] == crossings + per_path
+        np.testing.assert_allclose(expected.density[p], crossings / length, rtol=1e-12)
+        np.testing.assert_allclose(expected.variation[p], variation, rtol=1e-10)
+        np.testing.assert_allclose(expected.signed_variation[p], signed, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(expected.absolute_deviation[p], deviation, rtol=1e-8)
+    shuffled = table.sample(frac=1.0, random_state=0)
+    again = PathRegions.from_frame(shuffled, per_path).statistics()
+    for name in ("regions", "crossings", "length", "density", "variation", "signed_variation", "absolute_deviation"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(expected, name))

@@ -1,5 +1,7 @@
 """Smoothness metrics against closed forms (linear models) and explicitly built Jacobians."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from netgeom.errors import NetgeomError
-from netgeom.studies.smoothness import NORMALIZATIONS, choose_targets, compute_metric
-from netgeom.studies.volumes import Volume
+from netgeom.studies.channels import ChannelStats
+from netgeom.studies.smoothness import NORMALIZATIONS, choose_targets, compute_metric, compute_point_values
+from netgeom.studies.volumes import Volume, perturb
 
 NORMS = list(NORMALIZATIONS)
 SHAPE = (2, 4, 4)
@@ -99,8 +102,9 @@ def test_linear_model_closed_forms():
         np.testing.assert_allclose(compute_metric(model, x, y, "jacobian_frobenius", normalization), expected_fro, rtol=1e-10)
     # the logits Jacobian is W everywhere, so every volume integrates to the same constant
     images = x.reshape(len(x), 2, 4, 4)
+    stats = ChannelStats((0.3, 0.6), (0.5, 2.0))
     for volume in (Volume("euclidean", "shift", 4, 1), Volume("geodesic", "svd", 3, anchors=(1, 2, 3), cumulative=True)):
-        got = compute_metric(model, images, y, "jacobian_operator", "logits", volume=volume, batch_size=7)
+        got = compute_metric(model, images, y, "jacobian_operator", "logits", volume=volume, batch_size=7, channel_stats=stats)
         np.testing.assert_allclose(got, np.full(got.shape, np.linalg.norm(w, 2)), rtol=1e-10)
     assert got.shape == (len(x), 3)
 
@@ -175,7 +179,7 @@ def test_parameters_and_modes_are_restored_and_get_no_gradient():
     model[1].eval()  # a submodule in its own mode
     flags = [p.requires_grad for p in model.parameters()]
     x, y = _data(n=4, seed=9)
-    for metric, method in [("jacobian_operator", "eigvalsh"), ("jacobian_operator", "power"), ("jacobian_frobenius", "eigvalsh")]:
+    for metric, method in [("jacobian_operator", "gram"), ("jacobian_operator", "power"), ("jacobian_frobenius", "gram")]:
         for backend in ("vjp", "vmap"):
             compute_metric(model, x, y, metric, "logits", backend=backend, operator_method=method)
     assert [p.requires_grad for p in model.parameters()] == flags
@@ -191,7 +195,9 @@ def test_bad_inputs_name_their_key():
         (dict(metric="jacobian_operator", normalization="probits"), "smoothness.normalization.*softmax"),
         (dict(metric="crossentropy", normalization="target_logit"), "smoothness.normalization"),
         (dict(metric="jacobian_operator", backend="jax"), "smoothness.backend"),
-        (dict(metric="jacobian_operator", operator_method="svd"), "smoothness.operator_method"),
+        (dict(metric="jacobian_operator", operator_method="eigvalsh"), "smoothness.operator_method.*gram, power"),
+        (dict(metric="jacobian_operator", power_iters=0), "smoothness.power_iters"),
+        (dict(metric="jacobian_operator", power_tol=float("nan")), "smoothness.power_tol"),
         (dict(metric="jacobian_operator", class_chunk=0), "smoothness.class_chunk"),
         (dict(metric="jacobian_operator", batch_size=0), "smoothness.batch_size"),
     ]
@@ -204,3 +210,73 @@ def test_bad_inputs_name_their_key():
         compute_metric(model, x, torch.tensor([0]), "accuracy")
     with pytest.raises(NetgeomError, match="targets"):
         compute_metric(model, x, torch.tensor([0.0, 1.0]), "accuracy")
+
+
+def _scaled(model, factor):
+    """The model with its logits multiplied by `factor` (last layer's weight and bias scaled)."""
+    scaled = copy.deepcopy(model)
+    with torch.no_grad():
+        scaled[-1].weight.mul_(factor)
+        scaled[-1].bias.mul_(factor)
+    return scaled
+
+
+def test_power_iteration_stops_on_a_relative_change_and_approaches_gram():
+    x, y = _data(n=8, seed=10)
+    for make_model in (_mlp, _convnet):
+        model = make_model()
+        exact = compute_metric(model, x, y, "jacobian_operator", "logits", operator_method="gram")
+        power = {
+            tol: compute_metric(model, x, y, "jacobian_operator", "logits", operator_method="power", power_tol=tol, power_iters=10_000)
+            for tol in (1e-3, 1e-6, 1e-10)
+        }
+        error = {tol: np.abs(value - exact) / exact for tol, value in power.items()}
+        assert error[1e-3].max() > error[1e-6].max() > error[1e-10].max()
+        assert error[1e-6].max() < 5e-5 and error[1e-10].max() < 1e-8  # see operator_norm_power's docstring
+        assert (power[1e-6] <= exact * (1 + 1e-12)).all()  # a Rayleigh quotient never overshoots
+        # a relative rule stops at the same step for J and c J, so the loose estimate scales exactly
+        for factor in (1e-3, 1e3):
+            scaled = compute_metric(_scaled(model, factor), x, y, "jacobian_operator", "logits", operator_method="power", power_tol=1e-3)
+            np.testing.assert_allclose(scaled, factor * power[1e-3], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "volume",
+    [
+        Volume("euclidean", "shift", 4, 1),
+        Volume("geodesic", "shift", 3, anchors=(1, 2)),
+        Volume("geodesic", "shift", 4, anchors=(1, 2, 3), cumulative=True),
+        Volume("geodesic", "svd", 2, anchors=(1, 3), space="raw"),
+    ],
+    ids=["euclidean", "geodesic", "cumulative", "svd-raw"],
+)
+def test_per_point_values_integrate_to_the_volume_metric(volume):
+    model = _convnet()
+    x, y = _data(n=5, seed=11)
+    stats = ChannelStats((0.4, 0.5), (0.3, 0.2))
+    ids = np.array([9, 4, 0, 22, 13])
+    options = dict(volume=volume, channel_stats=stats, batch_size=6)
+    integrated = compute_metric(model, x, y, "jacobian_frobenius", "softmax", **options)
+    raw = compute_point_values(model, x, y, "jacobian_frobenius", "softmax", **options)
+    table = raw.to_frame(ids)
+    assert len(table) == len(x) * volume.points_per_sample
+    # every point's value is the metric at that point, every step the distance between anchors
+    points = perturb(x, volume, stats)
+    direct = compute_metric(model, points.flatten(0, points.dim() - 4), y.repeat_interleave(volume.points_per_sample), "jacobian_frobenius", "softmax")
+    np.testing.assert_allclose(table["value"], direct, rtol=1e-12)
+    for i, sample_id in enumerate(ids):
+        rows = table[table["sample_id"] == sample_id]
+        if volume.strategy == "euclidean":
+            centre = rows.loc[rows["direction"] == -1, "value"].item()
+            expected = 0.5 * centre + 0.5 * rows.loc[rows["direction"] >= 0, "value"].mean()
+            np.testing.assert_allclose(integrated[i], expected, rtol=1e-12)
+            continue
+        prefixes = []
+        for _, path in rows.groupby("direction"):
+            path = path.sort_values("anchor")
+            v, step = path["value"].to_numpy(), path["step_length"].to_numpy()[1:]
+            np.testing.assert_allclose(step, np.linalg.norm((points[i, path["direction"].iloc[0], 1:] - points[i, path["direction"].iloc[0], :-1]).flatten(1), axis=1))
+            weighted = np.cumsum(step * (v[1:] + v[:-1]) / 2)
+            prefixes.append(weighted / np.cumsum(step))
+        expected = np.mean(prefixes, axis=0)
+        np.testing.assert_allclose(integrated[i], expected if volume.cumulative else expected[-1], rtol=1e-12)

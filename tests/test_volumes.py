@@ -1,18 +1,21 @@
 """Volumes: perturbations against hand-written images, integrals against hand-computed numbers."""
 
+import numpy as np
 import pytest
 import torch
 
 from netgeom.errors import NetgeomError
+from netgeom.studies.channels import ChannelStats
 from netgeom.studies.volumes import (
+    PointValues,
     Volume,
+    erase_in_space,
     erase_singular_values,
     euclidean_integral,
     geodesic_integral,
     integrate,
     perturb,
     segment_lengths,
-    shift_offsets,
 )
 
 IMAGE = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
@@ -20,14 +23,6 @@ RIGHT = [[1, 1, 2], [4, 4, 5], [7, 7, 8]]
 DOWN = [[1, 2, 3], [1, 2, 3], [4, 5, 6]]
 LEFT = [[2, 3, 3], [5, 6, 6], [8, 9, 9]]
 UP = [[4, 5, 6], [7, 8, 9], [7, 8, 9]]
-
-
-def test_shift_offsets_follow_rounded_angles():
-    assert shift_offsets(4, 1) == [(0, 1), (1, 0), (0, -1), (-1, 0)]
-    assert shift_offsets(8, 1) == [(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)]
-    assert shift_offsets(8, 4)[1] == (3, 3)  # 4 / sqrt(2) = 2.83 -> 3
-    # exact halves (cos 60deg) round away from zero on both sides, keeping the set symmetric
-    assert shift_offsets(6, 1) == [(0, 1), (1, 1), (1, -1), (0, -1), (-1, -1), (-1, 1)]
 
 
 def test_euclidean_shifts_are_the_four_axis_shifts_with_edge_padding():
@@ -76,7 +71,7 @@ def test_svd_erasure_zeroes_exactly_the_stated_singular_values(count, offset, er
 
 def test_svd_volume_directions_slide_the_window():
     x = torch.randn(1, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    points = perturb(x, Volume("geodesic", "svd", directions=2, anchors=(1, 3)))
+    points = perturb(x, Volume("geodesic", "svd", directions=2, anchors=(1, 3), space="standardised"))
     assert points.shape == (1, 2, 3, 1, 6, 6)
     torch.testing.assert_close(points[0, 1, 2], erase_singular_values(x[0], 3, 1), rtol=0, atol=0)
     s = torch.linalg.svdvals(x[0, 0])
@@ -117,16 +112,78 @@ def test_integrate_composes_perturb_and_path_weights():
     torch.testing.assert_close(integrate(values, points, volume), torch.tensor([0.25], dtype=torch.float64))
 
 
+def _erase_by_hand(image: torch.Tensor, window: slice) -> torch.Tensor:
+    u, s, vh = torch.linalg.svd(image)
+    s = s.clone()
+    s[window] = 0.0
+    return u @ torch.diag(s) @ vh
+
+
+def test_raw_and_standardised_erasure_match_hand_computed_svds():
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    stats = ChannelStats((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    mean, std = torch.tensor(stats.mean).view(3, 1, 1), torch.tensor(stats.std).view(3, 1, 1)
+    volume = dict(strategy="euclidean", perturbation="svd", directions=2, strength=2)
+    raw = perturb(x, Volume(**volume, space="raw"), stats)
+    standardised = perturb(x, Volume(**volume, space="standardised"))
+    for b in range(2):
+        for direction, window in ((0, slice(4, 6)), (1, slice(3, 5))):  # n=6, s=2: [n-s-i, n-i)
+            for c in range(3):
+                by_hand = (_erase_by_hand(x[b, c] * std[c] + mean[c], window) - mean[c]) / std[c]
+                torch.testing.assert_close(raw[b, 1 + direction, c], by_hand, rtol=0, atol=1e-12)
+                torch.testing.assert_close(standardised[b, 1 + direction, c], _erase_by_hand(x[b, c], window), rtol=0, atol=1e-12)
+    assert (raw - standardised).abs().max() > 0.1  # the mean offset is part of the raw image only
+    # erasure is homogeneous, so a scale alone (zero mean) makes the two spaces agree
+    scale_only = perturb(x, Volume(**volume, space="raw"), ChannelStats((0.0, 0.0, 0.0), (0.2, 0.25, 0.3)))
+    torch.testing.assert_close(scale_only, standardised, rtol=0, atol=1e-12)
+    torch.testing.assert_close(erase_in_space(x, 2, 1, "raw", stats), raw[:, 2], rtol=0, atol=0)
+
+
+def test_shift_volumes_are_the_same_in_both_spaces():
+    x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(4))
+    a = perturb(x, Volume("geodesic", "shift", directions=4, space="raw"))
+    b = perturb(x, Volume("geodesic", "shift", directions=4, space="standardised"))
+    assert torch.equal(a, b)
+
+
+def test_point_labels_follow_perturb_order():
+    assert [list(a) for a in Volume().point_labels()] == [[-1], [0], [0]]
+    assert [list(a) for a in Volume("euclidean", directions=2, strength=3).point_labels()] == [[-1, 0, 1], [0, 1, 1], [0, 3, 3]]
+    direction, anchor, strength = Volume("geodesic", directions=2, anchors=(1, 4)).point_labels()
+    assert list(direction) == [0, 0, 0, 1, 1, 1] and list(anchor) == [0, 1, 2, 0, 1, 2] and list(strength) == [0, 1, 4, 0, 1, 4]
+
+
+def test_point_values_table_lists_every_point_with_its_step_length():
+    volume = Volume("geodesic", directions=2, anchors=(1, 2))
+    values = np.arange(12.0).reshape(2, 2, 3)
+    lengths = np.array([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]])
+    frame = PointValues(volume, values, lengths).to_frame(np.array([10, 20]))
+    assert list(frame.columns) == ["sample_id", "direction", "anchor", "strength", "value", "step_length"]
+    assert list(frame["sample_id"]) == [10] * 6 + [20] * 6
+    assert list(frame["value"]) == list(range(12))
+    np.testing.assert_array_equal(frame["step_length"], [np.nan, 1, 2, np.nan, 3, 4, np.nan, 5, 6, np.nan, 7, 8])
+    # path 0 of sample 0: (1 * 0.5 + 2 * 1.5) / 3; path 1: (3 * 3.5 + 4 * 4.5) / 7
+    np.testing.assert_allclose(PointValues(volume, values, lengths).integrate()[0], 0.5 * (3.5 / 3 + 28.5 / 7))
+
+
 def test_bad_volumes_name_their_key():
-    with pytest.raises(NetgeomError, match="smoothness.strategy.*euclidean"):
+    with pytest.raises(NetgeomError, match="smoothness.volume.strategy.*euclidean"):
         Volume("ball")
-    with pytest.raises(NetgeomError, match="smoothness.perturbation"):
+    with pytest.raises(NetgeomError, match="smoothness.volume.perturbation"):
         Volume("euclidean", "blur")
-    with pytest.raises(NetgeomError, match="smoothness.directions"):
+    with pytest.raises(NetgeomError, match="smoothness.volume.directions"):
         Volume("euclidean", directions=0)
-    with pytest.raises(NetgeomError, match="smoothness.anchors"):
+    with pytest.raises(NetgeomError, match="smoothness.volume.anchors"):
         Volume("geodesic", anchors=(2, 1))
-    with pytest.raises(NetgeomError, match="smoothness.cumulative"):
+    with pytest.raises(NetgeomError, match="smoothness.volume.cumulative"):
         Volume("euclidean", cumulative=True)
-    with pytest.raises(NetgeomError, match="smoothness.perturbation"):
+    with pytest.raises(NetgeomError, match="smoothness.volume.space.*standardised"):
+        Volume("euclidean", space="pixels")
+    with pytest.raises(NetgeomError, match="smoothness.volume.perturbation"):
         perturb(torch.zeros(1, 1, 5), Volume("euclidean", "svd", strength=2))
+    with pytest.raises(NetgeomError, match="smoothness.volume.space.*mean and std"):
+        perturb(torch.zeros(1, 1, 5, 5), Volume("euclidean", "svd", strength=2))
+    with pytest.raises(NetgeomError, match="channel_stats.*1 channels"):
+        perturb(torch.zeros(1, 3, 5, 5), Volume("euclidean", "svd", strength=2), ChannelStats((0.5,), (0.2,)))
+    with pytest.raises(NetgeomError, match="channel_stats"):
+        ChannelStats((0.5, 0.5), (0.2, 0.0))

@@ -1,16 +1,17 @@
 """Data-driven paths for the linear-regions study: closed loops of translated copies of an input.
 
 A path is K anchors, anchor k being the input translated by `radius` pixels at angle 2 pi k / K
-(shift snapped to whole pixels, edge padding), and its segments are k -> k + 1, plus K-1 -> 0
-when the path is closed. 1-D signals (C, L) shift along L by round(radius cos(2 pi k / K)), the
-projection of the same circle. Translation with edge padding only moves values around, so it
-commutes with per-channel normalisation: pass normalised inputs, or raw ones with (mean, std)
-and each anchor is normalised once after translating; both give identical anchors.
+(`netgeom.studies.shifts`: snapped to whole pixels with halves to even, edge padding), and its
+segments are k -> k + 1, plus K-1 -> 0 when the path is closed. 1-D signals (C, L) shift along L
+by the snapped radius cos(2 pi k / K), the projection of the same circle, also with edge padding
+(the smoothness volumes wrap signals around instead). Translation with edge padding only moves
+values around, so it commutes with per-channel normalisation: pass normalised inputs, or raw
+ones with (mean, std) and each anchor is normalised once after translating; both give identical
+anchors. Shard paths with `netgeom.execution.shard_range` and `Paths.select`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 
 from netgeom.errors import NetgeomError
+from netgeom.studies.channels import ChannelStats
+from netgeom.studies.shifts import circle_offsets, shift
 
 DEFAULT_PATH_SEED = 4321
 
@@ -55,31 +58,14 @@ class Paths:
 
 
 def anchor_shifts(n_anchors: int = 8, radius: float = 4, rank: int = 2) -> list[tuple[int, ...]]:
-    """Whole-pixel shifts of the anchors: (dy, dx) = round(r sin, r cos) of 2 pi k / K for
-    images; (round(r cos),) for 1-D signals. Rounding is half-to-even (numpy)."""
+    """Whole-pixel shifts of the anchors: (dy, dx) = r (sin, cos) of 2 pi k / K for images,
+    (dx,) for 1-D signals, snapped with halves to even (`shifts.snap_to_pixel`)."""
     if isinstance(n_anchors, bool) or not isinstance(n_anchors, int) or n_anchors < 2:
         raise NetgeomError("regions.anchors", f"must be an integer >= 2, got {n_anchors!r}")
     if not radius > 0:
         raise NetgeomError("regions.radius", f"must be > 0 pixels, got {radius!r}")
-    angles = 2 * math.pi * np.arange(n_anchors) / n_anchors
-    dx = np.round(radius * np.cos(angles)).astype(int)
-    dy = np.round(radius * np.sin(angles)).astype(int)
-    if rank == 1:
-        return [(int(x),) for x in dx]
-    return [(int(y), int(x)) for y, x in zip(dy, dx)]
-
-
-def translate(x: torch.Tensor, shift: tuple[int, ...]) -> torch.Tensor:
-    """Move the content of the last len(shift) axes by `shift` pixels, padding with edge values.
-
-    out[..., i, j] = x[..., clip(i - dy), clip(j - dx)]: a positive shift moves content towards
-    higher indices."""
-    out = x
-    for axis, s in zip(range(x.dim() - len(shift), x.dim()), shift):
-        size = x.shape[axis]
-        index = (torch.arange(size) - s).clamp_(0, size - 1)
-        out = out.index_select(axis, index)
-    return out
+    offsets = circle_offsets(n_anchors, radius, rounding="half_even")
+    return [(dx,) for _, dx in offsets] if rank == 1 else offsets
 
 
 def make_paths(
@@ -100,16 +86,11 @@ def make_paths(
     if not radius < min(spatial):
         raise NetgeomError("regions.radius", f"must be smaller than the input side {min(spatial)}, got {radius!r}")
     shifts = anchor_shifts(n_anchors, radius, rank=len(spatial))
-    anchors = torch.stack([translate(inputs, s) for s in shifts], dim=1).to(torch.float32)
+    anchors = torch.stack([shift(inputs, s, padding="edge") for s in shifts], dim=1).to(torch.float32)
     if (mean is None) != (std is None):
         raise NetgeomError("regions.normalisation", "give both mean and std, or neither")
     if mean is not None:
-        view = (1, 1, -1) + (1,) * len(spatial)
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).view(view)
-        std_t = torch.as_tensor(std, dtype=torch.float32).view(view)
-        if mean_t.numel() != inputs.shape[1] or std_t.numel() != inputs.shape[1] or not bool((std_t > 0).all()):
-            raise NetgeomError("regions.normalisation", f"need {inputs.shape[1]} means and positive stds, one per channel")
-        anchors = (anchors - mean_t) / std_t
+        anchors = _channel_stats(mean, std, inputs.shape[1]).standardise(anchors, channel_axis=2)
     source = np.arange(len(inputs)) if source is None else np.asarray(source)
     return Paths(anchors, closed, source)
 
@@ -135,13 +116,14 @@ def random_inputs(
     generator = torch.Generator().manual_seed(seed)
     u = torch.rand((n, *input_shape), generator=generator, dtype=torch.float64) * 2 - 1
     if mean is not None and std is not None:
-        view = (1, -1) + (1,) * (len(input_shape) - 1)
-        u = torch.as_tensor(mean, dtype=torch.float64).view(view) + u * torch.as_tensor(std, dtype=torch.float64).view(view)
+        u = _channel_stats(mean, std, input_shape[0]).to_raw(u, channel_axis=1)
     return u.to(torch.float32)
 
 
-def shard(index: int, count: int, n_items: int) -> range:
-    """The contiguous range of item indices that shard `index` of `count` handles."""
-    if not 0 <= index < count:
-        raise NetgeomError("shard", f"index must be in [0, {count}), got {index}")
-    return range(index * n_items // count, (index + 1) * n_items // count)
+def _channel_stats(mean: Sequence[float], std: Sequence[float], channels: int) -> ChannelStats:
+    try:
+        stats = ChannelStats(tuple(mean), tuple(std))
+        stats.check_channels(channels)
+    except NetgeomError as error:
+        raise NetgeomError("regions.normalisation", f"need {channels} means and positive stds, one per channel ({error.problem})") from None
+    return stats

@@ -19,6 +19,32 @@ Stopping early when the pattern equals the endpoint's would be exact (the set of
 one full activation pattern is a convex polyhedron) but would save nothing: the pass that finds
 no boundary before t = 1 ends the walk anyway.
 
+Statistics (per segment by `segment_statistics`, summed per path by `path_statistics`), and
+every way they differ from the linear-regions seed's definitions:
+
+* `crossings`: region boundaries crossed; the count to prefer. `regions` = crossings + 1 per
+  segment and, per path, the sum over its segments = crossings + segments_per_path, as the
+  seed counts: a region that straddles an anchor is counted as the last region of one segment
+  and again as the first of the next. A closed path visits `crossings` affine pieces (1
+  without crossings), an open one crossings + 1.
+* `density` = crossings per unit input-space length (per path: its crossings over its length
+  sum ||x1 - x0||); the seed's density is crossings per segment, i.e. crossings /
+  segments_per_path here, blind to how long the segments are.
+* `variation` = total variation, the sum over regions of |f(exit) - f(entry)| per logit; the
+  seed's variation is the signed sum, here `signed_variation` = f(x1) - f(x0) (0 around a
+  closed path, so useless there).
+* `absolute_deviation` = L * integral over t of |f(x(t)) - chord(t)|, integrated exactly region by
+  region (split at the integrand's zero) including the last region. The seed integrates the
+  upper bound |c| + |m| t, reads each region's affine map at its exit boundary and drops the last
+  region (0.295 instead of the exact 0.072 on a test segment).
+* Resolution: eps = 1e-9 in t (the seed: 1e-6, crossing each boundary by eps), float64
+  throughout, and ReLUs must be non-inplace modules (the seed's VGG8 hides its FC boundaries
+  behind in-place ReLUs: 9/9/10 regions counted where there are 13/19/19).
+
+`walk_paths(...).to_frame()` keeps every region (path, segment, region, t_start, t_end, the
+segment length, f at entry and the slope per logit), from which all of the above, and the
+seed's variants, can be recomputed (`PathRegions.from_frame(...).statistics()`).
+
 Requirements on the model (checked by `check_model`): leaves are Linear, Conv1d/2d,
 AvgPool1d/2d, AdaptiveAvgPool1d/2d, Flatten, eval-mode BatchNorm1d/2d, Identity, Dropout and
 non-inplace nn.ReLU; containers may combine them freely (residual adds) but hold no parameters
@@ -29,6 +55,7 @@ to the walker; the end check then fails loudly rather than returning wrong count
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -439,8 +466,8 @@ def count_regions_dense(
 class RegionStatistics:
     """Per segment or per path: counts, length, and per-logit variation / deviation (rows, O)."""
 
-    regions: np.ndarray  # number of regions (crossings + 1 per segment)
-    crossings: np.ndarray
+    regions: np.ndarray  # crossings + 1 per segment, summed per path (see the module docstring)
+    crossings: np.ndarray  # boundaries crossed: the count to prefer
     length: np.ndarray  # input-space length ||d|| (summed over a path's segments)
     density: np.ndarray  # crossings per unit input-space length (0 on a zero-length segment)
     variation: np.ndarray  # sum over regions of |f(exit) - f(entry)|
@@ -542,19 +569,97 @@ def summarize(stats: RegionStatistics) -> dict[str, float]:
     return out
 
 
+def _walk_path_chunks(
+    prep: PreparedModel, paths: Paths, eps: float, batch_size: int, check_end: bool
+) -> Iterator[SegmentRegions]:
+    """The regions of consecutive groups of whole paths, about `batch_size` segments a group."""
+    step = max(1, batch_size // paths.segments_per_path)
+    if not paths.n_paths:
+        raise NetgeomError("regions.n_paths", "no paths to walk")
+    for start in progress(range(0, paths.n_paths, step), desc="paths", total=-(-paths.n_paths // step)):
+        x0, x1 = paths.select(range(start, min(start + step, paths.n_paths))).segments()
+        yield walk_segments(prep, x0, x1, eps=eps, batch_size=len(x0), check_end=check_end)
+
+
 def study_paths(
     model: nn.Module, paths: Paths, *, eps: float = DEFAULT_EPS, batch_size: int = 256, check_end: bool = True
 ) -> RegionStatistics:
     """Per-path statistics (rows in the order of `paths`), walking about `batch_size` segments
-    at a time so memory stays bounded for any number of paths."""
-    prep = prepare_model(model)
+    at a time and keeping only the statistics, so memory stays bounded for any number of paths
+    (`walk_paths` keeps every region)."""
     per_path = paths.segments_per_path
-    step = max(1, batch_size // per_path)
-    results = []
-    for start in progress(range(0, paths.n_paths, step), desc="paths", total=-(-paths.n_paths // step)):
-        x0, x1 = paths.select(range(start, min(start + step, paths.n_paths))).segments()
-        regions = walk_segments(prep, x0, x1, eps=eps, batch_size=len(x0), check_end=check_end)
-        results.append(path_statistics(segment_statistics(regions), per_path))
-    if not results:
-        raise NetgeomError("regions.n_paths", "no paths to walk")
-    return RegionStatistics(**{f.name: np.concatenate([getattr(r, f.name) for r in results]) for f in fields(RegionStatistics)})
+    results = [
+        path_statistics(segment_statistics(regions), per_path)
+        for regions in _walk_path_chunks(prepare_model(model), paths, eps, batch_size, check_end)
+    ]
+    return _concat_statistics(results)
+
+
+def _concat_statistics(parts: list[RegionStatistics]) -> RegionStatistics:
+    return RegionStatistics(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(RegionStatistics)})
+
+
+# --------------------------------------------------------------------------- per-region output
+
+
+@dataclass(frozen=True)
+class PathRegions:
+    """Every region crossed along every path: `regions.segment` numbers the segments path-major
+    (segment k of path p is p * segments_per_path + k). What `study_paths` summarises, kept."""
+
+    regions: SegmentRegions
+    segments_per_path: int
+
+    def statistics(self) -> RegionStatistics:
+        """Per-path statistics, equal to `study_paths`'s."""
+        return path_statistics(segment_statistics(self.regions), self.segments_per_path)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per region: path (row of the `Paths` walked), segment (k within the path),
+        region (index along the segment), t_start, t_end, length (||x1 - x0|| of the segment),
+        f_entry_<j> (logit j where the path enters the region) and slope_<j> (its derivative
+        d f_j / dt inside the region). Exit values, crossings, variations and the absolute
+        deviation all follow (`from_frame(...).statistics()` recomputes them)."""
+        r = self.regions
+        first = np.searchsorted(r.segment, np.arange(r.n_segments))
+        columns = {
+            "path": r.segment // self.segments_per_path,
+            "segment": r.segment % self.segments_per_path,
+            "region": np.arange(len(r.segment)) - first[r.segment],
+            "t_start": r.t_start,
+            "t_end": r.t_end,
+            "length": r.length[r.segment],
+        }
+        columns.update({f"f_entry_{j}": r.f_entry[:, j] for j in range(r.f_entry.shape[1])})
+        columns.update({f"slope_{j}": r.slope[:, j] for j in range(r.slope.shape[1])})
+        return pd.DataFrame(columns)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, segments_per_path: int) -> PathRegions:
+        """The inverse of `to_frame` (rows in any order; every segment must have its regions)."""
+        frame = frame.sort_values(["path", "segment", "region"], kind="stable")
+        segment = (frame["path"].to_numpy() * segments_per_path + frame["segment"].to_numpy()).astype(np.int64)
+        n_segments = int(segment.max()) + 1 if len(segment) else 0
+        if not np.array_equal(np.unique(segment), np.arange(n_segments)):
+            raise NetgeomError("regions", "the table misses the regions of some segments")
+        length = np.zeros(n_segments)
+        length[segment] = frame["length"].to_numpy()
+        outputs = sum(c.startswith("f_entry_") for c in frame.columns)
+        f_entry = frame[[f"f_entry_{j}" for j in range(outputs)]].to_numpy()
+        slope = frame[[f"slope_{j}" for j in range(outputs)]].to_numpy()
+        regions = SegmentRegions(segment, frame["t_start"].to_numpy(), frame["t_end"].to_numpy(), f_entry, slope, length)
+        return cls(regions, segments_per_path)
+
+
+def walk_paths(
+    model: nn.Module, paths: Paths, *, eps: float = DEFAULT_EPS, batch_size: int = 256, check_end: bool = True
+) -> PathRegions:
+    """Every region along `paths` (memory grows with the regions found); `.statistics()` equals
+    `study_paths`, `.to_frame()` is the per-region table."""
+    parts = list(_walk_path_chunks(prepare_model(model), paths, eps, batch_size, check_end))
+    offsets = np.cumsum([0] + [p.n_segments for p in parts[:-1]])
+    regions = SegmentRegions(
+        segment=np.concatenate([p.segment + o for p, o in zip(parts, offsets)]),
+        **{name: np.concatenate([getattr(p, name) for p in parts]) for name in ("t_start", "t_end", "f_entry", "slope", "length")},
+    )
+    return PathRegions(regions, paths.segments_per_path)
