@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -149,3 +150,81 @@ def test_unsupported_models_and_mismatched_widths_raise():
         align(narrow, narrow.state_dict(), wide.state_dict())
     assert err.value.key == "alignment.models"
     np.testing.assert_equal(len(permutation_spec(narrow).sizes), 2)
+
+
+class ViewFlattenNet(nn.Module):
+    """conv + MLP head flattened the way the starlight seed writes it (and its variants)."""
+
+    FLATTENS = {
+        "shape": lambda h, x: h.view(h.shape[0], -1),
+        "input_shape": lambda h, x: h.view(x.shape[0], -1),
+        "size": lambda h, x: h.reshape(h.size(0), -1),
+        "size_tuple": lambda h, x: h.view(h.size()[0], -1),
+        "shape_tuple": lambda h, x: h.reshape((x.shape[0], -1)),
+        "count": lambda h, x: h.view(h.size(0), h.size(1) * h.size(2) * h.size(3)),
+        "torch_flatten": lambda h, x: torch.flatten(h, 1),
+        "method_flatten": lambda h, x: h.flatten(1),
+        "torch_reshape": lambda h, x: torch.reshape(h, (h.shape[0], -1)),
+    }
+
+    def __init__(self, how: str = "shape"):
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc1 = nn.Linear(4 * 4 * 4, 6)
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        h = self.FLATTENS[self.how](h, x)
+        return self.fc2(torch.relu(self.fc1(h)))
+
+
+class SeedMLP(nn.Module):
+    """The starlight seed's MLP style: x.view(x.shape[0], -1) on the raw input, then linears."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(12, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = x.view(x.shape[0], -1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+@pytest.mark.parametrize("model,shape", [(ViewFlattenNet(), (2, 6, 6)), (SeedMLP(), (3, 2, 2))], ids=["conv_view", "seed_mlp"])
+def test_matching_recovers_a_known_permutation_on_view_flattening_models(model, shape):
+    model = model.double().eval()
+    spec = permutation_spec(model)
+    a = random_state(model, 1)
+    perms = random_perms(spec, 2)
+    b = apply_permutation(spec, perms, a)
+    x = torch.randn(5, *shape, dtype=torch.float64)
+    torch.testing.assert_close(functional_call(model, b, (x,)), functional_call(model, a, (x,)), rtol=1e-10, atol=1e-10)
+    found, _ = weight_matching(spec, a, b, seed=4)
+    for p in spec.sizes:
+        assert torch.equal(found[p], torch.argsort(perms[p])), p
+    assert all(torch.equal(v, a[k]) for k, v in apply_permutation(spec, found, b).items())
+
+
+def test_every_batch_size_flatten_gives_the_nn_flatten_spec():
+    reference = permutation_spec(ViewFlattenNet("torch_flatten"))
+    assert reference.axes["fc1.weight"][1][1] == 16  # blocks of 4 x 4 positions per channel
+    for how in ViewFlattenNet.FLATTENS:
+        assert permutation_spec(ViewFlattenNet(how)) == reference, how
+
+
+def test_views_that_are_not_a_batch_flatten_are_refused():
+    cases = {
+        "literal batch size": lambda h, x: h.view(5, -1),
+        "batch inferred": lambda h, x: h.view(-1, 64),
+        "channel axis kept": lambda h, x: h.reshape(h.shape[0], 4, -1).flatten(1),
+        "second size": lambda h, x: h.view(h.size(1), -1),
+    }
+    for name, flatten in cases.items():
+        model = ViewFlattenNet()
+        model.FLATTENS = {"shape": flatten}
+        with pytest.raises(NetgeomError) as err:
+            permutation_spec(model)
+        assert err.value.key == "alignment.model", name

@@ -16,29 +16,23 @@ from netgeom.errors import NetgeomError
 from netgeom.studies.curve_summaries import (
     accuracy_barrier,
     bumps,
-    gauss_length,
+    curve_is_finite,
     is_monotone,
     largest_rise,
-    logit_linearity,
     loss_barrier,
     non_monotonic_fraction,
-    normalised_weight_distance,
-    plane_through,
-    project_onto_plane,
-    sample_path,
-    training_progress,
-    weight_distance,
 )
 from netgeom.studies.interpolation import (
     curve_values,
     evaluate_state,
     interpolate_state,
     interpolation_curve,
-    logit_path,
     plane_landscape,
     random_init_curves,
     recalibrate_bn,
 )
+from netgeom.studies.weight_space import plane_through, project_onto_plane, weight_distance
+
 
 def bn_net(width: int = 4, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
@@ -80,20 +74,31 @@ def reference_eval(model, state, x, y):
     return F.cross_entropy(out, y).item(), (out.argmax(1) == y).double().mean().item()
 
 
-def reference_recalibrate(model, state, inputs, batch_size):
-    """PyTorch's own cumulative average (momentum=None) on a deep copy, only BN in train mode."""
+def reference_recalibrate(model, state, inputs, batch_size, momentum=None, batches=None):
+    """PyTorch's own BN averaging on a deep copy, only BN in train mode: momentum=None is its
+    cumulative average over one pass; a momentum is its moving average over `batches` batches
+    (cycling through the inputs)."""
     net = copy.deepcopy(model)
     net.load_state_dict(state)
     net.eval()
     for m in net.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
-            m.momentum = None
+            m.momentum = momentum
             m.train()
+    starts = list(range(0, inputs.shape[0], batch_size))
     with torch.no_grad():
-        for lo in range(0, inputs.shape[0], batch_size):
+        for k in range(len(starts) if batches is None else batches):
+            lo = starts[k % len(starts)]
             net(inputs[lo : lo + batch_size])
     return net.state_dict()
+
+
+def reference_outputs(model, state, x):
+    net = copy.deepcopy(model)
+    net.load_state_dict(state)
+    with torch.no_grad():
+        return net.eval()(x)
 
 
 # --------------------------------------------------------------------------- curve engine
@@ -240,8 +245,114 @@ def test_bad_inputs_raise_with_the_right_key(data):
         with pytest.raises(NetgeomError) as err:
             interpolation_curve(model, **kw)
         assert err.value.key == key
-    with pytest.raises(NetgeomError, match="allowed: interpolate, recompute, frozen"):
+    with pytest.raises(NetgeomError, match="allowed: interpolate, recompute, recompute_ema, frozen"):
         interpolation_curve(model, a, b, sets, bn="swap")
+
+
+# --------------------------------------------------------------------------- BN protocols and logits
+
+
+def test_recompute_ema_without_momentum_is_the_cumulative_recompute(data):
+    sets, calib = data
+    model = bn_net()
+    a, b = trained_like(model, 1), trained_like(model, 2)
+    kw = dict(n=5, calibration_inputs=calib, bn_batch_size=8)
+    exact = interpolation_curve(model, a, b, sets, bn="recompute", **kw)
+    ema_none = interpolation_curve(model, a, b, sets, bn="recompute_ema", bn_momentum=None, **kw)
+    pd.testing.assert_frame_equal(ema_none, exact)
+    one = recalibrate_bn(model, a, calib, 8)
+    again = recalibrate_bn(model, a, calib, 8, momentum=None, batches=calib.shape[0] // 8)
+    assert all(torch.equal(one[k], again[k]) for k in one)
+
+
+def hand_rolled_ema(state, x, batch_size, momentum, batches, eps=1e-5):
+    """The moving average of BatchNorm1d(3) -> Linear(3, 4) -> BatchNorm1d(4) with plain tensor ops."""
+    means = [torch.zeros(3, dtype=x.dtype), torch.zeros(4, dtype=x.dtype)]
+    variances = [torch.ones(3, dtype=x.dtype), torch.ones(4, dtype=x.dtype)]
+    starts = list(range(0, x.shape[0], batch_size))
+    for k in range(batches):
+        xb = x[starts[k % len(starts)] :][:batch_size]
+        normed = (xb - xb.mean(0)) / torch.sqrt(xb.var(0, unbiased=False) + eps)
+        hidden = (normed * state["0.weight"] + state["0.bias"]) @ state["1.weight"].T + state["1.bias"]
+        for i, h in enumerate((xb, hidden)):
+            means[i] = (1 - momentum) * means[i] + momentum * h.mean(0)
+            variances[i] = (1 - momentum) * variances[i] + momentum * h.var(0, unbiased=True)
+    return {"0.running_mean": means[0], "0.running_var": variances[0], "2.running_mean": means[1], "2.running_var": variances[1]}
+
+
+def test_recompute_ema_equals_a_hand_rolled_moving_average():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 4), nn.BatchNorm1d(4)).double()
+    state = trained_like(model, 5)
+    x = torch.randn(24, 3, dtype=torch.float64) * 2 + 1
+    for batches in (3, 6):  # 6 batches cycle through the 4 of one pass
+        ema = recalibrate_bn(model, state, x, batch_size=6, momentum=0.1, batches=batches)
+        for key, expected in hand_rolled_ema(state, x, 6, 0.1, batches).items():
+            torch.testing.assert_close(ema[key], expected, rtol=1e-12, atol=1e-14)
+        assert int(ema["0.num_batches_tracked"]) == batches
+    exact = recalibrate_bn(model, state, x, batch_size=6)
+    assert not torch.allclose(ema["0.running_var"], exact["0.running_var"], rtol=1e-3)  # the protocols differ
+
+
+@pytest.mark.parametrize("points_per_pass", [1, 3])
+def test_recompute_ema_curve_matches_pytorchs_moving_average_at_every_point(data, points_per_pass):
+    sets, calib = data
+    model = bn_net()
+    a, b = trained_like(model, 1), trained_like(model, 2)
+    curve = interpolation_curve(
+        model, a, b, sets, n=4, bn="recompute_ema", bn_momentum=0.1, bn_batches=5, calibration_inputs=calib,
+        bn_batch_size=8, points_per_pass=points_per_pass,
+    )
+    x, y = sets["test"]
+    _, losses = curve_values(curve, "test")
+    for i, t in enumerate(np.linspace(0, 1, 4)):
+        ref_state = reference_recalibrate(model, interpolate_state(a, b, float(t)), calib, 8, momentum=0.1, batches=5)
+        assert losses[i] == pytest.approx(reference_eval(model, ref_state, x, y)[0], abs=1e-12)
+
+
+@pytest.mark.parametrize("bn,endpoints,points_per_pass", [("interpolate", "curve", 1), ("recompute", "direct", 3), ("recompute_ema", "curve", 2)])
+def test_logits_along_the_path_equal_the_model_evaluated_by_hand(data, bn, endpoints, points_per_pass):
+    sets, calib = data
+    model = bn_net()
+    a, b = trained_like(model, 1), trained_like(model, 2)
+    ts = np.linspace(0, 1, 5)
+    curve, logits = interpolation_curve(
+        model, a, b, sets, n=5, bn=bn, endpoints=endpoints, calibration_inputs=calib, bn_batch_size=8, bn_batches=3,
+        batch_size=7, points_per_pass=points_per_pass, return_logits=True,
+    )
+    assert set(logits) == set(sets)
+    for split, (x, y) in sets.items():
+        assert logits[split].shape == (5, x.shape[0], 3)
+        _, losses = curve_values(curve, split)
+        for i, t in enumerate(ts):
+            state = interpolate_state(a, b, float(t))
+            if bn != "interpolate" and not (endpoints == "direct" and t in (0.0, 1.0)):
+                state = reference_recalibrate(model, state, calib, 8, momentum=0.1 if bn == "recompute_ema" else None, batches=3 if bn == "recompute_ema" else None)
+            torch.testing.assert_close(logits[split][i], reference_outputs(model, state, x), rtol=1e-12, atol=1e-12)
+            assert F.cross_entropy(logits[split][i], y).item() == pytest.approx(losses[i], abs=1e-12)
+
+
+def test_bad_bn_protocols_raise_with_the_right_key(data):
+    sets, calib = data
+    model = bn_net()
+    a, b = trained_like(model, 1), trained_like(model, 2)
+    for overrides, key in [
+        (dict(bn_momentum=0.0), "interpolation.bn_momentum"),
+        (dict(bn_momentum=1.5), "interpolation.bn_momentum"),
+        (dict(bn_batches=0), "interpolation.bn_batches"),
+        (dict(bn_batch_size=0), "interpolation.bn_batch_size"),
+        (dict(calibration_inputs=None), "calibration_inputs"),
+    ]:
+        kw = dict(n=3, bn="recompute_ema", calibration_inputs=calib) | overrides
+        with pytest.raises(NetgeomError) as err:
+            interpolation_curve(model, a, b, sets, **kw)
+        assert err.value.key == key
+    with pytest.raises(NetgeomError) as err:
+        recalibrate_bn(model, a, calib, momentum=-0.1)
+    assert err.value.key == "interpolation.bn_momentum"
+    with pytest.raises(NetgeomError) as err:
+        random_init_curves(model, lambda r: a, b, sets, repeats=1, return_logits=True)
+    assert err.value.key == "return_logits"
 
 
 def test_random_init_curves_end_at_the_same_solution(data):
@@ -292,60 +403,29 @@ def test_barriers_against_the_chord():
         loss_barrier([0, 1], [1, 2])
 
 
-def test_weight_distances_exclude_bn_statistics_and_progress_is_linear():
-    model = bn_net()
-    a, b = trained_like(model, 1), trained_like(model, 2)
-    only_stats = dict(a) | {k: b[k] for k in a if "running" in k or "num_batches" in k}
-    assert weight_distance(a, only_stats) == 0.0
-    keys = [k for k in a if "running" not in k and "num_batches" not in k]
-    expected = math.sqrt(sum(((b[k] - a[k]) ** 2).sum().item() for k in keys))
-    assert weight_distance(a, b) == pytest.approx(expected)
-    assert normalised_weight_distance(a, b) == pytest.approx(expected / math.sqrt(sum((a[k] ** 2).sum().item() for k in keys)))
-    fractions = [0.0, 0.25, 0.6, 1.0]
-    np.testing.assert_allclose(training_progress([interpolate_state(a, b, f) for f in fractions], b), fractions, atol=1e-12)
+def test_non_finite_curves_give_nan_summaries_never_a_clean_zero():
+    alphas = np.linspace(0, 1, 3)
+    for bad in ([3, math.nan, 1], [3, math.inf, 1], [3, 2, -math.inf], [math.nan, 2, 1]):
+        assert not curve_is_finite(bad)
+        assert math.isnan(largest_rise(bad))
+        assert is_monotone(bad) is False and is_monotone(bad, tol=math.inf) is False
+        assert math.isnan(loss_barrier(alphas, bad))
+        assert math.isnan(accuracy_barrier(alphas, bad))
+        (bump,) = bumps(alphas, bad)  # one undetermined bump, no numpy error
+        assert math.isnan(bump.height) and math.isnan(bump.width)
+        assert (bump.start, bump.end) == (0, 2) and not math.isfinite(bad[bump.peak])
+    assert curve_is_finite([3, 2, 1]) and is_monotone([3, 2, 1]) is True
+    assert largest_rise([3, 2, 1]) == 0.0 and loss_barrier(alphas, [1, 1, 1]) == 0.0
+    with pytest.raises(NetgeomError) as err:
+        loss_barrier([0, math.nan, 1], [1, 2, 3])
+    assert err.value.key == "alphas"
 
 
-def test_gauss_length_of_semicircles_and_lines():
-    semicircle = lambda a: torch.stack([torch.cos(math.pi * a), torch.sin(math.pi * a)])  # noqa: E731
-    phi = lambda a: math.pi * (torch.exp(a) - 1) / (math.e - 1)  # noqa: E731  non-uniform speed
-    uneven = lambda a: torch.stack([torch.cos(phi(a)), torch.sin(phi(a)), 2 + 0 * a])  # noqa: E731
-    line = lambda a: torch.stack([a**2 + a, 3 * (a**2 + a), -a**2 - a])  # noqa: E731
-    assert gauss_length(semicircle, 51) == pytest.approx(math.pi, abs=1e-3)
-    assert gauss_length(uneven, 101) == pytest.approx(math.pi, abs=1e-3)
-    assert gauss_length(line, 21) == pytest.approx(0.0, abs=1e-12)
-    two = lambda a: torch.stack([semicircle(a), torch.stack([torch.cos(math.pi * a / 2), torch.sin(math.pi * a / 2)])])  # noqa: E731
-    np.testing.assert_allclose(gauss_length(two, 51, per_sample=True), [math.pi, math.pi / 2], atol=1e-3)
-    assert gauss_length(two, 51) == pytest.approx(0.75 * math.pi, abs=1e-3)
-
-
-def test_logit_path_of_a_linear_model_is_straight_and_bn_path_matches_the_network(data):
-    sets, _ = data
-    torch.manual_seed(0)
-    lin = nn.Linear(6, 3).double()
-    a = {k: torch.randn_like(v) for k, v in lin.state_dict().items()}
-    b = {k: torch.randn_like(v) for k, v in lin.state_dict().items()}
-    x = torch.randn(5, 6, dtype=torch.float64)
-    assert gauss_length(logit_path(lin, a, b, x), 11) == pytest.approx(0.0, abs=1e-10)
-    model = bn_net()
-    a, b = trained_like(model, 1), trained_like(model, 2)
-    xb = sets["test"][0][:4]
-    path = logit_path(model, a, b, xb)
-    for t in (0.0, 0.4, 1.0):
-        net = copy.deepcopy(model).eval()
-        net.load_state_dict(interpolate_state(a, b, t))
-        torch.testing.assert_close(path(torch.tensor(t, dtype=torch.float64)), net(xb), rtol=1e-12, atol=1e-12)
-    assert gauss_length(path, 11) > 0.0
-
-
-def test_logit_linearity_of_a_parabola_and_a_line():
-    alphas = np.linspace(0, 1, 201)
-    a = torch.as_tensor(alphas)
-    assert logit_linearity(alphas, torch.stack([a, a * (1 - a)], 1)) == pytest.approx(1 / 30, rel=1e-6)
-    assert logit_linearity(alphas, torch.stack([a**3, 2 * a**3], 1)) == pytest.approx(0.0, abs=1e-15)
-    samples = torch.stack([torch.stack([a, a * (1 - a)], 1), torch.stack([a, 0 * a], 1)], 1)  # (n, N=2, K=2)
-    assert logit_linearity(alphas, samples) == pytest.approx(1 / 60, rel=1e-6)
-    path = lambda t: torch.stack([t, t * (1 - t)])  # noqa: E731
-    assert logit_linearity(alphas, sample_path(path, alphas)) == pytest.approx(1 / 30, rel=1e-6)
+def test_non_finite_runs_are_counted_apart_in_the_non_monotonic_fraction():
+    runs = pd.DataFrame({"opt": ["sgd"] * 4, "delta": [0.0, 0.5, math.nan, math.nan], "final_train_loss": [0.1, 0.1, 0.1, 5.0]})
+    row = non_monotonic_fraction(runs, ["opt"], max_final_loss=1.0).iloc[0]
+    assert (row.n_runs, row.n_converged, row.n_non_finite, row.n_non_monotonic) == (4, 3, 1, 1)
+    assert row.frac_non_monotonic == pytest.approx(0.5)  # over the two converged finite runs
 
 
 def test_non_monotonic_fraction_by_config():

@@ -11,7 +11,11 @@ entry each permutation acts on. It is derived automatically by tracing the model
 - `add` (residual connections) merges the groups of its operands, so a ResNet stage's residual
   stream shares one permutation.
 - Flatten after a conv turns a channel permutation into a permutation of blocks of the next
-  Linear's inputs (channel-major, as torch.flatten lays them out).
+  Linear's inputs (channel-major, as torch.flatten lays them out). A flatten is nn.Flatten(),
+  torch.flatten(x, 1), x.flatten(1), or a view/reshape to (batch size, -1 or a count) where the
+  batch size is read from a traced tensor: x.shape[0], x.size(0) or x.size()[0] (the seeds'
+  `x.view(x.shape[0], -1)`). A literal batch size or any other view is refused: it cannot be
+  told apart from a reshape that mixes units across axes.
 - The network input and output are fixed (not permuted); a group merged with them is dropped.
 
 Anything else (concatenation, grouped convs, LayerNorm, attention, ...) raises
@@ -26,6 +30,7 @@ then usually recomputed).
 
 from __future__ import annotations
 
+import builtins
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,8 +44,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from netgeom.errors import NetgeomError
-from netgeom.studies.curve_summaries import is_bn_statistic
-from netgeom.studies.interpolation import check_same_architecture, recalibrate_bn
+from netgeom.studies.interpolation import BN_BATCH_SIZE, check_same_architecture, recalibrate_bn
+from netgeom.studies.weight_space import is_bn_statistic
 
 StateDict = Mapping[str, Tensor]
 AxisPerm = tuple[str, int]  # (permutation name, block size along the axis)
@@ -70,6 +75,9 @@ class PermutationSpec:
 # --------------------------------------------------------------------------- spec by tracing
 
 _FIXED = 0  # union-find root standing for "the network's input/output: cannot permute"
+# A sweep counts as an improvement only above float64 round-off of the matched similarity.
+_IMPROVEMENT_RTOL = 1e-12
+MAX_SWEEPS = 100  # Ainsworth et al.'s cap on coordinate-ascent sweeps
 
 _PASS_MODULES = (
     nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity,
@@ -190,6 +198,39 @@ def _flatten(x: _Feat, start_dim: int, end_dim: int, where: str) -> _Feat:
     return _Feat(x.group, "flat" if x.kind in ("map", "flat") else x.kind)
 
 
+@dataclass(frozen=True)
+class _Size:
+    """A traced tensor's shape (dim None) or one of its sizes (dim 0: the batch size)."""
+
+    dim: int | None
+
+
+_CONSTANT_ATTRIBUTES = {"dtype", "device", "ndim", "is_cuda", "requires_grad"}
+
+
+def _attribute(name: str) -> _Size | None:
+    """getattr(tensor, name) in a traced forward: its shape, or a constant that permutes nothing."""
+    if name == "shape":
+        return _Size(None)
+    if name in _CONSTANT_ATTRIBUTES:
+        return None
+    raise NetgeomError("alignment.model", f"tensor attribute .{name} in forward is not supported by weight matching")
+
+
+def _view_shape(node: torch.fx.Node) -> tuple:
+    """The target shape of view/reshape, given as separate arguments or as one tuple/list."""
+    shape = node.args[1:] or (node.kwargs.get("shape") or node.kwargs.get("size"),)
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+def _is_flatten_view(shape: tuple, env: dict) -> bool:
+    """(batch size read from a traced tensor, -1 or a feature count): a flatten from axis 1."""
+    if len(shape) != 2 or not isinstance(shape[0], torch.fx.Node) or env.get(shape[0]) != _Size(0):
+        return False
+    rest = shape[1]
+    return (isinstance(rest, int) and (rest == -1 or rest > 0)) or (isinstance(rest, torch.fx.Node) and env.get(rest) is None)
+
+
 def permutation_spec(model: nn.Module) -> PermutationSpec:
     """Derive the permutation groups of `model` by tracing it with torch.fx (see module docstring)."""
     try:
@@ -240,8 +281,17 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
                 end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
                 env[node] = _flatten(first(node), start, end, "torch.flatten")
+            elif node.target is builtins.getattr and feats(node.args[:1]):
+                env[node] = _attribute(str(node.args[1]))
+            elif node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node) and env.get(node.args[0]) == _Size(None):
+                index = node.args[1]
+                env[node] = _Size(index) if isinstance(index, int) and index >= 0 else None
             elif node.target is operator.getitem and not feats(node.args):
-                env[node] = None  # indexing a size tuple
+                env[node] = None  # indexing a tuple of constants
+            elif node.target is torch.reshape:
+                if not _is_flatten_view(_view_shape(node), env):
+                    raise NetgeomError("alignment.model", "torch.reshape is supported only as torch.reshape(x, (x.shape[0], -1))")
+                env[node] = _flatten(first(node), 1, -1, "torch.reshape")
             else:
                 raise NetgeomError("alignment.model", f"function {getattr(node.target, '__name__', node.target)} is not supported by weight matching")
         elif node.op == "call_method":
@@ -250,14 +300,19 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 env[node] = first(node)
             elif name in _MERGE_METHODS:
                 env[node] = tr.merge(name, feats(node.args))
-            elif name == "size" or name == "dim":
+            elif name == "size":
+                dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+                env[node] = _Size(None) if dim is None else _Size(dim) if isinstance(dim, int) and dim >= 0 else None
+            elif name == "dim":
                 env[node] = None
             elif name == "flatten":
                 start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
                 end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
                 env[node] = _flatten(first(node), start, end, "Tensor.flatten")
-            elif name in ("view", "reshape") and len(node.args) == 3 and node.args[2] == -1:
-                env[node] = _flatten(first(node), 1, -1, f"Tensor.{name}")  # x.view(x.size(0), -1)
+            elif name in ("view", "reshape"):
+                if not _is_flatten_view(_view_shape(node), env):
+                    raise NetgeomError("alignment.model", f"Tensor.{name} is supported only as x.{name}(x.shape[0], -1) (a flatten after the batch axis)")
+                env[node] = _flatten(first(node), 1, -1, f"Tensor.{name}")
             else:
                 raise NetgeomError("alignment.model", f"method Tensor.{name} is not supported by weight matching")
         elif node.op == "output":
@@ -325,7 +380,7 @@ def weight_matching(
     state_b: StateDict,
     *,
     seed: int = 0,
-    max_sweeps: int = 100,
+    max_sweeps: int = MAX_SWEEPS,
 ) -> tuple[dict[str, Tensor], int]:
     """Permutations that make B's weights closest to A's, and the number of sweeps used.
 
@@ -358,7 +413,7 @@ def weight_matching(
             _, cols = linear_sum_assignment(c, maximize=True)
             old = c[np.arange(n), perms[p].numpy()].sum()
             new = c[np.arange(n), cols].sum()
-            if new > old + 1e-12 * max(1.0, abs(old)):
+            if new > old + _IMPROVEMENT_RTOL * max(1.0, abs(old)):
                 improved = True
                 perms[p] = torch.as_tensor(cols, dtype=torch.long)
         if not improved:
@@ -381,8 +436,8 @@ def align(
     *,
     calibration_inputs: Tensor | None = None,
     seed: int = 0,
-    max_sweeps: int = 100,
-    bn_batch_size: int = 256,
+    max_sweeps: int = MAX_SWEEPS,
+    bn_batch_size: int = BN_BATCH_SIZE,
 ) -> Alignment:
     """Match B to A on `model`'s architecture, permute B, and recompute B's BN statistics.
 
