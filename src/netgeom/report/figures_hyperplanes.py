@@ -1,0 +1,212 @@
+"""Figures of the hyperplane study: are conv filters biased towards the diagonal after training,
+and are the biased layers the ones that cannot be re-initialised?
+
+Input tables (see `netgeom.studies.hyperplanes` and `netgeom.studies.reinit`):
+- projections: `projection_table` rows of several checkpoints: epoch, layer, kind, stage,
+  block, filter, raw, normalised;
+- evolution: `hyperplane_evolution`: epoch, layer, stage, block, mass, mean, ... (one row per
+  epoch and layer); a plain `layer_statistics` table (no epoch) is accepted where noted;
+- reinit: `reinit_sweep`: layer, position, checkpoint ("<epoch>" | "rand"), epoch, accuracy,
+  trained_accuracy, relative_drop, ...
+Layers are drawn in forward order: by (stage, block) for the hyperplane tables, by position for
+the re-init table. Each public function saves to `path` and returns it; its `*_figure` twin
+returns the Figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from scipy.stats import spearmanr
+
+from netgeom.report.figure_style import (
+    epoch_axis,
+    house_style,
+    legend_right,
+    line_handle,
+    require_columns,
+    save,
+    width_palette,
+)
+
+RAND = "rand"
+PROJECTION_LABEL = "normalised projection ⟨w, 1⟩ / (‖w‖ √D)"
+
+
+def forward_layers(table: pd.DataFrame) -> list[str]:
+    """Layer names in forward order, by the (stage, block) key the hyperplane study assigns."""
+    keys = table[["layer", "stage", "block"]].drop_duplicates("layer")
+    return list(keys.sort_values(["stage", "block"], kind="stable")["layer"])
+
+
+def _layer_tick(table: pd.DataFrame, layer: str) -> str:
+    row = table[table["layer"] == layer].iloc[0]
+    return f"{layer}\n(stage {int(row['stage'])}, block {int(row['block'])})"
+
+
+def _rotate_if_crowded(axis, count: int) -> None:
+    if count > 6:
+        axis.tick_params(axis="x", labelrotation=45)
+        for label in axis.get_xticklabels():
+            label.set_horizontalalignment("right")
+
+
+# --------------------------------------------------------------------------- projections
+
+
+def projection_distributions_figure(projections: pd.DataFrame) -> Figure:
+    """Per layer, the normalised projections at init (left half, grey) and at the final checkpoint
+    (right half, orange) as split violins with quartiles; 0 = a filter orthogonal to the diagonal."""
+    require_columns(projections, ["epoch", "layer", "stage", "block", "normalised"], "projection")
+    first, last = projections["epoch"].min(), projections["epoch"].max()
+    when = {first: f"init (epoch {first})", last: f"final (epoch {last})"}
+    data = projections[projections["epoch"].isin([first, last])].assign(when=lambda f: f["epoch"].map(when))
+    layers, hues = forward_layers(data), list(dict.fromkeys(when.values()))
+    with house_style():
+        figure, axis = plt.subplots(figsize=(max(6.0, 1.0 * len(layers) + 2), 4.0))
+        sns.violinplot(
+            data=data, x="layer", y="normalised", hue="when", order=layers, hue_order=hues, split=len(hues) == 2,
+            inner="quart", cut=0, density_norm="width", palette=["0.75", "#de8f05"][-len(hues):], linewidth=0.8, ax=axis,
+        )  # fmt: skip
+        axis.axhline(0.0, color="0.3", linewidth=0.8, linestyle="--")
+        axis.set_xticks(range(len(layers)), [_layer_tick(data, layer) for layer in layers])
+        _rotate_if_crowded(axis, len(layers))
+        axis.set_xlabel("conv layer (forward order)")
+        axis.set_ylabel(PROJECTION_LABEL)
+        axis.set_title("Filter projections on the diagonal of the positive orthant, init vs final\n(above 0: a filter leaning towards the diagonal)")
+        axis.legend(title="checkpoint", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, borderaxespad=0)
+    return figure
+
+
+def projection_distributions(projections: pd.DataFrame, path: Path) -> Path:
+    return save(projection_distributions_figure(projections), path)
+
+
+# --------------------------------------------------------------------------- evolution
+
+
+def mass_across_epochs_figure(evolution: pd.DataFrame) -> Figure:
+    """Left: `mass` (fraction of projections <= 0; 0.5 = unbiased) per layer across checkpoints.
+    Right: the mean normalised projection. Colour = depth (dark = first layer)."""
+    require_columns(evolution, ["epoch", "layer", "stage", "block", "mass", "mean"], "hyperplane evolution")
+    layers = forward_layers(evolution)
+    colours = width_palette(layers)
+    with house_style():
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.6))
+        for layer in layers:
+            rows = evolution[evolution["layer"] == layer].sort_values("epoch")
+            left.plot(rows["epoch"], rows["mass"], color=colours[layer], marker="o", markersize=3, label=layer)
+            right.plot(rows["epoch"], rows["mean"], color=colours[layer], marker="o", markersize=3, label=layer)
+        left.axhline(0.5, color="0.3", linestyle="--", linewidth=0.9)
+        right.axhline(0.0, color="0.3", linestyle="--", linewidth=0.9)
+        left.set_ylabel("mass: fraction of filters with projection ≤ 0")
+        left.set_title("Negative mass per layer (dashed: 0.5 = unbiased)")
+        right.set_ylabel("mean " + PROJECTION_LABEL.split(" ", 1)[1])
+        right.set_title("Mean normalised projection per layer")
+        for axis in (left, right):
+            epoch_axis(axis, evolution["epoch"].max())
+        legend_right(figure, [line_handle(layer, colours[layer], marker="o") for layer in layers], title="layer (forward order)")
+        figure.tight_layout()
+    return figure
+
+
+def mass_across_epochs(evolution: pd.DataFrame, path: Path) -> Path:
+    return save(mass_across_epochs_figure(evolution), path)
+
+
+# --------------------------------------------------------------------------- re-initialisation
+
+
+def checkpoint_order(reinit: pd.DataFrame) -> list[str]:
+    """Checkpoint names by epoch, then `rand`."""
+    epochs = sorted({int(c) for c in reinit["checkpoint"].astype(str) if c != RAND})
+    return [str(e) for e in epochs] + ([RAND] if (reinit["checkpoint"].astype(str) == RAND).any() else [])
+
+
+def reinit_layers(reinit: pd.DataFrame) -> list[str]:
+    return list(reinit[["layer", "position"]].drop_duplicates("layer").sort_values("position", kind="stable")["layer"])
+
+
+def _checkpoint_label(name: str) -> str:
+    return "rand (fresh init)" if name == RAND else f"epoch {name}"
+
+
+def reinit_heatmap_figure(reinit: pd.DataFrame) -> Figure:
+    """Relative accuracy drop when one layer (column, forward order) is reset to a checkpoint
+    (row: epochs, then a fresh random init); annotated; colour scale fixed to [0, 1]."""
+    require_columns(reinit, ["layer", "position", "checkpoint", "relative_drop", "trained_accuracy"], "reinit")
+    rows, layers = checkpoint_order(reinit), reinit_layers(reinit)
+    table = reinit.assign(checkpoint=reinit["checkpoint"].astype(str))
+    drop = table.pivot_table(index="checkpoint", columns="layer", values="relative_drop", aggfunc="mean").reindex(index=rows, columns=layers)
+    trained = reinit["trained_accuracy"].mean()
+    with house_style():
+        figure, axis = plt.subplots(figsize=(max(5.0, 0.9 * len(layers) + 2.5), max(2.6, 0.45 * len(rows) + 1.6)))
+        sns.heatmap(
+            drop, ax=axis, annot=True, fmt=".2f", cmap="rocket_r", vmin=0.0, vmax=1.0, linewidths=0.5, linecolor="white",
+            cbar_kws={"label": "relative drop (acc_trained − acc) / acc_trained"}, annot_kws={"fontsize": 8},
+        )  # fmt: skip
+        axis.set_yticks(np.arange(len(rows)) + 0.5, [_checkpoint_label(r) for r in rows], rotation=0)
+        axis.set_xticks(np.arange(len(layers)) + 0.5, layers)
+        _rotate_if_crowded(axis, len(layers))
+        axis.set_xlabel("layer reset (forward order)")
+        axis.set_ylabel("weights reset to")
+        axis.set_title(f"Layer re-initialisation: relative accuracy drop (trained accuracy {trained:.3f})")
+    return figure
+
+
+def reinit_heatmap(reinit: pd.DataFrame, path: Path) -> Path:
+    return save(reinit_heatmap_figure(reinit), path)
+
+
+# --------------------------------------------------------------------------- the seed's claim
+
+
+def reference_checkpoint(reinit: pd.DataFrame) -> str:
+    """`rand` where the sweep has it, else the earliest epoch (the init)."""
+    order = checkpoint_order(reinit)
+    return RAND if RAND in order else order[0]
+
+
+def bias_and_drop(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, checkpoint: str | None = None) -> pd.DataFrame:
+    """Per layer in both tables: bias = |mass - 0.5| at the last epoch, drop = relative_drop at
+    `checkpoint` (default `reference_checkpoint`), and the layer's stage, block."""
+    require_columns(hyperplanes, ["layer", "stage", "block", "mass"], "hyperplane statistics")
+    require_columns(reinit, ["layer", "checkpoint", "relative_drop"], "reinit")
+    final = hyperplanes[hyperplanes["epoch"] == hyperplanes["epoch"].max()] if "epoch" in hyperplanes else hyperplanes
+    checkpoint = checkpoint or reference_checkpoint(reinit)
+    drops = reinit[reinit["checkpoint"].astype(str) == checkpoint].groupby("layer", as_index=False)["relative_drop"].mean()
+    bias = final.groupby(["layer", "stage", "block"], as_index=False)["mass"].mean()
+    bias["bias"] = (bias["mass"] - 0.5).abs()
+    return bias.merge(drops, on="layer").sort_values(["stage", "block"]).reset_index(drop=True)
+
+
+def bias_vs_reinit_figure(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, checkpoint: str | None = None) -> Figure:
+    """One point per layer: projection bias |mass - 0.5| (final checkpoint) against the relative
+    accuracy drop when that layer is reset (to `rand`, else the init); the seed claims biased
+    layers are the critical ones (points rising to the right). Spearman's rho in the title.
+
+    hyperplanes: `hyperplane_evolution` (last epoch used) or `layer_statistics`; reinit: `reinit_sweep`."""
+    points = bias_and_drop(hyperplanes, reinit, checkpoint)
+    checkpoint = checkpoint or reference_checkpoint(reinit)
+    colours = width_palette(list(points["layer"]))
+    rho = spearmanr(points["bias"], points["relative_drop"]).statistic if len(points) >= 3 else float("nan")
+    with house_style():
+        figure, axis = plt.subplots(figsize=(6.4, 4.4))
+        for row in points.itertuples(index=False):
+            axis.scatter(row.bias, row.relative_drop, s=50, color=colours[row.layer], edgecolor="black", linewidth=0.6, zorder=3)
+            axis.annotate(row.layer, (row.bias, row.relative_drop), xytext=(5, 4), textcoords="offset points", fontsize=8)
+        axis.set_xlim(left=0)
+        axis.set_xlabel("projection bias |mass − 0.5| at the final checkpoint")
+        axis.set_ylabel(f"relative accuracy drop, layer reset to {_checkpoint_label(checkpoint)}")
+        rho_text = f"Spearman ρ = {rho:.2f}" if np.isfinite(rho) else "too few layers for a rank correlation"
+        axis.set_title(f"Are the biased layers the critical ones? ({len(points)} layers; {rho_text})")
+    return figure
+
+
+def bias_vs_reinit(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, path: Path, checkpoint: str | None = None) -> Path:
+    return save(bias_vs_reinit_figure(hyperplanes, reinit, checkpoint), path)
