@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-data: $(STAMP)  ## Materialise the embedded datasets into data/ (matches data.dvc)
-	netgeom data materialise
-	dvc add -q data
+data: $(STAMP)  ## Materialise the embedded datasets into data/ (a no-op when data/ already matches data.dvc)
+	@if [ -d data ] && dvc status -q data.dvc 2>/dev/null; then echo "data/ matches data.dvc"; \
+	else netgeom data materialise && dvc add -q data; fi
 
 repro: data  ## Reproduce the whole pipeline (dvc repro)
 	dvc repro
@@ -38,7 +38,8 @@ test: $(STAMP)  ## Run the test suite
 bench: $(STAMP)  ## Run every benchmark under bench/ (prints ratios against baselines)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:5000
+ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:5000 (prints the page to open)
+	@netgeom mlflow link --port 5000
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000
 
 sync: $(STAMP)  ## Rebuild missing MLflow runs from the DVC outputs

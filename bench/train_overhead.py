@@ -41,7 +41,9 @@ from netgeom.progress import set_quiet
 from netgeom.stages import train as train_stage
 from netgeom.stages.corrupt import run_corrupt
 from netgeom.stages.split import run_split
-from netgeom.stages.train import Cell, build_model, cell_name, cell_params, load_cell_data, run_train, track_run
+from netgeom.runs import Cell, build_model, cell_name, cell_params, load_cell_data
+from netgeom.stages.sync import track_run
+from netgeom.stages.train import run_train
 from netgeom.training import loop
 from netgeom.training.checkpoints import load_checkpoint
 from netgeom.training.schedule import checkpoint_epochs, make_optimizer, make_scheduler
@@ -86,7 +88,7 @@ def bench_params(epochs: int):
     raw["train"]["epochs"] = epochs
     raw["train"]["checkpoints"]["epochs"] = [e for e in raw["train"]["checkpoints"]["epochs"] if e <= epochs]
     raw["data"]["name"] = "digits"
-    raw["mlflow"] = {"enabled": True, "experiment": "bench", "log_models": True}
+    raw["mlflow"] = {"enabled": True, "experiment": "bench", "log_models": "all"}
     return validate(raw)
 
 

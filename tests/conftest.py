@@ -41,6 +41,9 @@ def write_params(root: Path, **groups) -> Path:
         "regions": {"paths": 8, "radius": 1, "checkpoints": "final"},
         "interpolation": {"points": 5, "random_inits": 1, "gauss_samples": 8, "landscape": {"resolution": 3}},
         "mli": {"width": 16, "depth": 1, "seeds": [0], "epochs": 2, "points": 5},
+        "barriers": {"matching": True},
+        "hyperplanes": {"with_linear": True},
+        "reinit": {"split": "test"},
     }
     for group, values in groups.items():
         if isinstance(values, dict) and isinstance(params.get(group), dict):

@@ -226,5 +226,5 @@ def test_svhn_loads_from_mat_files_and_maps_label_10_to_0(tmp_path):
 
 
 def test_missing_torchvision_dataset_is_one_clear_error(tmp_path):
-    with pytest.raises(NetgeomError, match="data.name.*cifar10.*not found.*netgeom data fetch"):
+    with pytest.raises(NetgeomError, match="data.root.*cifar10.*not found.*netgeom data fetch"):
         get_source("cifar10").load(tmp_path, "train")

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from tests.conftest import write_params
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sh(*args, cwd):
+def sh(*args, cwd, check=True):
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -26,9 +27,10 @@ def sh(*args, cwd):
         "DVC_NO_ANALYTICS": "1",
     }
     env.pop("DVC_ROOT", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    return done.stdout
+    assert not check or done.returncode == 0, f"{args}: {done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done.stdout if check else done
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def repo(tmp_path_factory):
     get_source("digits").materialise(root / "data")
     write_params(
         root,
-        mlflow={"enabled": True, "experiment": "pipeline", "log_models": True},
+        mlflow={"enabled": True, "experiment": "pipeline", "log_models": "final"},
         train={"epochs": 2, "checkpoints": {"epochs": [1]}},
         grid={"widths": [8], "noise": [0.0, 0.2], "seed_offsets": [0]},
     )
@@ -60,10 +62,13 @@ def test_repro_builds_every_grid_cell_and_the_report(repo):
     runs = sorted(p.name for p in (repo / "artifacts" / "runs").iterdir())
     assert runs == ["mlp_w8-n0.0-r0", "mlp_w8-n0.2-r0"]
     summary = json.loads((repo / "reports" / "summary.json").read_text())
-    assert set(summary) == set(runs)
+    assert set(summary) == {"noise_0pct", "noise_20pct"}  # headline numbers per noise level
+    assert {"peak_test_error", "peak_width", "lipschitz_at_peak", "mli_non_monotonic", "hyperplane_mass"} <= set(summary["noise_20pct"])
+    assert (repo / "reports" / "index.html").exists() and (repo / "reports" / "tables" / "runs.csv").exists()
     figures = {p.name for p in (repo / "reports" / "figures").iterdir()}
-    assert {"error_vs_width.png", "learning_curves.png", "smoothness_vs_width.png", "regions_vs_width.png", "mli_curves.png", "mli_preset.png"} <= figures
-    for study in ("smoothness", "regions", "interpolation"):
+    assert {"error_vs_width.png", "learning_curves.png", "smoothness_vs_width.png", "regions_vs_width.png", "mli_curves.png",
+            "mli_preset.png", "hyperplane_projections.png", "reinit_heatmap.png", "bias_vs_reinit.png"} <= figures
+    for study in ("smoothness", "regions", "interpolation", "hyperplanes", "reinit"):
         assert sorted(p.name for p in (repo / "artifacts" / "studies" / study).iterdir()) == runs
     labels = json.loads((repo / "artifacts" / "labels" / "n0.2" / "summary.json").read_text())
     assert labels["flipped"] == round(0.2 * labels["train_size"])
@@ -75,15 +80,59 @@ def test_second_repro_is_a_no_op(repo):
     assert "up to date" in sh("dvc", "status", cwd=repo)
 
 
-def test_mlflow_holds_one_run_per_training_with_checkpoint_models(repo):
+def mlflow_record(repo, kind: str = "netgeom.run"):
+    """(training runs (or runs with tag `kind`), logged models) of the repository's store."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
     experiment = mlflow.get_experiment_by_name("pipeline")
     runs = mlflow.search_runs([experiment.experiment_id])
-    assert len(runs) == 2 and set(runs["tags.dvc.stage"]) == {"train@8-0.0-0", "train@8-0.2-0"}
+    runs = runs[runs[f"tags.{kind}"].notna()].reset_index(drop=True)
     models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
-    assert len(models) == 2 * 3  # init, epoch 1, final
+    return runs, models
+
+
+# one module each stage kind imports, and one it never imports
+EDITS = {
+    "train": ("src/netgeom/training/loop.py", "src/netgeom/report/figures.py"),
+    "smoothness": ("src/netgeom/studies/volumes.py", "src/netgeom/studies/regions.py"),
+    "regions": ("src/netgeom/studies/shifts.py", "src/netgeom/studies/alignment.py"),
+    "report": ("src/netgeom/report/tables.py", "src/netgeom/stages/curve.py"),
+    "split": ("src/netgeom/data/split.py", "src/netgeom/models/mlp.py"),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(EDITS))
+def test_editing_code_a_stage_runs_makes_dvc_status_flag_it(repo, stage):
+    imported, unrelated = EDITS[stage]
+
+    def stale() -> set[str]:
+        return {name.split("@")[0] for name in json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")}
+
+    for path, flagged in ((imported, True), (unrelated, False)):
+        original = (repo / path).read_text()
+        try:
+            (repo / path).write_text(original + "\n# edited\n")
+            assert (stage in stale()) is flagged, (stage, path)
+        finally:
+            (repo / path).write_text(original)
+    assert not stale()
+
+
+def test_mlflow_holds_one_run_per_training_with_checkpoint_models(repo):
+    runs, models = mlflow_record(repo)
+    assert len(runs) == 2 and set(runs["tags.dvc.stage"]) == {"train@8-0.0-0", "train@8-0.2-0"}
+    assert set(runs["tags.mlflow.runName"]) == {"mlp w8 n0.0 s1", "mlp w8 n0.2 s1"}
+    assert len(models) == 2  # the final checkpoint of each (the others are run artifacts)
+    assert all(runs["tags.netgeom.complete"] == "true")
+    assert runs["metrics.smoothness/jacobian_frobenius.crossentropy.all"].notna().all()
+    # the report (barriers, the MLI preset, every figure and the page) is a run of its own
+    reports, _ = mlflow_record(repo, "netgeom.report")
+    assert len(reports) == 1 and reports["metrics.noise_20pct/peak_test_error"].notna().all()
+    import mlflow
+
+    stored = {a.path for a in mlflow.MlflowClient().list_artifacts(reports["run_id"][0], "report")}
+    assert {"report/index.html", "report/figures", "report/tables", "report/summary.json"} <= stored
 
 
 def test_seed_experiment_runs_and_differs(repo):
@@ -102,3 +151,51 @@ def test_seed_experiment_runs_and_differs(repo):
     assert {1, 43} <= seeds
     by_seed = dict(metrics)
     assert by_seed[1] != by_seed[43]
+    # the experiment is its own MLflow runs, tagged with its name; the seed-1 runs are untouched
+    runs, models = mlflow_record(repo)
+    assert len(runs) == 4 and len(models) == 4
+    assert sorted(runs["params.seed"]) == ["1", "1", "43", "43"]
+    seed43 = runs[runs["params.seed"] == "43"]
+    assert seed43["tags.dvc.exp_name"].notna().all() and seed43["tags.dvc.exp_name"].str.len().gt(0).all()
+    for _, run in runs.iterrows():
+        history = mlflow_history(repo, run["run_id"], "smoothness/jacobian_frobenius.crossentropy.all")
+        assert len(history) == 1  # one value per step: no other seed's summary on top
+
+
+def mlflow_history(repo, run_id, key):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}").get_metric_history(run_id, key)
+
+
+def test_queued_seed_grid_on_two_workers(repo):
+    """The README's "grid of seeds on one box" recipe, as written."""
+    main_run = json.loads((repo / "artifacts" / "runs" / "mlp_w8-n0.2-r0" / "run.json").read_text())
+    sh("dvc", "exp", "run", "--queue", "-S", "seed=44", cwd=repo)
+    sh("dvc", "exp", "run", "--queue", "-S", "seed=45", cwd=repo)
+    sh("dvc", "queue", "start", "-j", "2", cwd=repo)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = sh("dvc", "queue", "status", cwd=repo)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    status = sh("dvc", "queue", "status", cwd=repo)
+    assert status.count("Success") == 2 and "Failed" not in status, status
+    assert json.loads((repo / "artifacts" / "runs" / "mlp_w8-n0.2-r0" / "run.json").read_text()) == main_run
+    runs, models = mlflow_record(repo)
+    by_seed = runs.groupby("params.seed").size().to_dict()
+    assert by_seed["44"] == 2 and by_seed["45"] == 2
+    assert all(runs["tags.netgeom.complete"] == "true")
+    queued = runs[runs["params.seed"].isin(["44", "45"])]
+    assert queued["metrics.smoothness/jacobian_frobenius.crossentropy.all"].notna().all()
+    assert len(models) == len(runs)
+
+
+@pytest.mark.parametrize("override", ["mlflow.enabled=maybe", "execution.threads=0", "colour=1"])
+def test_a_bad_value_in_any_group_stops_dvc_exp_run(repo, override):
+    """No stage but `check` depends on these groups: without it the experiment 'succeeds'."""
+    done = sh("dvc", "exp", "run", "-S", override, cwd=repo, check=False)
+    assert done.returncode != 0
+    assert override.split("=")[0] in done.stdout + done.stderr
+    sh("git", "checkout", "--", "params.yaml", cwd=repo)

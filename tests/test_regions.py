@@ -15,7 +15,6 @@ from netgeom.studies.regions import (
     path_statistics,
     segment_statistics,
     study_paths,
-    summarize,
     walk_paths,
     walk_segments,
 )
@@ -197,9 +196,6 @@ def test_path_statistics_sum_segments_and_summary_averages():
     np.testing.assert_array_equal(path.regions, [seg.regions[:3].sum(), seg.regions[3:].sum()])
     np.testing.assert_allclose(path.absolute_deviation[1], seg.absolute_deviation[3:].sum(axis=0))
     np.testing.assert_allclose(path.density, path.crossings / path.length)
-    summary = summarize(path)
-    assert summary["regions_mean"] == path.regions.mean()
-    assert summary["absolute_deviation_std_2"] == pytest.approx(path.absolute_deviation[:, 2].std())
     frame = path.to_frame()
     assert list(frame["variation_1"]) == list(path.variation[:, 1])
     with pytest.raises(NetgeomError):

@@ -135,12 +135,13 @@ def test_missing_run_or_checkpoint(trained):
 def test_shards_over_a_process_pool_equal_the_sequential_result(trained):
     from netgeom.layout import Layout
     from netgeom.params import load_params
-    from netgeom.stages.smoothness import run_smoothness
-    from netgeom.stages.train import Cell
+    from netgeom.runs import Cell
+    from netgeom.stages.smoothness import SmoothnessParams
+    from netgeom.stages.smoothness import run as run_smoothness
 
     params = load_params(trained / "params.yaml")
     folder = trained / "artifacts" / "studies" / "smoothness" / "mlp_w8-n0.2-r0"
-    sequential = params.model_copy(update={"smoothness": {"checkpoints": "final", "samples": 64, "shards": 2}})
+    sequential = params.model_copy(update={"smoothness": SmoothnessParams(checkpoints="final", samples=64, shards=2)})
     run_smoothness(sequential, Layout(trained), Cell(8, 0.2, 0))
     first = [pd.read_parquet(folder / f"shard-{i:03d}-of-002.parquet") for i in range(2)]
     pooled = sequential.model_copy(update={"execution": sequential.execution.model_copy(update={"workers": 2})})
@@ -172,3 +173,57 @@ def test_adhoc_curve_between_two_runs(trained):
     refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2@7", key="checkpoint")
     refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2", "--out", str(trained / "curve.txt"), key="out")
     assert not (trained / "curve.txt").exists()
+
+
+def test_hyperplanes_stage_tracks_every_layer_at_every_checkpoint(trained):
+    out = ok("hyperplanes", "--width", "8", "--noise", "0.2")
+    assert out.startswith("mlp_w8-n0.2-r0 hyperplanes: mass")
+    folder = trained / "artifacts" / "studies" / "hyperplanes" / "mlp_w8-n0.2-r0"
+    layers = pd.read_parquet(folder / "layers.parquet")
+    assert sorted(layers["epoch"].unique()) == [0, 1, 3]  # every saved checkpoint
+    assert list(layers[layers["epoch"] == 0]["layer"]) == ["1", "3"]  # the two linear layers of the MLP
+    at_init = layers[layers["epoch"] == 0]
+    assert (at_init["distance_fro"] == 0).all()  # distances are from the init itself
+    summary = json.loads((folder / "summary.json").read_text())
+    network = pd.read_parquet(folder / "network.parquet").set_index("epoch")
+    assert summary["3"]["mass"]["all"] == pytest.approx(network.loc[3, "mass"])
+    projections = pd.read_parquet(folder / "projections.parquet")
+    assert sorted(projections["epoch"].unique()) == [0, 3] and len(projections) == 2 * (8 + 10)  # filters: 8 hidden + 10 out
+
+
+@pytest.mark.parametrize(
+    ("groups", "key"),
+    [
+        ({"hyperplanes": {"with_linear": False}}, "hyperplanes.with_linear"),  # an MLP has no conv layer
+        ({"hyperplanes": {"with_linear": True, "checkpoints": [2]}}, "hyperplanes.checkpoints"),
+        ({"reinit": {"layers": ["features.9"]}}, "reinit.layers"),
+        ({"reinit": {"epochs": [2]}}, "reinit.epochs"),
+    ],
+)
+def test_bad_hyperplane_and_reinit_input_writes_nothing(trained, groups, key):
+    study = next(iter(groups))
+    folder = trained / "artifacts" / "studies" / study / "mlp_w8-n0.2-r1"
+    write_params(trained, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, **groups)
+    try:
+        ok("train", "--width", "8", "--noise", "0.2", "--replicate", "3")
+        refused(study, "--width", "8", "--noise", "0.2", "--replicate", "3", key=key)
+        assert not (trained / "artifacts" / "studies" / study / "mlp_w8-n0.2-r3").exists()
+    finally:
+        write_params(trained, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, grid={"widths": [8], "noise": [0.2], "seed_offsets": [0, 1]})
+
+
+def test_reinit_stage_resets_each_layer_to_each_checkpoint_and_a_fresh_draw(trained):
+    write_params(trained, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, reinit={"split": "train"})
+    try:
+        out = ok("reinit", "--width", "8", "--noise", "0.2")
+    finally:
+        write_params(trained, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, grid={"widths": [8], "noise": [0.2], "seed_offsets": [0, 1]})
+    assert "largest relative accuracy drop" in out
+    table = pd.read_parquet(trained / "artifacts" / "studies" / "reinit" / "mlp_w8-n0.2-r0" / "reinit.parquet")
+    assert set(table["group"]) == {"all", "clean", "noisy"}
+    everyone = table[table["group"] == "all"]
+    assert sorted(everyone["checkpoint"].unique()) == ["0", "1", "rand"] and set(everyone["layer"]) == {"1", "3"}
+    metrics = json.loads((trained / "artifacts" / "runs" / "mlp_w8-n0.2-r0" / "metrics.json").read_text())
+    assert everyone["trained_accuracy"].iloc[0] == pytest.approx(metrics["train_acc"], abs=1e-6)
+    clean = table[table["group"] == "clean"]["trained_accuracy"].iloc[0]
+    assert clean == pytest.approx(metrics["train_acc_clean"], abs=1e-6)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from netgeom.cli import app
 from netgeom.layout import Layout
-from netgeom.stages.train import sync_runs
+from netgeom.stages.sync import sync_runs
 from netgeom.tracking import logged_models, runs_table, tracking_uri
 from tests.conftest import write_params
 
@@ -17,7 +18,7 @@ from tests.conftest import write_params
 @pytest.fixture
 def tracked(project, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    write_params(project, mlflow={"enabled": True, "experiment": "test"}, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
+    write_params(project, mlflow={"enabled": True, "experiment": "test", "log_models": "all"}, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
     runner = CliRunner()
     for command in (["split"], ["corrupt"], ["train"]):
         result = runner.invoke(app, command)
@@ -33,13 +34,15 @@ def test_one_run_with_params_metrics_and_a_model_per_checkpoint(tracked):
     run = runs.iloc[0]
     assert run["params.model.arch"] == "mlp" and run["params.train.epochs"] == "2"
     assert run["tags.netgeom.run"] == "mlp_w16-n0.2-r0" and len(run["tags.git.commit"]) > 0
-    history = mlflow.MlflowClient().get_metric_history(run["run_id"], "test_acc")
+    history = mlflow.MlflowClient().get_metric_history(run["run_id"], "Eval/test_acc")
     assert [m.step for m in history] == [0, 1, 2]
+    assert run["tags.mlflow.runName"] == "mlp w16 n0.2 s1"
     models = sorted(logged_models(layout, "test"), key=lambda m: m.name)
-    assert [m.name for m in models] == ["ckpt-e000", "ckpt-e001", "ckpt-e002"]
+    assert [m.name for m in models] == ["mlp_w16-n0_2-s1-e0000", "mlp_w16-n0_2-s1-e0001", "mlp_w16-n0_2-s1-e0002"]
+    assert models[0].params["width"] == "16" and models[0].params["seed"] == "1"
     assert all(m.source_run_id == run["run_id"] for m in models)
     # the logged model is the checkpoint: same outputs as the weights on disk
-    from netgeom.stages.train import model_for_run, read_run
+    from netgeom.runs import model_for_run, read_run
 
     folder = tracked / "artifacts" / "runs" / "mlp_w16-n0.2-r0"
     final = read_run(folder).checkpoints[-1][1]
@@ -68,6 +71,27 @@ def test_sync_is_idempotent_and_rebuilds_a_lost_store(tracked):
     assert len(runs_table(layout, "fresh")) == 1 and len(logged_models(layout, "fresh")) == 3
 
 
+def test_by_default_only_the_final_checkpoint_is_a_logged_model_and_the_others_are_artifacts(project, monkeypatch):
+    """MLflow 3.17's runs table shows models for the 50 newest logged models only: one per run
+    keeps every run's Models column filled; no checkpoint is lost."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write_params(project, mlflow={"enabled": True, "experiment": "final"}, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
+    for command in (["split"], ["corrupt"], ["train"]):
+        assert CliRunner().invoke(app, command).exit_code == 0
+    layout = Layout(project)
+    models = logged_models(layout, "final")
+    assert [m.name for m in models] == ["mlp_w16-n0_2-s1-e0002"] and models[0].tags["netgeom.epoch"] == "2"
+    run_id = runs_table(layout, "final").iloc[0]["run_id"]
+    stored = sorted(a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "checkpoints"))
+    assert stored == [f"checkpoints/e000{e}.{s}" for e in (0, 1) for s in ("json", "safetensors")]
+    from netgeom.training import load_checkpoint
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/e0001.safetensors")
+    weights, _ = load_checkpoint(local)
+    on_disk, _ = load_checkpoint(project / "artifacts" / "runs" / "mlp_w16-n0.2-r0" / "checkpoints" / "e0001.safetensors")
+    assert all(torch.equal(weights[k], v) for k, v in on_disk.items())
+
+
 def test_an_explicit_tracking_uri_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking_uri(Layout(tmp_path)) == "http://127.0.0.1:5999"
@@ -80,11 +104,11 @@ def test_study_summaries_attach_to_the_training_run_once(tracked):
     for _ in range(2):  # the second sync finds the same digest and logs nothing
         assert runner.invoke(app, ["mlflow", "sync"]).exit_code == 0
     run_id = runs_table(layout, "test").iloc[0]["run_id"]
-    history = mlflow.MlflowClient().get_metric_history(run_id, "smoothness.jacobian_frobenius.crossentropy.all")
+    history = mlflow.MlflowClient().get_metric_history(run_id, "smoothness/jacobian_frobenius.crossentropy.all")
     assert [m.step for m in history] == [2]  # checkpoints: "final" in the test params
-    final_model = [m for m in logged_models(layout, "test") if m.name == "ckpt-e002"][0]
+    final_model = [m for m in logged_models(layout, "test") if m.name.endswith("-e0002")][0]
     linked = {m.key: m.value for m in mlflow.get_logged_model(final_model.model_id).metrics or []}
-    assert linked["smoothness.jacobian_frobenius.crossentropy.all"] == history[0].value
-    assert "test_acc" in linked  # the training metrics of that epoch are linked too
+    assert linked["smoothness/jacobian_frobenius.crossentropy.all"] == history[0].value
+    assert "Eval/test_acc" in linked  # the training metrics of that epoch are linked too
     artifacts = mlflow.MlflowClient().list_artifacts(run_id, "studies/smoothness")
     assert [a.path for a in artifacts] == ["studies/smoothness/summary.json"]

@@ -63,9 +63,12 @@ def test_step_multistep_and_cosine_schedules():
 def test_checkpoint_schedule():
     p = params(epochs=10, checkpoints={"epochs": [3], "every": 4})
     assert checkpoint_epochs(p) == [0, 3, 4, 8, 10]
-    assert checkpoint_epochs(params(epochs=5, checkpoints={"init": False, "final": False, "epochs": [2]})) == [2]
+    assert checkpoint_epochs(params(epochs=5, checkpoints={"init": False, "epochs": [2]})) == [2, 5]
     with pytest.raises(NetgeomError, match="train.checkpoints.epochs"):
         params(epochs=5, checkpoints={"epochs": [6]})
+    # every study reads the final weights: a schedule without them is refused, not ignored
+    with pytest.raises(NetgeomError, match="train.checkpoints.final: must be true"):
+        params(epochs=5, checkpoints={"final": False})
 
 
 def test_training_writes_the_scheduled_checkpoints_and_learns(tmp_path):
@@ -135,9 +138,12 @@ class ExplodesAfter(torch.nn.Module):
         return out * float("nan") if self.training and self.calls > self.limit else out
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
-    with pytest.raises(NetgeomError, match=r"loss became nan at epoch 3.*e0002\.safetensors"):
-        train(ExplodesAfter(calls=13), bundle(), params(augment=False), seed=0, workdir=tmp_path)
+@pytest.mark.parametrize("calls", [12, 17])  # 6 steps per epoch: NaN from the first or the last step of epoch 3
+def test_nan_loss_stops_at_its_epoch_and_keeps_the_last_good_checkpoint(tmp_path, calls):
+    """The check runs once per epoch (no per-step wait for the device), yet stops in the epoch
+    of the first non-finite loss, before anything of that epoch is saved."""
+    with pytest.raises(NetgeomError, match=r"loss became nan during epoch 3.*e0002\.safetensors"):
+        train(ExplodesAfter(calls=calls), bundle(), params(augment=False), seed=0, workdir=tmp_path)
     assert [e for e, _ in list_checkpoints(tmp_path)] == [0, 2]
 
 

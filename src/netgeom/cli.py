@@ -40,13 +40,9 @@ CellReplicate = Annotated[int, typer.Option("--replicate", help="Seed offset: th
 
 
 def make_cell(settings: Params, width: int | None, noise: float | None, replicate: int):
-    from netgeom.stages.train import Cell
+    from netgeom.runs import Cell
 
     return Cell(settings.model.width if width is None else width, settings.noise.label if noise is None else noise, replicate)
-
-
-def shard_written(stage: str, shard: str | None) -> None:
-    typer.echo(f"{stage}: wrote shard {shard}; the summary follows once every shard is there")
 
 
 def fail(message: str) -> typer.Exit:
@@ -75,6 +71,7 @@ def setup(params_path: Path, quiet: bool) -> tuple[Params, Layout]:
     # torch.func's own internals trigger this deprecation notice; it is not ours to act on.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     settings = load_params(params_path)
+    torch.set_num_threads(settings.execution.threads)
     return settings, Layout.here()
 
 
@@ -93,7 +90,10 @@ def data_info(name: Annotated[str, typer.Argument(help="Dataset name.")], params
     info = source.info
     typer.echo(f"{info.name}: input {info.input_shape}, {info.num_classes} classes, splits {list(info.splits)}")
     typer.echo(f"  mean {info.mean} std {info.std}")
-    typer.echo(f"  files: {source.where(root)} ({'present' if source.is_available(root) else 'missing'})")
+    present = source.is_available(root)
+    typer.echo(f"  files: {source.where(root)} ({'present' if present else 'missing'})")
+    if present and hasattr(source, "verified") and (verified := source.verified(root)) is not None:
+        typer.echo(f"  md5: {'matches' if verified else 'differs from'} torchvision's published sums")
 
 
 @data_app.command("materialise")
@@ -124,6 +124,17 @@ def data_fetch(name: Annotated[str, typer.Argument(help="A torchvision dataset n
 
 
 # --------------------------------------------------------------------------- stages
+
+
+@app.command()
+@guarded
+def check(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
+    """Stage `check`: validate every params group; create the MLflow store up front."""
+    from netgeom.stages.check import run_check
+
+    settings, layout = setup(params, quiet)
+    groups = run_check(settings, layout)
+    typer.echo(f"params: {len(groups)} groups valid" + (f"; MLflow store {layout.mlflow_db}" if settings.mlflow.enabled else ""))
 
 
 @app.command()
@@ -165,94 +176,14 @@ def train_command(
     quiet: QuietOption = False,
 ):
     """Stage `train`: train one grid cell, write artifacts/runs/<run>/, log it to MLflow."""
-    from netgeom.stages.train import run_train, track_run
+    from netgeom.stages.sync import track_run
+    from netgeom.stages.train import run_train
 
     settings, layout = setup(params, quiet)
     folder = run_train(settings, layout, make_cell(settings, width, noise, replicate), resume=not fresh)
     metrics = read_json(folder / "metrics.json")
     typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
     track_run(settings, layout, folder)
-
-
-@app.command()
-@guarded
-def smoothness(
-    width: CellWidth = None,
-    noise: CellNoise = None,
-    replicate: CellReplicate = 0,
-    shard: Annotated[Optional[str], typer.Option(help="Compute only shard i/n of the samples (e.g. 0/4).")] = None,
-    params: ParamsOption = Path("params.yaml"),
-    quiet: QuietOption = False,
-):
-    """Stage `smoothness`: input-Jacobian norms (and volumes) around the training points."""
-    from netgeom.stages.smoothness import run_smoothness
-
-    settings, layout = setup(params, quiet)
-    summary = run_smoothness(settings, layout, make_cell(settings, width, noise, replicate), shard)
-    if summary is None:
-        return shard_written("smoothness", shard)
-    last = summary[max(summary, key=int)]
-    values = {k: v["all"] for k, v in last.items() if isinstance(v, dict)}
-    typer.echo(f"smoothness: {len(summary)} checkpoints; final " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
-
-
-@app.command()
-@guarded
-def regions(
-    width: CellWidth = None,
-    noise: CellNoise = None,
-    replicate: CellReplicate = 0,
-    shard: Annotated[Optional[str], typer.Option(help="Compute only shard i/n of the paths (e.g. 0/4).")] = None,
-    params: ParamsOption = Path("params.yaml"),
-    quiet: QuietOption = False,
-):
-    """Stage `regions`: exact linear regions along closed paths around data points."""
-    from netgeom.stages.regions import run_regions
-
-    settings, layout = setup(params, quiet)
-    summary = run_regions(settings, layout, make_cell(settings, width, noise, replicate), shard)
-    if summary is None:
-        return shard_written("regions", shard)
-    last = summary[max(summary, key=int)]
-    typer.echo(
-        f"regions: {len(summary)} checkpoints; final regions/path={last['regions']['all']:.4g} "
-        f"density={last['density']['all']:.4g} absolute_deviation={last['absolute_deviation']['all']:.4g}"
-    )
-
-
-@app.command()
-@guarded
-def interpolation(
-    width: CellWidth = None,
-    noise: CellNoise = None,
-    replicate: CellReplicate = 0,
-    params: ParamsOption = Path("params.yaml"),
-    quiet: QuietOption = False,
-):
-    """Stage `interpolation`: the loss along the line from init to the final weights (MLI)."""
-    from netgeom.stages.interpolation import run_interpolation
-
-    settings, layout = setup(params, quiet)
-    summary = run_interpolation(settings, layout, make_cell(settings, width, noise, replicate))
-    typer.echo(
-        f"interpolation: Delta(train)={summary['delta.train']:.4g} monotone={bool(summary['monotone.train'])} "
-        f"distance={summary['distance']:.4g}"
-    )
-
-
-@app.command()
-@guarded
-def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
-    """Stage `barriers`: loss barriers between seed replicates, with and without weight matching."""
-    from netgeom.stages.interpolation import run_barriers
-
-    settings, layout = setup(params, quiet)
-    table = run_barriers(settings, layout)
-    if table.empty:
-        typer.echo("barriers: no pairs (set grid.seed_offsets to two or more replicates)")
-        return
-    means = table[table["split"] == "train"].groupby("matching")["loss_barrier"].mean()
-    typer.echo("barriers: mean train loss barrier " + ", ".join(f"{k}={v:.4g}" for k, v in means.items()))
 
 
 @app.command()
@@ -269,7 +200,7 @@ def curve(
 ):
     """Ad hoc (not a stage): loss and accuracy on the line between two checkpoints, and its barriers."""
     from netgeom.io import atomic_write_table, check_table_path
-    from netgeom.stages.interpolation import run_curve
+    from netgeom.stages.curve import run_curve
 
     if out is not None:
         check_table_path(out)
@@ -287,18 +218,72 @@ def curve(
     )
 
 
-@app.command()
-@guarded
-def mli(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
-    """Stage `mli`: SGD vs Adam x BN on/off; fraction of non-monotonic init->final curves."""
-    from netgeom.stages.mli import run_mli
+# --------------------------------------------------------------------------- studies (from the registry)
 
-    settings, layout = setup(params, quiet)
-    fractions = run_mli(settings, layout)
-    for row in fractions.to_dict("records"):
-        typer.echo(
-            f"mli: {row['optimizer']:5s} bn={row['batch_norm']!s:5s} non-monotonic {row['n_non_monotonic']}/{row['n_converged']} converged"
-        )
+
+def study_command(entry):
+    """The CLI command of a registered study: cell options for per-run studies, --shard where the
+    stage shards its samples; the stage module is imported only when the command runs."""
+
+    def run_study(params: Path, quiet: bool, cell_args: tuple | None = None, shard: str | None = None) -> None:
+        from netgeom.stages.registry import stage_module
+
+        settings, layout = setup(params, quiet)
+        module = stage_module(entry)
+        if entry.scope == "grid":
+            typer.echo(module.describe(module.run(settings, layout)))
+            return
+        from netgeom.runs import cell_name, cell_params
+
+        cell = make_cell(settings, *cell_args)
+        summary = module.run(settings, layout, cell, shard) if entry.shards else module.run(settings, layout, cell)
+        name = cell_name(cell_params(settings, cell), cell)
+        if summary is None:
+            typer.echo(f"{entry.name} {name}: wrote shard {shard}; the summary follows once every shard is there")
+            return
+        # the run's name first: the line says which run the stage worked on
+        typer.echo(f"{name} " + module.describe(summary))
+
+    if entry.scope == "grid":
+
+        def command(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
+            run_study(params, quiet)
+
+    elif entry.shards:
+
+        def command(
+            width: CellWidth = None,
+            noise: CellNoise = None,
+            replicate: CellReplicate = 0,
+            shard: Annotated[Optional[str], typer.Option(help="Compute only shard i/n (e.g. 0/4).")] = None,
+            params: ParamsOption = Path("params.yaml"),
+            quiet: QuietOption = False,
+        ):
+            run_study(params, quiet, (width, noise, replicate), shard)
+
+    else:
+
+        def command(
+            width: CellWidth = None,
+            noise: CellNoise = None,
+            replicate: CellReplicate = 0,
+            params: ParamsOption = Path("params.yaml"),
+            quiet: QuietOption = False,
+        ):
+            run_study(params, quiet, (width, noise, replicate))
+
+    command.__doc__ = f"Stage `{entry.name}`: {entry.help}"
+    return guarded(command)
+
+
+def _register_studies() -> None:
+    from netgeom.stages.registry import STUDIES
+
+    for entry in STUDIES:
+        app.command(entry.name)(study_command(entry))
+
+
+_register_studies()
 
 
 @app.command()
@@ -308,15 +293,51 @@ def report(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = Fals
     from netgeom.stages.report import run_report
 
     settings, layout = setup(params, quiet)
-    summary = run_report(settings, layout)
-    typer.echo(f"report: {len(summary)} runs -> {layout.reports}")
+    headline = run_report(settings, layout)
+    typer.echo(f"report: {layout.reports}; " + "; ".join(f"{k}: {v}" for k, v in headline.items()))
+
+
+@app.command()
+@guarded
+def pipeline(
+    write: Annotated[bool, typer.Option("--write", help="Rewrite dvc.yaml (default: print it).")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if dvc.yaml differs from the generated one.")] = False,
+):
+    """dvc.yaml from the study registry: every stage with the code it runs as dependencies."""
+    from netgeom.pipeline import render
+
+    text = render()
+    target = Path("dvc.yaml")
+    if check:
+        if not target.exists() or target.read_text() != text:
+            typer.echo("dvc.yaml differs from the registry's pipeline; run `netgeom pipeline --write`", err=True)
+            raise typer.Exit(code=1)
+        typer.echo("dvc.yaml is up to date")
+    elif write:
+        from netgeom.io import atomic_write_text
+
+        atomic_write_text(target, text)
+        typer.echo(f"wrote {target}")
+    else:
+        typer.echo(text, nl=False)
+
+
+@mlflow_app.command("link")
+@guarded
+def mlflow_link(port: Annotated[int, typer.Option(help="The UI's port.")] = 5000, params: ParamsOption = Path("params.yaml")):
+    """The URL of the experiment's training runs in the MLflow UI (not MLflow 3's GenAI view)."""
+    from netgeom import tracking
+
+    settings, layout = setup(params, True)
+    _, experiment_id = tracking.connect(layout, settings.mlflow.experiment)
+    typer.echo(f"open http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
 
 
 @mlflow_app.command("sync")
 @guarded
 def mlflow_sync(params: ParamsOption = Path("params.yaml")):
     """Create the MLflow runs missing for finished run folders (DVC may have skipped stages)."""
-    from netgeom.stages.train import sync_runs
+    from netgeom.stages.sync import sync_runs
 
     settings, layout = setup(params, True)
     ids = sync_runs(settings, layout)

@@ -1,6 +1,9 @@
-"""Atomic file writes: write a temporary file beside the target, fsync, rename.
+"""File I/O at the edges: atomic writes, folder publication, and readers that fail in one line.
 
-A crash leaves either the old file or the new one, never half of one.
+Writes: a temporary file beside the target, fsync, rename; a crash leaves the old file or the
+new one, never half of one. Folders are built aside and published by rename (`publish_dir`).
+Reads: a missing or corrupt file (JSON, Parquet, CSV) raises `NetgeomError` naming the file, so
+every command reports it as one line with exit code 2 instead of a parser's traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from netgeom.errors import NetgeomError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what an ordinary open() would give; mkstemp and safetensors use 0600
 
 
 @contextmanager
@@ -31,9 +35,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp's 0600 would make outputs private
     try:
         yield tmp_path
+        # The writer may have recreated the file (safetensors does), so the mode is set after it.
+        os.chmod(tmp_path, FILE_MODE)
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, target)
@@ -51,8 +56,12 @@ def atomic_write_text(target: str | Path, text: str) -> Path:
     return atomic_write(target, lambda p: p.write_text(text))
 
 
+def json_text(payload: Any) -> str:
+    return json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n"
+
+
 def atomic_write_json(target: str | Path, payload: Any) -> Path:
-    return atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return atomic_write_text(target, json_text(payload))
 
 
 def atomic_save_npy(target: str | Path, array: np.ndarray) -> Path:
@@ -65,6 +74,10 @@ def atomic_save_npy(target: str | Path, array: np.ndarray) -> Path:
 
 def atomic_write_parquet(target: str | Path, frame) -> Path:
     return atomic_write(target, lambda p: frame.to_parquet(p, index=False))
+
+
+def atomic_write_csv(target: str | Path, frame) -> Path:
+    return atomic_write(target, lambda p: frame.to_csv(p, index=False))
 
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -81,20 +94,103 @@ def check_table_path(path: str | Path, key: str = "out") -> Path:
 def atomic_write_table(target: str | Path, frame) -> Path:
     """A DataFrame as .csv or .parquet, by the file's suffix."""
     if check_table_path(target).suffix.lower() == ".csv":
-        return atomic_write(target, lambda p: frame.to_csv(p, index=False))
+        return atomic_write_csv(target, frame)
     return atomic_write_parquet(target, frame)
 
 
-def replace_dir(source: Path, target: Path) -> None:
-    """Move a finished folder into place, replacing any previous one."""
+def fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under `folder` (and the folder itself) to disk."""
+    for path in sorted(Path(folder).rglob("*"), reverse=True) + [Path(folder)]:
+        flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+        fd = os.open(path, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def publish_dir(source: Path, target: Path, trash: Path) -> None:
+    """Move the complete folder `source` to `target`, replacing any previous one.
+
+    The old target is first renamed to `trash` (same filesystem), then `source` takes its
+    place, then the trash goes. A crash leaves the complete new folder at `source` or
+    `target`, and the old one at `target` or `trash`: never a folder with parts of both.
+    """
+    source, target, trash = Path(source), Path(target), Path(trash)
+    fsync_tree(source)
     target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(trash, ignore_errors=True)
     if target.exists():
-        shutil.rmtree(target)
+        os.replace(target, trash)
     os.replace(source, target)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+# --------------------------------------------------------------------------- reading
+
+
+def _missing(path: Path, hint: str) -> NetgeomError:
+    return NetgeomError(str(path), f"does not exist{'; ' + hint if hint else ''}")
+
+
+def _corrupt(path: Path, what: str, exc: Exception) -> NetgeomError:
+    detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return NetgeomError(str(path), f"is not a valid {what} file ({detail}); re-create it (e.g. `dvc repro --force` of its stage)")
+
+
+def read_json(path: str | Path, hint: str = "") -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path, hint)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _corrupt(path, "JSON", exc) from None
+
+
+def read_json_object(path: str | Path, required: tuple[str, ...] = (), hint: str = "") -> dict:
+    """A JSON file holding an object with at least the `required` keys."""
+    payload = read_json(path, hint)
+    if not isinstance(payload, dict):
+        raise NetgeomError(str(path), "must hold a JSON object")
+    absent = [key for key in required if key not in payload]
+    if absent:
+        raise NetgeomError(str(path), f"lacks {', '.join(absent)}; re-create it (e.g. `dvc repro --force` of its stage)")
+    return payload
+
+
+def read_parquet(path: str | Path, columns: tuple[str, ...] = (), hint: str = ""):
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path, hint)
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises a zoo of types for truncated or foreign files
+        raise _corrupt(path, "Parquet", exc) from None
+    _check_columns(path, frame, columns)
+    return frame
+
+
+def read_csv(path: str | Path, columns: tuple[str, ...] = (), hint: str = ""):
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path, hint)
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise _corrupt(path, "CSV", exc) from None
+    _check_columns(path, frame, columns)
+    return frame
+
+
+def _check_columns(path: Path, frame, columns: tuple[str, ...]) -> None:
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        raise NetgeomError(str(path), f"lacks the columns {', '.join(absent)}; re-create it (e.g. `dvc repro --force` of its stage)")
 
 
 def _jsonable(value: Any) -> Any:

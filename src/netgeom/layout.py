@@ -1,7 +1,10 @@
 """Where every artifact lives: the only module that builds artifact paths.
 
-All paths hang off the project root: `DVC_ROOT` when DVC runs a stage (also in queued
-experiments, which run in a temporary copy), otherwise the current directory.
+Everything a stage writes (artifacts/, reports/, the staging area) hangs off the stage's working
+directory: in a queued DVC experiment that is the executor's own copy of the repository, so two
+experiments never write into each other's outputs. The MLflow store is the exception: it lives
+under `DVC_ROOT`, which DVC points at the parent repository in queued experiments on purpose, so
+every experiment logs into the one store the UI compares.
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from pathlib import Path
 
 
 def project_root() -> Path:
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+    """The stage's working directory (never `DVC_ROOT`: see the module docstring)."""
+    return Path.cwd().resolve()
+
+
+def store_root(root: Path) -> Path:
+    """Where mlruns/ lives: the parent repository in a queued experiment, else `root`."""
+    return Path(os.environ.get("DVC_ROOT") or root).resolve()
 
 
 def noise_tag(noise: float) -> str:
@@ -29,10 +38,12 @@ def run_name(arch: str, width: int, noise: float, replicate: int) -> str:
 @dataclass(frozen=True)
 class Layout:
     root: Path
+    store: Path | None = None  # mlruns/'s parent; None = `root`
 
     @classmethod
     def here(cls) -> Layout:
-        return cls(project_root())
+        root = project_root()
+        return cls(root, store_root(root))
 
     # raw data (tracked by data.dvc; nothing derived goes here)
     @property
@@ -76,15 +87,27 @@ class Layout:
     def metrics_file(self, run: str) -> Path:
         return self.run_dir(run) / "metrics.json"
 
+    @property
+    def staging_root(self) -> Path:
+        return self.root / ".netgeom" / "staging"
+
     def staging_dir(self, run: str) -> Path:
         """Where a run is built (checkpoints + optimizer/RNG state for resume) before it is moved
         whole into `run_dir`: DVC deletes a stage's outputs before re-running it, so crash-recovery
         state must live outside them, and a half-finished run never appears under artifacts/."""
-        return self.root / ".netgeom" / "staging" / run
+        return self.staging_root / run
 
     def finished_dir(self, run: str) -> Path:
-        """A complete run, assembled beside its staging folder before the atomic move."""
-        return self.root / ".netgeom" / "staging" / f"{run}.done"
+        """A complete run, assembled beside its staging folder before it is published."""
+        return self.staging_root / f"{run}.done"
+
+    def assembling_dir(self, run: str) -> Path:
+        """Where the complete run is assembled before one rename makes it `finished_dir`."""
+        return self.staging_root / f"{run}.assembling"
+
+    def replaced_dir(self, run: str) -> Path:
+        """Where a previous run folder waits while the new one takes its place."""
+        return self.staging_root / f"{run}.replaced"
 
     def study_root(self, study: str) -> Path:
         return self.artifacts / "studies" / study
@@ -108,9 +131,12 @@ class Layout:
     def report_summary(self) -> Path:
         return self.reports / "summary.json"
 
+    def report_staging(self) -> Path:
+        return self.root / ".netgeom" / "report"
+
     @property
     def mlruns(self) -> Path:
-        return self.root / "mlruns"
+        return (self.store or self.root) / "mlruns"
 
     @property
     def mlflow_db(self) -> Path:
@@ -119,3 +145,8 @@ class Layout:
     @property
     def mlflow_artifacts(self) -> Path:
         return self.mlruns / "artifacts"
+
+    @property
+    def mlflow_lock(self) -> Path:
+        """Serialises writes to the SQLite store (and its creation) across processes."""
+        return self.mlruns / ".netgeom.lock"

@@ -7,19 +7,19 @@ problem into a `NetgeomError` whose key is the dotted params path (e.g. `noise.l
 
 from __future__ import annotations
 
-import hashlib
-import json
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from netgeom.errors import NetgeomError
 
 
 class Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never meaningful settings (`train.lr: inf` trains nothing, silently).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RandomDataParams(Group):
@@ -62,7 +62,7 @@ class NoiseParams(Group):
 
 class ModelParams(Group):
     arch: str = "mlp"
-    width: int = Field(64, gt=0)
+    width: int | None = Field(64, gt=0, description="null for families with a fixed width")
     # None means "the family's own default" (e.g. BN on for ResNets, off for VGGs).
     depth: int | None = Field(None, ge=1)
     batch_norm: bool | None = None
@@ -77,7 +77,7 @@ class ModelParams(Group):
 
 class CheckpointParams(Group):
     init: bool = True
-    final: bool = True
+    final: bool = Field(True, description="always true: every study reads the final weights")
     epochs: list[int] = Field(default_factory=list, description="explicit checkpoint epochs")
     every: int | None = Field(None, ge=1, description="also checkpoint every E epochs")
 
@@ -101,10 +101,18 @@ class TrainParams(Group):
     eval_batch_size: int = Field(1000, ge=1)
     stop_loss: float | None = Field(None, ge=0, description="stop once train loss <= this")
     stop_accuracy: float | None = Field(None, ge=0, le=1, description="stop once train accuracy >= this")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast forward passes; weights and checkpoints stay fp32")
     memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
         "auto", description="auto: channels-last for conv nets on images (faster on CPU); same values up to rounding"
     )
     checkpoints: CheckpointParams = CheckpointParams()
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _final_is_kept(cls, v: CheckpointParams) -> CheckpointParams:
+        if not v.final:
+            raise NetgeomError("final", "must be true: every study reads the final checkpoint")
+        return v
 
     @model_validator(mode="after")
     def _checkpoints_within_training(self) -> TrainParams:
@@ -128,7 +136,7 @@ class GridParams(Group):
     def _positive_widths(cls, v: list[int]) -> list[int]:
         if any(w <= 0 for w in v):
             raise ValueError("every width must be > 0")
-        return v
+        return _distinct(v)
 
     @field_validator("noise", mode="before")
     @classmethod
@@ -143,13 +151,28 @@ class GridParams(Group):
     def _noise_in_unit_interval(cls, v: list[float]) -> list[float]:
         if any(not 0 <= p <= 1 for p in v):
             raise ValueError("every noise level must lie within [0, 1]")
-        return v
+        return _distinct(v)
+
+    @field_validator("seed_offsets")
+    @classmethod
+    def _distinct_offsets(cls, v: list[int]) -> list[int]:
+        return _distinct(v)
+
+
+def _distinct(values: list) -> list:
+    """Grid axes name DVC stages and run folders: a repeated value would train one cell twice."""
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"values must be distinct; repeated: {repeated}")
+    return values
 
 
 class MlflowParams(Group):
     enabled: bool = True
     experiment: str = "netgeom"
-    log_models: bool = True
+    # MLflow 3.17's runs table shows models only for the 50 newest logged models, so one model
+    # per run keeps every run's Models column filled; the other checkpoints become run artifacts.
+    log_models: Literal["final", "all", "none"] = "final"
 
 
 class ExecutionParams(Group):
@@ -157,6 +180,8 @@ class ExecutionParams(Group):
     workers: int = Field(1, ge=1)
     threads: int = Field(1, ge=1, description="torch threads per process (1 is fastest for small models)")
     address: str | None = None
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = the first GPU if one is visible, else cpu")
+    deterministic: bool = Field(False, description="deterministic kernels (bit-exact GPU reruns, slower)")
 
 
 class ReportParams(Group):
@@ -173,13 +198,25 @@ class Params(Group):
     grid: GridParams = GridParams()
     mlflow: MlflowParams = MlflowParams()
     execution: ExecutionParams = ExecutionParams()
-    # Study groups are kept as plain mappings here and validated by each study's own model,
-    # so adding a study never touches this file.
-    smoothness: dict[str, Any] = Field(default_factory=dict)
-    regions: dict[str, Any] = Field(default_factory=dict)
-    interpolation: dict[str, Any] = Field(default_factory=dict)
-    mli: dict[str, Any] = Field(default_factory=dict)
     report: ReportParams = ReportParams()
+    # One typed group per study joins these in `params_model()`, from the study registry, so
+    # adding a study never touches this file.
+
+
+@cache
+def params_model() -> type[Params]:
+    """`Params` plus every registered study's group (typed, `extra="forbid"`)."""
+    from netgeom.stages.registry import STUDIES, stage_module
+
+    groups = {entry.name: (stage_module(entry).PARAMS, stage_module(entry).PARAMS()) for entry in STUDIES}
+    return create_model("AllParams", __base__=Params, __module__=__name__, **groups)
+
+
+def __getattr__(name: str):
+    # Pickle (process pools, Ray) finds the generated class by name in every process.
+    if name == "AllParams":
+        return params_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
@@ -197,8 +234,10 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     return key, f"{message} (got {got!r})" if not isinstance(got, dict) else message
 
 
-def validate(raw: dict[str, Any], model: type[BaseModel] = Params, prefix: str = ""):
-    """Validate a mapping against `model`; the first problem becomes a `NetgeomError`."""
+def validate(raw: dict[str, Any], model: type[BaseModel] | None = None, prefix: str = ""):
+    """Validate a mapping against `model` (default: every params group); the first problem
+    becomes a `NetgeomError` naming the dotted key."""
+    model = model or params_model()
     try:
         return model.model_validate(raw or {})
     except NetgeomError:
@@ -217,18 +256,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise NetgeomError("params", f"{path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise NetgeomError("params", f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if raw is None:
+        raise NetgeomError("params", f"{path} is empty; copy the repository's params.yaml (an empty file is not 'all defaults')")
     if not isinstance(raw, dict):
         raise NetgeomError("params", f"{path} must hold a mapping at the top level")
     return validate(raw)
-
-
-def params_hash(*groups: BaseModel) -> str:
-    """A short stable hash of the given groups' full settings (recorded inside each run)."""
-    payload = json.dumps([g.model_dump(mode="json") for g in groups], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -25,3 +26,8 @@ def is_quiet() -> bool:
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **kwargs) -> Iterable[T]:
     """Wrap `iterable` in a tqdm bar unless progress output is silenced."""
     return tqdm(iterable, desc=desc, total=total, disable=is_quiet(), leave=False, dynamic_ncols=True, **kwargs)
+
+
+def note(message: str) -> None:
+    """A one-line notice on stderr (not silenced: it reports something the user must know)."""
+    print(f"netgeom: {message}", file=sys.stderr, flush=True)

@@ -3,34 +3,49 @@
 One MLflow run per trained model, built from the run's DVC outputs (run.json, history.csv,
 checkpoints). Logging from outputs rather than from inside the loop makes it idempotent: DVC may
 skip a stage or restore it from its run cache, and `netgeom mlflow sync` then fills in exactly
-what is missing. Runs are found again by the tags `netgeom.run` + `netgeom.params_hash`.
+what is missing. A run is found again by its identity (tags `netgeom.run` + `netgeom.params_hash`,
+the hash covering seed, data and every setting that changes the weights).
+
+Concurrency: the SQLite store is created once, in a temporary file renamed into place under an
+inter-process lock (a killed creation leaves nothing behind), and every write to it (a training
+run, a study's results) holds the same lock: parallel stages and queued experiments never see
+"database is locked", and a run is never judged "interrupted" while another process writes it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
+import sqlite3
 import time
 import warnings
-from collections.abc import Callable
-from functools import cache
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 import torch
-from mlflow.entities import Metric, Param, RunTag
+from filelock import FileLock
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from netgeom.errors import NetgeomError
 from netgeom.layout import Layout
 from netgeom.params import flatten
+from netgeom.provenance import git_commit
 
 COMPLETE = "netgeom.complete"
 RUN_TAG = "netgeom.run"
 HASH_TAG = "netgeom.params_hash"
+EPOCH_TAG = "netgeom.epoch"
 PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}"]
+# The history columns that become MLflow metrics, by the section of the UI they belong to; the
+# per-step bookkeeping (lr, running loss, timings) stays in history.csv. The UI orders sections by
+# character code (uppercase before lowercase): capitals put training first, above the studies.
+HISTORY_SECTIONS = {"train_": "Train/", "val_": "Eval/val_", "test_": "Eval/test_"}
+NOT_LOGGED = ("lr", "train_loss_running", "epoch_seconds")
 
 
 def tracking_uri(layout: Layout) -> str:
@@ -44,28 +59,80 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", module="mlflow")
 
 
+@contextmanager
+def store_lock(layout: Layout) -> Iterator[None]:
+    """Exclusive access to the store for this process (released by the OS if it dies)."""
+    layout.mlruns.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(layout.mlflow_lock)):
+        yield
+
+
+def _local_store(layout: Layout) -> bool:
+    return tracking_uri(layout) == f"sqlite:///{layout.mlflow_db}"
+
+
+def ensure_store(layout: Layout) -> None:
+    """Create the SQLite store if it does not exist, completely or not at all; refuse a corrupt
+    one in one line. Call it holding `store_lock`."""
+    if not _local_store(layout):
+        return
+    db = layout.mlflow_db
+    if db.exists():
+        _check_store(db)
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    uri = f"sqlite:///{tmp}"
+    try:
+        tmp.unlink(missing_ok=True)
+        SqlAlchemyStore(uri, layout.mlflow_artifacts.as_uri())  # runs every schema migration
+        _forget_engine(uri)
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _forget_engine(f"sqlite:///{db}")  # an engine cached for a store that was replaced underneath
+
+
+def _forget_engine(uri: str) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = SqlAlchemyStore._engine_map.pop(uri, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _check_store(db: Path) -> None:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            if connection.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("integrity check failed")
+            connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            connection.execute("SELECT count(*) FROM runs").fetchone()
+    except sqlite3.Error as exc:
+        raise NetgeomError(
+            str(db), f"is not a usable MLflow store ({exc}); move it away and run `netgeom mlflow sync` to rebuild it from artifacts/"
+        ) from None
+
+
 def connect(layout: Layout, experiment: str) -> tuple[MlflowClient, str]:
     """Point MLflow at the store and return (client, experiment id), creating both once."""
     _quiet_mlflow()
-    layout.mlruns.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(layout)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return client, found.experiment_id
-    try:
-        return client, client.create_experiment(experiment, artifact_location=layout.mlflow_artifacts.as_uri())
-    except mlflow.exceptions.MlflowException:  # another process created it first
-        return client, client.get_experiment_by_name(experiment).experiment_id
-
-
-@cache
-def git_commit(root: str) -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    with store_lock(layout):
+        ensure_store(layout)
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        try:
+            found = client.get_experiment_by_name(experiment)
+            if found is not None:
+                return client, found.experiment_id
+            # Tagged for MLflow 3's UI: open on the runs table, not on the GenAI traces view.
+            return client, client.create_experiment(
+                experiment, artifact_location=layout.mlflow_artifacts.as_uri(), tags={"mlflow.experimentKind": "custom_model_development"}
+            )
+        except mlflow.exceptions.MlflowException as exc:
+            raise NetgeomError("mlflow", f"the store at {uri} refused the request: {str(exc).splitlines()[0][:200]}") from None
 
 
 def find_run(client: MlflowClient, experiment_id: str, name: str, digest: str):
@@ -75,39 +142,78 @@ def find_run(client: MlflowClient, experiment_id: str, name: str, digest: str):
     return runs[0] if runs else None
 
 
-def _tags(layout: Layout, name: str, digest: str) -> dict[str, str]:
-    return {
-        RUN_TAG: name,
-        HASH_TAG: digest,
+def _tags(layout: Layout, info: dict) -> dict[str, str]:
+    tags = {
+        RUN_TAG: info["run"],
+        HASH_TAG: info["params_hash"],
         "dvc.stage": os.environ.get("DVC_STAGE", ""),
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
         "git.commit": git_commit(str(layout.root)),
-        "mlflow.runName": os.environ.get("DVC_STAGE") or name,
+        "device": info.get("device", ""),
     }
+    return {k: v for k, v in tags.items() if v}  # an empty tag is noise in the UI
 
 
-def _history_metrics(history: pd.DataFrame, model_ids: dict[int, str]) -> list[Metric]:
+def metric_name(column: str) -> str:
+    """history.csv column -> its MLflow name in the UI's train/ or eval/ section."""
+    for prefix, section in HISTORY_SECTIONS.items():
+        if column.startswith(prefix):
+            return section + column.removeprefix(prefix)
+    return column
+
+
+def _history_metrics(history: pd.DataFrame, model_ids: dict[int, str], timestamp: int) -> list[Metric]:
     """Metrics of the evaluation epochs (step = epoch); a checkpoint epoch's metrics are linked to
-    its logged model. Per-step bookkeeping (lr, running loss, timings) stays in history.csv."""
-    now = int(time.time() * 1000)
+    its logged model."""
     metrics = []
     evaluated = history.dropna(subset=["test_loss"]) if "test_loss" in history else history
-    for row in evaluated.drop(columns=["lr", "train_loss_running", "epoch_seconds"], errors="ignore").to_dict("records"):
+    for row in evaluated.drop(columns=list(NOT_LOGGED), errors="ignore").to_dict("records"):
         step = int(row.pop("epoch"))
-        metrics += [Metric(k, float(v), now, step, model_id=model_ids.get(step)) for k, v in row.items() if pd.notna(v)]
+        metrics += [Metric(metric_name(k), float(v), timestamp, step, model_id=model_ids.get(step)) for k, v in row.items() if pd.notna(v)]
     return metrics
+
+
+def run_params(info: dict) -> dict[str, Any]:
+    """The flattened params a run was trained with, without settings that do not apply to it."""
+    params = info["params"]
+    flat = flatten(params)
+    if params.get("data", {}).get("name") != "random":
+        flat = {k: v for k, v in flat.items() if not k.startswith("data.random.")}
+    return {**{k: v for k, v in flat.items() if v is not None}, "parameters": info.get("parameters")}
 
 
 def _log_batched(client: MlflowClient, run_id: str, metrics=(), params=(), tags=()) -> None:
     # log_batch caps each call at 1000 metrics / 100 params; one call per chunk keeps it fast.
     metrics, params, tags = list(metrics), list(params), list(tags)
-    for i in range(0, max(len(metrics), 1), 1000):
+    for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i : i + 100])
     if tags:
         client.log_batch(run_id, tags=tags)
+
+
+def checkpoint_model_name(info: dict, epoch: int) -> str:
+    """A logged model's name identifies its run and epoch (the UI lists models by name), e.g.
+    `mlp_w64-n0_2-s42-e0500` (MLflow forbids '.' in model names)."""
+    cell, model = info["cell"], info["params"]["model"]
+    width = f"_w{model['width']}" if model.get("width") is not None else ""
+    noise = str(float(cell["noise"])).replace(".", "_")
+    return f"{model['arch']}{width}-n{noise}-s{info['seed']}-e{epoch:04d}"
+
+
+def key_params(info: dict) -> dict[str, str]:
+    """The settings a person scans a model list by."""
+    cell, params = info["cell"], info["params"]
+    return {
+        "arch": str(params["model"]["arch"]),
+        "width": str(params["model"].get("width")),
+        "noise": str(cell["noise"]),
+        "seed": str(info["seed"]),
+        "dataset": str(params["data"]["name"]),
+        "optimizer": str(params["train"]["optimizer"]),
+    }
 
 
 def log_training_run(
@@ -117,57 +223,61 @@ def log_training_run(
     info: dict,
     history: pd.DataFrame,
     checkpoints: list[tuple[int, Path]],
-    model_for: Callable[[Path], torch.nn.Module] | None,
-    example: torch.Tensor | None,
+    model_for: Callable[[Path], torch.nn.Module],
+    example: torch.Tensor,
+    model_epochs: set[int],
 ) -> str:
     """Upsert the MLflow run of one trained model; returns its run id.
 
-    `model_for(checkpoint_path)` builds the model with those weights, for `log_model`; pass
-    None to skip logging models.
+    The checkpoints of `model_epochs` become logged models (`model_for(path)` builds the model
+    with those weights); the others are attached as run artifacts under checkpoints/ (safetensors
+    + JSON, loadable with `netgeom.training.load_checkpoint`).
     """
     client, experiment_id = connect(layout, experiment)
-    name, digest = info["run"], info["params_hash"]
-    existing = find_run(client, experiment_id, name, digest)
-    if existing is not None and existing.data.tags.get(COMPLETE) == "true":
-        return existing.info.run_id
-    if existing is not None:  # an interrupted earlier attempt: start it over
-        client.delete_run(existing.info.run_id)
-
-    with mlflow.start_run(experiment_id=experiment_id, tags=_tags(layout, name, digest)) as run:
+    with store_lock(layout):
+        existing = find_run(client, experiment_id, info["run"], info["params_hash"])
+        if existing is not None and existing.data.tags.get(COMPLETE) == "true":
+            return existing.info.run_id
+        if existing is not None:  # an earlier attempt died (writers hold the lock to the end)
+            client.delete_run(existing.info.run_id)
+        started = int(float(info.get("started", time.time())) * 1000)
+        ended = int(float(info.get("ended", time.time())) * 1000)
+        run = client.create_run(experiment_id, start_time=started, tags=_tags(layout, info), run_name=info.get("name", info["run"]))
         run_id = run.info.run_id
-        # Models first: log_model(step=...) copies that step's metrics from the run's history,
-        # which is empty now; the metrics below link themselves to the models instead.
-        model_ids = {}
-        if model_for is not None and example is not None:
+        with mlflow.start_run(run_id=run_id):
+            # Models first: log_model(step=...) copies that step's metrics from the run's history,
+            # which is empty now; the metrics below link themselves to the models instead.
+            model_ids = {}
             for epoch, path in checkpoints:
+                if epoch not in model_epochs:
+                    for part in (path, path.with_suffix(".json")):
+                        mlflow.log_artifact(str(part), artifact_path="checkpoints")
+                    continue
                 logged = mlflow.pytorch.log_model(
                     model_for(path).eval(),
-                    name=checkpoint_model_name(epoch),
+                    name=checkpoint_model_name(info, epoch),
                     step=epoch,
                     input_example=example.numpy(),
                     pip_requirements=PIP_REQUIREMENTS,
+                    params=key_params(info),
+                    tags={EPOCH_TAG: str(epoch), RUN_TAG: info["run"]},
                 )
                 model_ids[epoch] = logged.model_id
-        params = {**flatten(info["params"]), "parameters": info.get("parameters")}
-        _log_batched(
-            client, run_id, metrics=_history_metrics(history, model_ids), params=[Param(k, str(v)) for k, v in params.items()]
-        )
-        mlflow.log_artifact(str(run_folder / "history.csv"))
-        mlflow.log_artifact(str(run_folder / "run.json"))
-        client.set_tag(run_id, COMPLETE, "true")
+            params = [Param(k, str(v)) for k, v in run_params(info).items()]
+            _log_batched(client, run_id, metrics=_history_metrics(history, model_ids, ended), params=params)
+            mlflow.log_artifact(str(run_folder / "history.csv"))
+            mlflow.log_artifact(str(run_folder / "run.json"))
+            client.set_tag(run_id, COMPLETE, "true")
+        client.set_terminated(run_id, "FINISHED", end_time=max(ended, started))  # the training's own duration
     return run_id
 
 
-def checkpoint_model_name(epoch: int) -> str:
-    return f"ckpt-e{epoch:03d}"
-
-
-def checkpoint_model_ids(client: MlflowClient, experiment_id: str, run_id: str) -> dict[int, str]:
+def checkpoint_model_ids(experiment_id: str, run_id: str) -> dict[int, str]:
     """epoch -> logged model id of a run's checkpoints."""
     models = mlflow.search_logged_models(
         experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
     )
-    return {int(m.name.removeprefix("ckpt-e")): m.model_id for m in models if m.name.startswith("ckpt-e")}
+    return {int(m.tags[EPOCH_TAG]): m.model_id for m in models if EPOCH_TAG in (m.tags or {})}
 
 
 def log_study(
@@ -182,29 +292,52 @@ def log_study(
     """Attach a study's results to the training run that produced the checkpoints.
 
     `summary` maps checkpoint epoch -> {metric: value}; each value is logged as
-    `<study>.<metric>` with step=epoch, linked to that checkpoint's logged model. Artifacts go
+    `<study>/<metric>` with step=epoch, linked to that checkpoint's logged model. Artifacts go
     under `studies/<study>/`. `digest` identifies the results: logging the same digest twice is
     a no-op, so syncing after every `dvc repro` costs nothing when nothing changed.
     """
     client, experiment_id = connect(layout, experiment)
-    run = find_run(client, experiment_id, info["run"], info["params_hash"])
-    if run is None:
-        return None
-    run_id, tag = run.info.run_id, f"netgeom.study.{study}"
-    if run.data.tags.get(tag) == digest:
-        return run_id
-    model_ids = checkpoint_model_ids(client, experiment_id, run_id)
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"{study}.{key}", float(value), now, int(epoch), model_id=model_ids.get(int(epoch)))
-        for epoch, values in summary.items()
-        for key, value in values.items()
-    ]
-    _log_batched(client, run_id, metrics=metrics)
-    for path in artifacts:
-        client.log_artifact(run_id, str(path), artifact_path=f"studies/{study}")
-    client.set_tag(run_id, tag, digest)
+    with store_lock(layout):
+        run = find_run(client, experiment_id, info["run"], info["params_hash"])
+        if run is None:
+            return None
+        run_id, tag = run.info.run_id, f"netgeom.study.{study}"
+        if run.data.tags.get(tag) == digest:
+            return run_id
+        model_ids = checkpoint_model_ids(experiment_id, run_id)
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{study}/{key}", float(value), now, int(epoch), model_id=model_ids.get(int(epoch)))
+            for epoch, values in summary.items()
+            for key, value in values.items()
+        ]
+        _log_batched(client, run_id, metrics=metrics)
+        for path in artifacts:
+            client.log_artifact(run_id, str(path), artifact_path=f"studies/{study}")
+        client.set_tag(run_id, tag, digest)
     return run_id
+
+
+REPORT_TAG = "netgeom.report"
+
+
+def log_report(layout: Layout, experiment: str, folder: Path, metrics: dict[str, float], digest: str) -> str:
+    """One run per distinct report (tag `netgeom.report` = its content digest): every file of the
+    report folder as artifacts, the headline numbers as metrics."""
+    client, experiment_id = connect(layout, experiment)
+    with store_lock(layout):
+        found = client.search_runs([experiment_id], filter_string=f"tags.`{REPORT_TAG}` = '{digest}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        name = "report" + (f" {os.environ['DVC_EXP_NAME']}" if os.environ.get("DVC_EXP_NAME") else "")
+        tags = {REPORT_TAG: digest, "git.commit": git_commit(str(layout.root))}
+        tags.update({k: v for k, v in {"dvc.exp_name": os.environ.get("DVC_EXP_NAME", "")}.items() if v})
+        run = client.create_run(experiment_id, tags=tags, run_name=name)
+        now = int(time.time() * 1000)
+        _log_batched(client, run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        client.log_artifacts(run.info.run_id, str(folder), artifact_path="report")
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
 
 
 def runs_table(layout: Layout, experiment: str) -> pd.DataFrame:

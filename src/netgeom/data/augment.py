@@ -16,17 +16,19 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.
     """Zero-pad every spatial side by `pad` and crop back at a random offset per sample."""
     batch, spatial = x.shape[0], x.shape[2:]
     padded = F.pad(x, (pad, pad) * len(spatial))
-    offsets = torch.randint(0, 2 * pad + 1, (len(spatial), batch), generator=generator)
-    index = [torch.arange(batch).view(-1, *[1] * (len(spatial) + 1)), torch.arange(x.shape[1]).view(1, -1, *[1] * len(spatial))]
+    # Drawn on the generator's (CPU) stream, then moved: the same draws on every device.
+    offsets = torch.randint(0, 2 * pad + 1, (len(spatial), batch), generator=generator).to(x.device)
+    arange = lambda n: torch.arange(n, device=x.device)  # noqa: E731
+    index = [arange(batch).view(-1, *[1] * (len(spatial) + 1)), arange(x.shape[1]).view(1, -1, *[1] * len(spatial))]
     for axis, size in enumerate(spatial):
         shape = [batch, 1] + [1] * len(spatial)
         shape[2 + axis] = size
-        index.append((offsets[axis].view(-1, 1) + torch.arange(size)).view(shape))
+        index.append((offsets[axis].view(-1, 1) + arange(size)).view(shape))
     return padded[tuple(index)]
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
     return torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
 
 

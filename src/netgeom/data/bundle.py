@@ -6,6 +6,7 @@ Small datasets live as tensors (airbench style): batching is indexing, no DataLo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from netgeom.data.sources import DatasetInfo, get_source, normalise
 from netgeom.data.noise import corrupt_inputs
 from netgeom.data.split import Split
 from netgeom.errors import NetgeomError
-from netgeom.io import read_json
+from netgeom.io import read_json_object, read_parquet
 from netgeom.memory_format import in_format
 from netgeom.params import Params
 
@@ -44,11 +45,28 @@ class DataBundle:
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
 
+    def to(self, device: torch.device) -> DataBundle:
+        """The same data on `device` (moved once: batches are then indexed there)."""
+        move = lambda t: t.to(device)  # noqa: E731
+        train = TrainSet(*(move(t) for t in (self.train.x, self.train.y, self.train.clean, self.train.sample_id)))
+        return dataclasses.replace(self, train=train, val=tuple(map(move, self.val)), test=tuple(map(move, self.test)))
+
     def in_format(self, layout: torch.memory_format) -> DataBundle:
         """The same data with image tensors in `layout` (see netgeom.memory_format)."""
         to = lambda x: in_format(x, layout)  # noqa: E731
         train = dataclasses.replace(self.train, x=to(self.train.x))
         return dataclasses.replace(self, train=train, val=(to(self.val[0]), self.val[1]), test=(to(self.test[0]), self.test[1]))
+
+    def digest(self) -> str:
+        """A content hash of every tensor a run sees: part of the run's identity, so results
+        trained on other data (replaced files, another split) never pass for the same run."""
+        h = hashlib.blake2b(digest_size=16)
+        tensors = (self.train.x, self.train.y, self.train.clean, self.train.sample_id, *self.val, *self.test)
+        for tensor in tensors:
+            array = tensor.detach().cpu().contiguous().numpy()
+            h.update(f"{array.dtype}{array.shape}".encode())
+            h.update(array.tobytes())
+        return h.hexdigest()
 
     def eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         sets = {"train": (self.train.x, self.train.y), "test": self.test}
@@ -62,15 +80,15 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def read_split(path: Path) -> Split:
-    if not path.exists():
-        raise NetgeomError("split", f"{path} is missing; run `dvc repro split` (or `netgeom split`) first")
-    return Split.from_dict(read_json(path))
+    payload = read_json_object(path, ("dataset", "train", "val", "classes"), hint="run `dvc repro split` (or `netgeom split`) first")
+    return Split.from_dict(payload)
+
+
+LABEL_COLUMNS = ("sample_id", "label", "clean_label")
 
 
 def read_labels(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise NetgeomError("labels", f"{path} is missing; run `dvc repro corrupt` (or `netgeom corrupt`) first")
-    return pd.read_parquet(path)
+    return read_parquet(path, LABEL_COLUMNS, hint="run `dvc repro corrupt` (or `netgeom corrupt`) first")
 
 
 def load_bundle(params: Params, split: Split, labels: pd.DataFrame, root: Path) -> DataBundle:

@@ -43,7 +43,7 @@ class NpyDataset(DatasetSource):
         self.check_split(split)
         if not self.is_available(root):
             raise NetgeomError(
-                "data.name", f"{self.info.name} is not materialised under {self.where(root)}; run `make data`"
+                "data.root", f"{self.info.name} is not materialised under {self.where(root)}; run `make data` (or fix data.root)"
             )
         folder = self.folder(root)
         x = np.load(folder / f"{split}_x.npy", allow_pickle=False)

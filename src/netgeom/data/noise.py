@@ -51,8 +51,14 @@ def corrupt_labels(labels: np.ndarray, kind: str, p: float, num_classes: int, se
         raise NetgeomError("noise.kind", f"unknown {kind!r}; allowed: {', '.join(LABEL_NOISE)}")
     if not 0 <= p <= 1:
         raise NetgeomError("noise.label", f"must lie within [0, 1] (got {p})")
+    outside = labels[(labels < 0) | (labels >= num_classes)]
+    if len(outside):
+        # The offsets below work modulo K: an out-of-range label would be silently wrapped.
+        raise NetgeomError("labels", f"{len(outside)} labels lie outside 0..{num_classes - 1} (e.g. {int(outside[0])}); check data.classes")
     if kind == "none" or p == 0:
         return labels.copy()
+    if num_classes < 2 and kind in ("symmetric", "asymmetric"):
+        raise NetgeomError("noise.kind", f"{kind} noise moves labels to another class, but the data has {num_classes} class; use noise.kind: none")
     return LABEL_NOISE[kind](labels, p, num_classes, np.random.default_rng(seed))
 
 

@@ -25,7 +25,6 @@ class DatasetInfo:
     mean: tuple[float, ...]  # per channel, applied to the raw values
     std: tuple[float, ...]
     splits: tuple[str, ...] = ("train", "test")
-    class_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """MNIST, Fashion-MNIST, CIFAR-10/100 and SVHN read from `data/` in torchvision's own layout.
 
-The reading is torchvision's code. Integrity is checked by file presence here; the md5 sums are
-verified once, when `netgeom data fetch` downloads the files (hashing 170 MB on every load would
-dominate small runs, and it would reject the small files tests write in the real formats).
+MNIST and SVHN are read by torchvision's own code (idx files, .mat files: no code can run).
+CIFAR's batches are pickles, which torchvision unpickles with `pickle.load`: a crafted file would
+run code. They are read here with an unpickler that accepts numpy arrays and builtin containers
+only (`safe_unpickle`). Integrity: torchvision verifies the published md5 sums when `netgeom data
+fetch` downloads the files, and `netgeom data info` reports whether the files on disk match them
+(hashing 170 MB on every load would dominate small runs, and the md5 would reject the small files
+tests write in the real formats).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+from netgeom.data.safe_unpickle import load_data_pickle
 from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, register_dataset
 from netgeom.errors import NetgeomError
 
@@ -68,7 +74,7 @@ class TorchvisionDataset(DatasetSource):
             data = self._open(root, split)
         except (RuntimeError, FileNotFoundError):
             raise NetgeomError(
-                "data.name",
+                "data.root",
                 f"{self.info.name} ({split}) not found under {self.where(root)}; run "
                 f"`netgeom data fetch {self.info.name}` or place the files there in torchvision's layout",
             ) from None
@@ -84,6 +90,19 @@ class TorchvisionDataset(DatasetSource):
         if labels is None:
             labels = data.labels
         return RawSplit(np.ascontiguousarray(x, dtype=np.float32) / 255.0, np.asarray(labels, dtype=np.int64))
+
+    def published_md5(self) -> dict[str, str]:
+        """File (relative to the data root) -> the md5 torchvision publishes for it."""
+        return {}
+
+    def verified(self, root: Path) -> bool | None:
+        """Whether every file matches its published md5 (None: nothing published to check)."""
+        sums = self.published_md5()
+        if not sums:
+            return None
+        from torchvision.datasets.utils import check_integrity
+
+        return all(check_integrity(str(Path(root) / name), md5) for name, md5 in sums.items())
 
     def fetch(self, root: Path) -> None:
         Path(root).mkdir(parents=True, exist_ok=True)
@@ -110,15 +129,56 @@ class FashionMnist(TorchvisionDataset):
     info = DatasetInfo("fashion_mnist", (1, 28, 28), 10, mean=(0.2860,), std=(0.3530,))
 
 
+class CifarDataset(TorchvisionDataset):
+    """CIFAR python batches (dicts of a uint8 `data` array (N, 3072) and a label list), read
+    without `pickle.load`; the file names and md5 sums are torchvision's."""
+
+    label_key: str
+
+    def _batches(self, split: str) -> list[tuple[str, str]]:
+        cls = self.dataset_class
+        return [(name, md5) for name, md5 in (cls.train_list if split == "train" else cls.test_list)]
+
+    def published_md5(self) -> dict[str, str]:
+        meta = self.dataset_class.meta
+        entries = self._batches("train") + self._batches("test") + [(meta["filename"], meta["md5"])]
+        return {f"{self.folder_name}/{name}": md5 for name, md5 in entries}
+
+    def is_available(self, root: Path) -> bool:
+        return all((Path(root) / name).is_file() for name in self.published_md5())
+
+    def load(self, root: Path, split: str) -> RawSplit:
+        self.check_split(split)
+        if not self.is_available(root):
+            raise NetgeomError(
+                "data.root",
+                f"{self.info.name} ({split}) not found under {self.where(root)}; run "
+                f"`netgeom data fetch {self.info.name}` or place the files there in torchvision's layout",
+            )
+        images, labels = [], []
+        for name, _ in self._batches(split):
+            path = Path(root) / self.folder_name / name
+            batch = load_data_pickle(path)
+            data = batch.get("data") if isinstance(batch, dict) else None
+            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+                raise NetgeomError(str(path), "is not a CIFAR batch (expected a uint8 `data` array of shape (N, 3072))")
+            images.append(data.reshape(-1, 3, 32, 32))
+            labels.extend(batch.get(self.label_key, []))
+        x = np.concatenate(images)
+        if len(labels) != len(x):
+            raise NetgeomError(str(Path(root) / self.folder_name), f"has {len(x)} images but {len(labels)} `{self.label_key}`")
+        return RawSplit(x.astype(np.float32) / 255.0, np.asarray(labels, dtype=np.int64))
+
+
 @register_dataset("cifar10")
-class Cifar10(TorchvisionDataset):
-    class_name, folder_name = "CIFAR10", "cifar-10-batches-py"
+class Cifar10(CifarDataset):
+    class_name, folder_name, label_key = "CIFAR10", "cifar-10-batches-py", "labels"
     info = DatasetInfo("cifar10", (3, 32, 32), 10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 
 
 @register_dataset("cifar100")
-class Cifar100(TorchvisionDataset):
-    class_name, folder_name = "CIFAR100", "cifar-100-python"
+class Cifar100(CifarDataset):
+    class_name, folder_name, label_key = "CIFAR100", "cifar-100-python", "fine_labels"
     info = DatasetInfo("cifar100", (3, 32, 32), 100, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 
 

@@ -3,7 +3,7 @@
 Adding a family is one module that registers its builders plus one import line here.
 """
 
-from netgeom.models.registry import count_parameters, create_model, list_models, register_model
+from netgeom.models.registry import accepted_options, count_parameters, create_model, list_models, register_model
 
 # Family modules register their builders on import.
 from netgeom.models import mlp  # noqa: E402,F401
@@ -14,4 +14,4 @@ from netgeom.models import lenet  # noqa: E402,F401
 from netgeom.models import densenet  # noqa: E402,F401
 from netgeom.models import torchvision_models  # noqa: E402,F401
 
-__all__ = ["count_parameters", "create_model", "list_models", "register_model"]
+__all__ = ["accepted_options", "count_parameters", "create_model", "list_models", "register_model"]

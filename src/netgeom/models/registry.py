@@ -48,6 +48,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def accepted_options(arch: str) -> set[str]:
+    """The options `arch`'s builder takes (besides `pretrained`, which every family takes)."""
+    builder, _ = _resolve(arch, {})
+    return {name for name, p in inspect.signature(builder).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
 def create_model(arch: str, input_shape: tuple[int, ...], num_classes: int, **options) -> nn.Module:
     """Build `arch` for inputs of shape `input_shape` (no batch axis) and `num_classes` outputs.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from netgeom.io import read_json
+from netgeom.io import read_csv, read_json_object
 
 
 def run_folders(runs_root: Path) -> list[Path]:
@@ -14,7 +14,7 @@ def run_folders(runs_root: Path) -> list[Path]:
 
 
 def _run_columns(folder: Path) -> dict:
-    info = read_json(folder / "run.json")
+    info = read_json_object(folder / "run.json", ("params", "cell", "seed", "parameters"))
     return {
         "run": folder.name,
         "arch": info["params"]["model"]["arch"],
@@ -28,7 +28,7 @@ def _run_columns(folder: Path) -> dict:
 
 def runs_table(runs_root: Path) -> pd.DataFrame:
     """Final metrics of every run, with errors (1 - accuracy) beside the accuracies."""
-    rows = [{**_run_columns(f), **read_json(f / "metrics.json")} for f in run_folders(runs_root)]
+    rows = [{**_run_columns(f), **read_json_object(f / "metrics.json", ("train_acc", "test_acc"))} for f in run_folders(runs_root)]
     table = pd.DataFrame(rows)
     for split in ("train", "val", "test"):
         if f"{split}_acc" in table:
@@ -40,7 +40,7 @@ def curves_table(runs_root: Path) -> pd.DataFrame:
     """Every run's evaluated epochs (the learning curves)."""
     frames = []
     for folder in run_folders(runs_root):
-        history = pd.read_csv(folder / "history.csv").dropna(subset=["test_acc"])
+        history = read_csv(folder / "history.csv", ("epoch", "train_acc", "test_acc")).dropna(subset=["test_acc"])
         frames.append(history.assign(**_run_columns(folder)))
     if not frames:
         return pd.DataFrame()
@@ -58,26 +58,49 @@ def grid_table(runs: pd.DataFrame, values: list[str]) -> pd.DataFrame:
 
 def study_table(studies_root: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """A study's summaries in long form: run columns + epoch, measure, group (all/clean/noisy), value."""
+    from netgeom.stages.study import read_summary
+
     rows = []
-    for folder in sorted(Path(studies_root).glob("*/summary.json")):
-        summary = read_json(folder)
-        for epoch, entry in summary.items():
-            if not epoch.isdigit():  # e.g. interpolation's "progress" map
-                continue
-            for measure, groups in entry.items():
-                if isinstance(groups, dict):
-                    rows += [
-                        {"run": folder.parent.name, "epoch": int(epoch), "measure": measure, "group": g, "value": v}
-                        for g, v in groups.items()
-                        if v is not None
-                    ]
+    for summary_file in sorted(Path(studies_root).glob("*/summary.json")):
+        summary = read_summary(summary_file.parent)
+        rows += [
+            {"run": summary_file.parent.name, "epoch": epoch, "measure": measure, "group": group, "value": value}
+            for epoch, measures in summary.epochs.items()
+            for measure, groups in measures.items()
+            for group, value in groups.items()
+            if value is not None
+        ]
     table = pd.DataFrame(rows)
     if table.empty or runs.empty:
         return table
     return table.merge(runs[["run", "width", "noise", "replicate", "test_error", "train_error"]], on="run")
 
 
+def headline(final: pd.DataFrame, study: str) -> str:
+    """One sentence per measure and noise level: its range over widths (all samples), where it
+    peaks, and the noisy/clean ratio at the peak: the measured numbers behind a figure."""
+    parts = []
+    everyone = final[final["group"] == "all"]
+    for (measure, noise), group in everyone.groupby(["measure", "noise"]):
+        by_width = group.groupby("width")["value"].mean()
+        if by_width.empty:
+            continue
+        peak = int(by_width.idxmax())
+        text = f"{measure} at noise {noise:g}: {by_width.iloc[0]:.3g} (w{by_width.index[0]}) .. peak {by_width.max():.3g} (w{peak}) .. {by_width.iloc[-1]:.3g} (w{by_width.index[-1]})"
+        at_peak = final[(final["measure"] == measure) & (final["noise"] == noise) & (final["width"] == peak)]
+        groups = at_peak.groupby("group")["value"].mean()
+        if {"clean", "noisy"} <= set(groups.index) and groups["clean"]:
+            text += f"; noisy/clean {groups['noisy'] / groups['clean']:.2f}x there"
+        parts.append(text)
+    return f"{study}: " + "; ".join(parts) if parts else ""
+
+
 def final_epochs(table: pd.DataFrame) -> pd.DataFrame:
     """Rows of each run's last checkpoint."""
     last = table.groupby("run")["epoch"].transform("max")
     return table[table["epoch"] == last]
+
+
+def noise_key(noise: float) -> str:
+    """'noise_20pct': a metrics key without '.', which `dvc exp show` would read as nesting."""
+    return f"noise_{round(100 * float(noise), 6):g}pct"

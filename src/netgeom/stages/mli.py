@@ -23,9 +23,15 @@ from netgeom.layout import Layout
 from netgeom.models import create_model
 from netgeom.params import Group, Params, TrainParams, validate
 from netgeom.progress import progress
+from netgeom.stages.study import Summary, write_summary
 from netgeom.studies import curve_summaries as cs
+from netgeom.studies import weight_space as ws
 from netgeom.studies.interpolation import curve_values, interpolation_curve
 from netgeom.training.loop import train
+
+
+# The paper's learning rates where `mli.lr` names none for an optimizer.
+DEFAULT_LR = {"sgd": 0.1, "adam": 0.01, "adamw": 0.01}
 
 
 class MliParams(Group):
@@ -33,17 +39,17 @@ class MliParams(Group):
     width: int = Field(256, gt=0)
     depth: int = Field(4, ge=1)
     optimizers: list[Literal["sgd", "adam", "adamw"]] = Field(default_factory=lambda: ["sgd", "adam"], min_length=1)
-    lr: dict[str, float] = Field(default_factory=lambda: {"sgd": 0.1, "adam": 0.01, "adamw": 0.01})
+    lr: dict[Literal["sgd", "adam", "adamw"], float] = Field(default_factory=lambda: dict(DEFAULT_LR))
     batch_norm: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(60, ge=1)
     points: int = Field(25, ge=2)
     tol: float = Field(1e-3, ge=0, description="the paper's MLP tolerance")
     max_final_loss: float = Field(0.1, gt=0, description="convergence filter (paper: 0.1 for MLPs)")
+    calibration_samples: int = Field(512, ge=1, description="training samples BN statistics are recomputed on")
 
 
-def mli_params(params: Params) -> MliParams:
-    return validate(params.mli, MliParams, prefix="mli.")
+PARAMS = MliParams
 
 
 def _clean_bundle(params: Params, layout: Layout):
@@ -55,15 +61,15 @@ def _clean_bundle(params: Params, layout: Layout):
     return load_bundle(clean_params, split, labels, layout.data_root(params.data.root))
 
 
-def run_mli(params: Params, layout: Layout) -> pd.DataFrame:
-    p = mli_params(params)
+def run(params: Params, layout: Layout) -> Summary:
+    p: MliParams = params.mli
     data = _clean_bundle(params, layout)
     eval_sets = {"train": (data.train.x, data.train.y)}
     rows, curves = [], []
     configs = list(itertools.product(p.optimizers, p.batch_norm, p.seeds))
     for optimizer, batch_norm, seed in progress(configs, desc="mli", total=len(configs)):
         settings = validate(
-            {"epochs": p.epochs, "optimizer": optimizer, "lr": p.lr.get(optimizer, 0.01), "batch_size": params.train.batch_size,
+            {"epochs": p.epochs, "optimizer": optimizer, "lr": p.lr.get(optimizer, DEFAULT_LR[optimizer]), "batch_size": params.train.batch_size,
              "eval_every": p.epochs, "checkpoints": {"epochs": []}},
             TrainParams, prefix="mli.",
         )
@@ -73,13 +79,13 @@ def run_mli(params: Params, layout: Layout) -> pd.DataFrame:
         work = layout.staging_dir(f"mli-{optimizer}-bn{int(batch_norm)}-s{seed}")
         result = train(model, data, settings, seed=seed, workdir=work, resume=False)
         shutil.rmtree(work, ignore_errors=True)  # only the curve matters here
-        curve = interpolation_curve(model, theta_0, model.state_dict(), eval_sets, n=p.points, bn="recompute", calibration_inputs=data.train.x[:512])
+        curve = interpolation_curve(model, theta_0, model.state_dict(), eval_sets, n=p.points, bn="recompute", calibration_inputs=data.train.x[: p.calibration_samples])
         _, loss = curve_values(curve, "train", "loss")
         config = {"optimizer": optimizer, "batch_norm": batch_norm, "seed": seed}
         rows.append(
             {**config, "delta": cs.largest_rise(loss), "final_train_loss": result.final["train_loss"],
              "final_train_acc": result.final["train_acc"], "test_acc": result.final["test_acc"],
-             "normalised_distance": cs.normalised_weight_distance(theta_0, model.state_dict())}
+             "normalised_distance": ws.normalised_weight_distance(theta_0, model.state_dict())}
         )
         curves.append(curve.assign(**config))
     runs = pd.DataFrame(rows)
@@ -88,4 +94,13 @@ def run_mli(params: Params, layout: Layout) -> pd.DataFrame:
     atomic_write_parquet(folder / "runs.parquet", runs)
     atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
     atomic_write_parquet(folder / "fractions.parquet", fractions)
-    return fractions
+    summary = Summary(extra={"fractions": fractions.to_dict("records")})
+    write_summary(folder, summary)
+    return summary
+
+
+def describe(summary: Summary) -> str:
+    return "\n".join(
+        f"mli: {row['optimizer']:5s} bn={row['batch_norm']!s:5s} non-monotonic {row['n_non_monotonic']}/{row['n_converged']} converged"
+        for row in summary.extra["fractions"]
+    )

@@ -1,9 +1,10 @@
 """Stage `regions`: exact linear regions of a run's checkpoints along data-driven paths.
 
 Writes artifacts/studies/regions/<run>/: per-path Parquet shards (sample_id, label,
-clean_label, is_noisy, epoch, regions, density, variation, absolute_deviation and their
-per-logit columns) and summary.json (per checkpoint: mean over all/clean/noisy paths of the
-logit-averaged statistics, plus mean and std per logit).
+clean_label, is_noisy, epoch, crossings, regions, density, variation, absolute_deviation and
+their per-logit columns), optionally every region crossed (`per_region`: regions-*.parquet),
+and summary.json (per checkpoint: mean over all/clean/noisy paths of the logit-averaged
+statistics, plus mean and std per logit under `per_logit`).
 """
 
 from __future__ import annotations
@@ -18,20 +19,17 @@ from pydantic import Field
 
 from netgeom.errors import NetgeomError
 from netgeom.execution import shard_range
+from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Group, Params, validate
-from netgeom.stages.study_common import (
-    checkpoint_selection,
-    compute_shards,
-    open_run,
-    summarise_by_noise,
-    write_summary,
-)
-from netgeom.stages.train import Cell, cell_name, cell_params, load_cell_data, model_for_run
+from netgeom.params import Group, Params
+from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run
+from netgeom.stages.study import Summary, write_summary
+from netgeom.stages.study_common import SAMPLE_COLUMNS, compute_shards, sample_frame, summarise_by_noise
 from netgeom.studies.paths import Paths, choose_paths, make_paths, random_inputs
-from netgeom.studies.regions import DEFAULT_EPS, check_model, study_paths
+from netgeom.studies.regions import DEFAULT_EPS, check_model, walk_paths
 
 PER_LOGIT = ("variation", "signed_variation", "absolute_deviation")
+HEADLINE = ("crossings", "regions", "density", *PER_LOGIT)
 
 
 class RegionsParams(Group):
@@ -44,40 +42,37 @@ class RegionsParams(Group):
     checkpoints: Literal["all", "final"] | list[int] = "all"
     eps: float = Field(DEFAULT_EPS, gt=0)
     batch_size: int = Field(256, ge=1)
+    per_region: bool = Field(False, description="also write every region crossed (path, segment, t range, entry logits, slopes)")
     shards: int = Field(1, ge=1)
 
 
-def regions_params(params: Params) -> RegionsParams:
-    return validate(params.regions, RegionsParams, prefix="regions.")
+PARAMS = RegionsParams
 
 
-def _path_inputs(params: Params, layout: Layout, p: RegionsParams):
-    """(inputs, labels, clean labels, sample ids) of the pool the paths start from."""
+def _path_inputs(params: Params, layout: Layout, p: RegionsParams) -> tuple[torch.Tensor, pd.DataFrame]:
+    """Inputs of the pool the paths start from, and their per-sample columns."""
     data = load_cell_data(params, layout)
     if p.source == "random":
         x = random_inputs(p.paths, data.info.input_shape, seed=p.path_seed)
         missing = np.full(p.paths, -1)
-        return x, missing, missing, missing
+        return x, sample_frame(missing, missing, missing)
     if p.source == "train":
         t = data.train
-        return t.x, t.y.numpy(), t.clean.numpy(), t.sample_id.numpy()
+        return t.x, sample_frame(t.sample_id.numpy(), t.y.numpy(), t.clean.numpy())
     x, y = data.eval_sets().get(p.source, (None, None))
     if x is None:
         raise NetgeomError("regions.source", f"the {p.source} split is empty; use train or test")
-    return x, y.numpy(), y.numpy(), np.arange(len(y))
+    return x, sample_frame(np.arange(len(y)), y.numpy(), y.numpy())
 
 
 def build_paths(params: Params, layout: Layout, p: RegionsParams) -> tuple[Paths, pd.DataFrame]:
-    x, labels, clean, ids = _path_inputs(params, layout, p)
+    x, columns = _path_inputs(params, layout, p)
     side = min(x.shape[2:])
     if p.radius >= side:
         raise NetgeomError("regions.radius", f"{p.radius} must be smaller than the input side ({side})")
     chosen = np.arange(len(x)) if p.source == "random" else choose_paths(len(x), min(p.paths, len(x)), p.path_seed)
     paths = make_paths(x[torch.as_tensor(chosen)], n_anchors=p.anchors, radius=p.radius, closed=p.closed, source=chosen)
-    rows = pd.DataFrame(
-        {"sample_id": ids[chosen], "label": labels[chosen], "clean_label": clean[chosen], "is_noisy": labels[chosen] != clean[chosen]}
-    )
-    return paths, rows
+    return paths, columns.iloc[chosen].reset_index(drop=True)
 
 
 def _with_logit_means(frame: pd.DataFrame) -> pd.DataFrame:
@@ -86,20 +81,27 @@ def _with_logit_means(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count: int) -> pd.DataFrame:
-    """Per-path rows of shard `index` of `count` for every selected checkpoint."""
-    p = regions_params(params)
+def compute_shard(params: Params, layout: Layout, cell: Cell, folder, index: int, count: int) -> pd.DataFrame:
+    """Per-path rows of shard `index` of `count` for every selected checkpoint (and, with
+    `per_region`, the shard's regions written beside it)."""
+    p: RegionsParams = params.regions
     params = cell_params(params, cell)
     run = open_run(layout, cell_name(params, cell))
     paths, rows = build_paths(params, layout, p)
     span = shard_range(index, count, paths.n_paths)
     paths, rows = paths.select(np.arange(span.start, span.stop)), rows.iloc[span.start : span.stop].reset_index(drop=True)
-    frames = []
-    for epoch, path in checkpoint_selection(run, p.checkpoints):
+    frames, region_frames = [], []
+    for epoch, path in checkpoint_selection(run, p.checkpoints, "regions.checkpoints"):
         model = model_for_run(run.info, path)
         check_model(model)
-        stats = study_paths(model, paths, eps=p.eps, batch_size=p.batch_size)
-        frames.append(pd.concat([rows.assign(epoch=epoch), _with_logit_means(stats.to_frame())], axis=1))
+        walked = walk_paths(model, paths, eps=p.eps, batch_size=p.batch_size)
+        frames.append(pd.concat([rows.assign(epoch=epoch), _with_logit_means(walked.statistics().to_frame())], axis=1))
+        if p.per_region:
+            regions = walked.to_frame()
+            regions.insert(0, "sample_id", rows["sample_id"].to_numpy()[regions["path"].to_numpy()])
+            region_frames.append(regions.assign(epoch=epoch))
+    if region_frames:
+        atomic_write_parquet(folder / f"regions-{index:03d}-of-{count:03d}.parquet", pd.concat(region_frames, ignore_index=True))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -112,15 +114,25 @@ def _per_logit_summary(table: pd.DataFrame) -> dict:
     return out
 
 
-def run_regions(params: Params, layout: Layout, cell: Cell, shard: str | None = None) -> dict | None:
-    """Compute one shard (`shard="i/n"`) or all of them; writes the summary once all are there."""
-    p = regions_params(params)
-    name = cell_name(cell_params(params, cell), cell)
-    folder = layout.study_dir("regions", name)
-    merged = compute_shards(folder, shard, p.shards, partial(compute_shard, params, layout, cell), params.execution)
+def run(params: Params, layout: Layout, cell: Cell, shard: str | None = None) -> Summary | None:
+    """Compute one shard (`shard="i/n"`) or all of them; writes the summary once all are there.
+
+    With `per_region` the walk keeps every region of a shard's paths in memory (it grows with
+    the regions found); the default keeps only per-path statistics."""
+    p: RegionsParams = params.regions
+    folder = layout.study_dir("regions", cell_name(cell_params(params, cell), cell))
+    merged = compute_shards(folder, shard, p.shards, partial(compute_shard, params, layout, cell, folder), params.execution)
     if merged is None:
         return None
-    headline = merged[["epoch", "sample_id", "label", "clean_label", "is_noisy", "regions", "density", *PER_LOGIT]]
-    summary = summarise_by_noise(headline)
-    write_summary(folder, {**summary, "per_logit": _per_logit_summary(merged)})
+    summary = summarise_by_noise(merged[[*SAMPLE_COLUMNS, *HEADLINE]])
+    summary.extra["per_logit"] = _per_logit_summary(merged)
+    write_summary(folder, summary)
     return summary
+
+
+def describe(summary: Summary) -> str:
+    final = summary.final()
+    return (
+        f"regions: {len(summary.epochs)} checkpoints; final crossings/path={final['crossings']['all']:.4g} "
+        f"density={final['density']['all']:.4g} absolute_deviation={final['absolute_deviation']['all']:.4g}"
+    )

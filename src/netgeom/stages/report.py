@@ -1,53 +1,113 @@
-"""Stage `report`: tables and figures over every run (and every study result) in artifacts/."""
+"""Stage `report`: tables, figures, headline metrics and one page over every run and study.
+
+The report is rendered aside (.netgeom/report/) and published over reports/ in one move: a bad
+input stops the stage before reports/ changes, and a crash never leaves old and new figures
+mixed. Each registered study contributes its own figures through its stage module's `report`.
+"""
 
 from __future__ import annotations
 
-import pandas as pd
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
-from netgeom.io import atomic_write, atomic_write_json
+import pandas as pd
+import yaml
+
+from netgeom.io import atomic_write_json, publish_dir
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.report import figures, tables
-from netgeom.stages.study_common import sync_studies
+from netgeom.report.tables import noise_key
+from netgeom.provenance import git_commit
+from netgeom.report.context import Figure, ReportContext
+from netgeom.report.page import PageFigure, PageSection, csv_tables, write_report_page
+from netgeom.stages.registry import STUDIES, report_module
+from netgeom.stages.sync import sync_report, sync_studies
+
+# A run whose final train error is at most this counts as interpolating its (noisy) labels.
+INTERPOLATION_THRESHOLD = 0.01
 
 
-def interpolation_figures(layout: Layout, runs: pd.DataFrame, out_tables, out_figures, suffix: str) -> None:
-    root = layout.study_root("interpolation")
-    study = tables.study_table(root, runs)
-    if len(study):
-        wide = study.pivot_table(index=["run", "width", "noise"], columns="measure", values="value").reset_index()
-        atomic_write(out_tables / "interpolation.csv", lambda tmp: wide.to_csv(tmp, index=False))
-        curves = pd.concat(
-            [pd.read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/curves.parquet"))], ignore_index=True
-        ).merge(runs[["run", "width", "noise"]], on="run")
-        monotone = wide[["run"]].assign(monotone=wide["monotone.train"].astype(bool))
-        figures.mli_curves(curves, monotone, out_figures / f"mli_curves.{suffix}")
-        figures.delta_vs_distance(wide, out_figures / f"delta_vs_distance.{suffix}")
-        peak = peak_run(runs)["run"]
-        if (root / peak / "landscape.parquet").exists():
-            figures.landscape(
-                pd.read_parquet(root / peak / "landscape.parquet"), pd.read_parquet(root / peak / "trajectory.parquet"),
-                peak, out_figures / f"landscape.{suffix}",
-            )
-    mli = layout.study_root("mli")
-    if (mli / "fractions.parquet").exists():
-        fractions = pd.read_parquet(mli / "fractions.parquet")
-        atomic_write(out_tables / "mli_fractions.csv", lambda tmp: fractions.to_csv(tmp, index=False))
-        figures.mli_preset(pd.read_parquet(mli / "curves.parquet"), fractions, out_figures / f"mli_preset.{suffix}")
-    barriers = layout.study_root("barriers") / "barriers.parquet"
-    if barriers.exists():
-        table = pd.read_parquet(barriers)
-        if len(table):
-            atomic_write(out_tables / "barriers.csv", lambda tmp: table.to_csv(tmp, index=False))
-            figures.barriers(table, out_figures / f"barriers.{suffix}")
+def run_report(params: Params, layout: Layout) -> dict:
+    staging = layout.report_staging()
+    shutil.rmtree(staging, ignore_errors=True)
+    rendered = staging / "reports"
+    summary = render(params, layout, rendered)
+    publish_dir(rendered, layout.reports, staging / "replaced")
+    shutil.rmtree(staging, ignore_errors=True)
+    sync_studies(params, layout)
+    sync_report(params, layout)
+    return summary
+
+
+def render(params: Params, layout: Layout, folder: Path) -> dict:
+    """Write the whole report into `folder`; returns the headline metrics (summary.json)."""
+    runs = tables.runs_table(layout.runs_root)
+    curves = tables.curves_table(layout.runs_root)
+    (folder / "tables").mkdir(parents=True, exist_ok=True)
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    peak = params.report.epochwise_width or (peak_width(runs) if len(runs) else None)
+    context = ReportContext(params, layout, runs, curves, folder, peak, focus_run(runs, peak))
+    shown: list[Figure] = []
+    if len(runs):
+        shown += [replace(f, section="Training") for f in _training_figures(context)]
+    for entry in STUDIES:
+        shown += [replace(f, section=f"{entry.name}: {entry.help}") for f in report_module(entry).report(context)]
+    headline = headline_metrics(context)
+    atomic_write_json(folder / "summary.json", headline)
+    write_report_page(
+        folder, _sections(folder, shown), title="netgeom report", git_commit=git_commit(str(layout.root)),
+        params_text=yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), tables=csv_tables(folder),
+        headline={f"{key.replace('_', ' ')}: {name.replace('_', ' ')}": _value_text(value) for key, values in headline.items() for name, value in values.items()},
+    )
+    return headline
+
+
+def _sections(folder: Path, shown: list[Figure]) -> list[PageSection]:
+    """One page section per study, in registry order (training first)."""
+    sections: dict[str, list[Figure]] = {}
+    for figure in shown:
+        sections.setdefault(figure.section, []).append(figure)
+    return [PageSection(title, [PageFigure(f.path.relative_to(folder), f.title, f.caption) for f in figures]) for title, figures in sections.items()]
+
+
+def _value_text(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _training_figures(context: ReportContext) -> list[Figure]:
+    runs, curves = context.runs, context.curves
+    grid = tables.grid_table(runs, ["train_error", "test_error", "val_error", "train_acc_noisy", "parameters"])
+    for name, frame in {"runs": runs, "curves": curves, "grid": grid}.items():
+        context.write_table(name, frame)
+    by_width = figures.error_vs_width(runs, context.figure_path("error_vs_width"))
+    learning = figures.learning_curves(curves, context.figure_path("learning_curves"))
+    return [
+        Figure(by_width, "Model-wise double descent", _error_caption(runs)),
+        Figure(learning, "Learning curves", "Train and test error per epoch, one panel per noise level."),
+    ]
+
+
+def _error_caption(runs: pd.DataFrame) -> str:
+    parts = []
+    for noise, group in runs.groupby("noise"):
+        by_width = group.groupby("width")[["test_error", "train_error"]].mean()
+        fitted = by_width.index[by_width["train_error"] <= INTERPOLATION_THRESHOLD]
+        parts.append(
+            f"noise {noise:g}: test error {', '.join(f'{v:.2f}' for v in by_width['test_error'])} over widths "
+            f"{', '.join(str(w) for w in by_width.index)}"
+            + (f"; train error reaches 0 at width {fitted[0]}" if len(fitted) else "; no width fits the training labels")
+        )
+    return ". ".join(parts)
 
 
 def peak_run(runs: pd.DataFrame) -> pd.Series:
     """The run at the double-descent peak: at the highest noise level, the highest test error
-    among the runs that interpolate (train error <= 1%), i.e. at or past the threshold. Falls
-    back to the highest test error when nothing interpolates."""
+    among the runs that interpolate, i.e. at or past the threshold. Falls back to the highest
+    test error when nothing interpolates."""
     noisiest = runs[runs["noise"] == runs["noise"].max()]
-    interpolating = noisiest[noisiest["train_error"] <= 0.01]
+    interpolating = noisiest[noisiest["train_error"] <= INTERPOLATION_THRESHOLD]
     pool = interpolating if len(interpolating) else noisiest
     return pool.loc[pool["test_error"].idxmax()]
 
@@ -56,47 +116,29 @@ def peak_width(runs: pd.DataFrame) -> int:
     return int(peak_run(runs)["width"])
 
 
-def run_report(params: Params, layout: Layout) -> dict:
-    runs_root = layout.runs_root
-    runs = tables.runs_table(runs_root)
-    curves = tables.curves_table(runs_root)
-    out_tables, out_figures = layout.report_tables, layout.report_figures
-    out_tables.mkdir(parents=True, exist_ok=True)
-    out_figures.mkdir(parents=True, exist_ok=True)
-    summary: dict = {}
-    if len(runs):
-        grid = tables.grid_table(runs, ["train_error", "test_error", "val_error", "train_acc_noisy", "parameters"])
-        for name, frame in {"runs": runs, "curves": curves, "grid": grid}.items():
-            atomic_write(out_tables / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
-        suffix = params.report.format
-        figures.learning_curves(curves, out_figures / f"learning_curves.{suffix}")
-        figures.error_vs_width(runs, out_figures / f"error_vs_width.{suffix}")
-        smoothness = tables.study_table(layout.study_root("smoothness"), runs)
-        if len(smoothness):
-            atomic_write(out_tables / "smoothness.csv", lambda tmp: smoothness.to_csv(tmp, index=False))
-            figures.study_vs_width(
-                tables.final_epochs(smoothness), runs, out_figures / f"smoothness_vs_width.{suffix}",
-                "Double descent in input space: error and Jacobian norms against width (final checkpoint)",
-            )
-            width = params.report.epochwise_width or peak_width(runs)
-            figures.study_vs_epoch(
-                smoothness, curves, width, out_figures / f"smoothness_vs_epoch.{suffix}", f"Epoch-wise view, width {width}"
-            )
-        regions = tables.study_table(layout.study_root("regions"), runs)
-        if len(regions):
-            regions = regions[regions["measure"].isin(["density", "absolute_deviation", "regions"])]
-            atomic_write(out_tables / "regions.csv", lambda tmp: regions.to_csv(tmp, index=False))
-            figures.study_vs_width(
-                tables.final_epochs(regions), runs, out_figures / f"regions_vs_width.{suffix}",
-                "Linear regions along closed paths: density and absolute deviation against width (final checkpoint)",
-            )
-            width = params.report.epochwise_width or peak_width(runs)
-            figures.study_vs_epoch(regions, curves, width, out_figures / f"regions_vs_epoch.{suffix}", f"Epoch-wise regions, width {width}")
-        interpolation_figures(layout, runs, out_tables, out_figures, suffix)
-        summary = {
-            row["run"]: {k: row[k] for k in ("train_acc", "test_acc", "train_loss", "test_loss") if k in row}
-            for row in runs.to_dict("records")
+def focus_run(runs: pd.DataFrame, width: int | None) -> str | None:
+    """The run single-run figures show: `width` at the highest noise level, first replicate."""
+    if width is None or runs.empty:
+        return None
+    chosen = runs[(runs["width"] == width) & (runs["noise"] == runs["noise"].max())].sort_values("replicate")
+    return str(chosen["run"].iloc[0]) if len(chosen) else None
+
+
+def headline_metrics(context: ReportContext) -> dict:
+    """The handful of numbers a seed experiment is compared on, per noise level (summary.json);
+    per-run numbers live in tables/runs.csv. Studies add theirs through `metrics(context)`."""
+    runs = context.runs
+    headline: dict[str, dict] = {}
+    for noise, group in runs.groupby("noise") if len(runs) else []:
+        by_width = group.groupby("width")[["test_error", "train_error"]].mean()
+        fitted = by_width.index[by_width["train_error"] <= INTERPOLATION_THRESHOLD]
+        headline[noise_key(noise)] = {
+            "peak_test_error": float(by_width["test_error"].max()),
+            "peak_width": int(by_width["test_error"].idxmax()),
+            "threshold_width": int(fitted[0]) if len(fitted) else None,
+            "final_test_error_widest": float(by_width["test_error"].iloc[-1]),
         }
-    atomic_write_json(layout.report_summary, summary)
-    sync_studies(params, layout)
-    return summary
+    for module in map(report_module, STUDIES):
+        for key, values in (module.metrics(context) if hasattr(module, "metrics") else {}).items():
+            headline.setdefault(key, {}).update(values)
+    return headline

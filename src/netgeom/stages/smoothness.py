@@ -1,8 +1,9 @@
-"""Stage `smoothness`: input-space smoothness of a run's checkpoints around its training points.
+"""Stage `smoothness`: input-space smoothness of a run's checkpoints around data points.
 
 Writes artifacts/studies/smoothness/<run>/: per-sample Parquet shards (sample_id, label,
-clean_label, is_noisy, epoch, one column per measure) and summary.json (mean over all, clean
-and noisy samples per checkpoint and measure).
+clean_label, is_noisy, epoch, one column per measure), optionally every perturbed point of a
+volume (`volume.per_point`: points-*.parquet), and summary.json (mean over all, clean and noisy
+samples per checkpoint and measure).
 """
 
 from __future__ import annotations
@@ -17,17 +18,14 @@ from pydantic import Field, model_validator
 
 from netgeom.errors import NetgeomError
 from netgeom.execution import shard_range
+from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Group, Params, validate
-from netgeom.stages.study_common import (
-    checkpoint_selection,
-    compute_shards,
-    open_run,
-    summarise_by_noise,
-    write_summary,
-)
-from netgeom.stages.train import Cell, cell_name, cell_params, load_cell_data, model_for_run
-from netgeom.studies.smoothness import METRICS, NORMALIZATIONS, choose_targets, compute_metric
+from netgeom.params import Group, Params
+from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run
+from netgeom.stages.study import Summary, write_summary
+from netgeom.stages.study_common import compute_shards, sample_frame, summarise_by_noise
+from netgeom.studies.channels import ChannelStats
+from netgeom.studies.smoothness import METRICS, NORMALIZATIONS, OPERATOR_METHODS, TANGENT_STEP, choose_targets, compute_point_values
 from netgeom.studies.volumes import Volume
 
 
@@ -47,7 +45,8 @@ class Measure(Group):
 
     @property
     def column(self) -> str:
-        return f"{self.metric}.{self.normalization}" if self.metric.startswith("jacobian") else self.metric
+        uses_map = self.metric.startswith(("jacobian", "tangent"))
+        return f"{self.metric}.{self.normalization}" if uses_map else self.metric
 
 
 class VolumeParams(Group):
@@ -57,6 +56,8 @@ class VolumeParams(Group):
     strength: int = Field(1, ge=1)
     anchors: list[int] | None = None
     cumulative: bool = False
+    space: Literal["raw", "standardised"] = Field("raw", description="SVD erasure on the raw [0, 1] image (the seed) or the standardised one")
+    per_point: bool = Field(False, description="also write every perturbed point's value and step length")
 
 
 class SmoothnessParams(Group):
@@ -68,17 +69,28 @@ class SmoothnessParams(Group):
         min_length=1,
     )
     volume: VolumeParams = VolumeParams()
+    split: Literal["train", "val", "test"] = "train"
     checkpoints: Literal["all", "final"] | list[int] = "all"
-    samples: int | None = Field(None, ge=1, description="a seeded subset of the training set")
+    samples: int | None = Field(None, ge=1, description="a seeded subset of the split")
     sample_seed: int = 0
     clean_targets: bool = False
     batch_size: int = Field(256, ge=1)
     backend: Literal["vjp", "vmap"] = "vjp"
+    operator_method: Literal[OPERATOR_METHODS] = "gram"  # type: ignore[valid-type]
+    power_iters: int = Field(300, ge=1)
+    power_tol: float = Field(1e-6, ge=0, description="relative: stop when |s_k - s_k-1| <= tol * s_k")
+    tangent_seed: int = Field(0, ge=0)
+    tangent_step: float | Literal["distance"] = TANGENT_STEP
     shards: int = Field(1, ge=1)
 
+    @model_validator(mode="after")
+    def _positive_step(self) -> SmoothnessParams:
+        if isinstance(self.tangent_step, float) and self.tangent_step <= 0:
+            raise NetgeomError("tangent_step", f"must be > 0 or 'distance' (got {self.tangent_step})")
+        return self
 
-def smoothness_params(params: Params) -> SmoothnessParams:
-    return validate(params.smoothness, SmoothnessParams, prefix="smoothness.")
+
+PARAMS = SmoothnessParams
 
 
 def _sample_rows(n: int, p: SmoothnessParams) -> np.ndarray:
@@ -87,53 +99,75 @@ def _sample_rows(n: int, p: SmoothnessParams) -> np.ndarray:
     return np.sort(np.random.default_rng(p.sample_seed).choice(n, size=p.samples, replace=False))
 
 
-def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count: int) -> pd.DataFrame:
-    """Per-sample values of shard `index` of `count` for every selected checkpoint."""
-    p = smoothness_params(params)
+def _points(data, split: str) -> tuple[torch.Tensor, pd.DataFrame]:
+    """Inputs and per-sample columns of the split (val/test: clean labels, sample_id = position)."""
+    if split == "train":
+        t = data.train
+        return t.x, sample_frame(t.sample_id.numpy(), t.y.numpy(), t.clean.numpy())
+    x, y = data.eval_sets().get(split, (None, None))
+    if x is None:
+        raise NetgeomError("smoothness.split", f"the {split} split is empty; use train or test")
+    return x, sample_frame(np.arange(len(y)), y.numpy(), y.numpy())
+
+
+def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Per-sample values (and per-point values, if asked) of shard `index` of `count`."""
+    p: SmoothnessParams = params.smoothness
     params = cell_params(params, cell)
     run = open_run(layout, cell_name(params, cell))
     data = load_cell_data(params, layout)
-    chosen = _sample_rows(len(data.train), p)
-    span = shard_range(index, count, len(chosen))
-    rows = chosen[span.start : span.stop]
-    rows_t = torch.as_tensor(rows, dtype=torch.int64)
-    train = data.train
-    x, targets = train.x[rows_t], choose_targets(train.y[rows_t], train.clean[rows_t], p.clean_targets)
-    volume = Volume(**{**p.volume.model_dump(), "anchors": tuple(p.volume.anchors) if p.volume.anchors else None})
-    frames = []
-    for epoch, path in checkpoint_selection(run, p.checkpoints):
+    x_all, columns = _points(data, p.split)
+    chosen = _sample_rows(len(x_all), p)
+    rows = chosen[shard_range(index, count, len(chosen))]
+    x, samples = x_all[torch.as_tensor(rows, dtype=torch.int64)], columns.iloc[rows].reset_index(drop=True)
+    labels, clean = (torch.tensor(samples[c].to_numpy()) for c in ("label", "clean_label"))
+    targets = choose_targets(labels, clean, p.clean_targets)
+    volume = Volume(**{**p.volume.model_dump(exclude={"per_point"}), "anchors": tuple(p.volume.anchors) if p.volume.anchors else None})
+    options = {
+        "volume": volume, "batch_size": p.batch_size, "backend": p.backend, "operator_method": p.operator_method,
+        "power_iters": p.power_iters, "power_tol": p.power_tol, "channel_stats": ChannelStats(data.info.mean, data.info.std),
+        "sample_ids": samples["sample_id"].to_numpy(), "tangent_seed": p.tangent_seed, "tangent_step": p.tangent_step,
+    }
+    frames, point_frames = [], []
+    for epoch, path in checkpoint_selection(run, p.checkpoints, "smoothness.checkpoints"):
         model = model_for_run(run.info, path)
-        table = pd.DataFrame(
-            {
-                "epoch": epoch,
-                "sample_id": train.sample_id[rows_t].numpy(),
-                "label": train.y[rows_t].numpy(),
-                "clean_label": train.clean[rows_t].numpy(),
-                "is_noisy": train.is_noisy[rows_t].numpy(),
-            }
-        )
+        table = samples.assign(epoch=epoch)
         for measure in p.measures:
-            values = compute_metric(
-                model, x, targets, measure.metric, measure.normalization,
-                volume=volume, batch_size=p.batch_size, backend=p.backend, desc=f"e{epoch} {measure.column}",
-            )
-            if values.ndim == 1:
-                table[measure.column] = values
+            values = compute_point_values(model, x, targets, measure.metric, measure.normalization, desc=f"e{epoch} {measure.column}", **options)
+            integrated = values.integrate()
+            if integrated.ndim == 1:
+                table[measure.column] = integrated
             else:  # cumulative geodesic volumes: one column per prefix
-                for k in range(values.shape[1]):
-                    table[f"{measure.column}@{k + 1}"] = values[:, k]
+                for k in range(integrated.shape[1]):
+                    table[f"{measure.column}@{k + 1}"] = integrated[:, k]
+            if p.volume.per_point:
+                point_frames.append(values.to_frame(options["sample_ids"]).assign(epoch=epoch, measure=measure.column))
         frames.append(table)
-    return pd.concat(frames, ignore_index=True)
+    points = pd.concat(point_frames, ignore_index=True) if point_frames else None
+    return pd.concat(frames, ignore_index=True), points
 
 
-def run_smoothness(params: Params, layout: Layout, cell: Cell, shard: str | None = None) -> dict | None:
+def run(params: Params, layout: Layout, cell: Cell, shard: str | None = None) -> Summary | None:
     """Compute one shard (`shard="i/n"`) or all of them; writes the summary once all are there."""
-    p = smoothness_params(params)
-    name = cell_name(cell_params(params, cell), cell)
-    folder = layout.study_dir("smoothness", name)
-    merged = compute_shards(folder, shard, p.shards, partial(compute_shard, params, layout, cell), params.execution)
+    p: SmoothnessParams = params.smoothness
+    folder = layout.study_dir("smoothness", cell_name(cell_params(params, cell), cell))
+    merged = compute_shards(folder, shard, p.shards, partial(_per_sample_shard, params, layout, cell, folder), params.execution)
     if merged is None:
         return None
     summary = summarise_by_noise(merged)
     write_summary(folder, summary)
     return summary
+
+
+def _per_sample_shard(params: Params, layout: Layout, cell: Cell, folder, index: int, count: int) -> pd.DataFrame:
+    """One shard's per-sample table; per-point values go beside it (module level: it pickles)."""
+    table, points = compute_shard(params, layout, cell, index, count)
+    if points is not None:
+        atomic_write_parquet(folder / f"points-{index:03d}-of-{count:03d}.parquet", points)
+    return table
+
+
+def describe(summary: Summary) -> str:
+    final = summary.final()
+    values = ", ".join(f"{k}={v['all']:.4g}" for k, v in final.items() if v.get("all") is not None)
+    return f"smoothness: {len(summary.epochs)} checkpoints; final {values}"

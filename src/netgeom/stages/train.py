@@ -1,56 +1,42 @@
-"""Stage `train`: one grid cell (width x noise x seed replicate) -> artifacts/runs/<run>/."""
+"""Stage `train`: one grid cell (width x noise x seed replicate) -> artifacts/runs/<run>/.
+
+The run is trained in its staging folder (.netgeom/staging/<run>/: checkpoints + resume state),
+assembled complete in `<run>.assembling/` (checkpoints hard-linked, history, metrics, run.json
+last), renamed once to `<run>.done/`, and only then published to artifacts/runs/<run>/. The
+staging folder is removed last. A crash at any point leaves either a resumable staging folder,
+a complete `.done` folder that the next call publishes, or the published run.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-import torch
+from netgeom.devices import resolve_device, set_deterministic
+from netgeom.errors import NetgeomError
+from netgeom.io import atomic_write_csv, atomic_write_json, publish_dir, read_json_object
+from netgeom.layout import Layout
+from netgeom.models import count_parameters
+from netgeom.params import Params
+from netgeom.progress import note
+from netgeom.runs import (
+    RUN_FILE_KEYS,
+    Cell,
+    build_model,
+    cell_name,
+    cell_params,
+    default_cell,
+    display_name,
+    identity_hash,
+    load_cell_data,
+    read_run,
+)
+from netgeom.training.loop import TrainResult, train
 
-from netgeom.data.bundle import DataBundle, load_bundle, read_labels, read_split
-from netgeom.io import atomic_write_json, read_json, replace_dir
-from netgeom.layout import Layout, run_name
-from netgeom.models import count_parameters, create_model
-from netgeom.params import ModelParams, NoiseParams, Params, params_hash, validate
-from netgeom.training.checkpoints import list_checkpoints
-from netgeom.training.loop import train
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One grid cell: the settings that name a run."""
-
-    width: int
-    noise: float
-    replicate: int = 0
-
-
-def cell_params(params: Params, cell: Cell) -> Params:
-    """`params` with the cell's width, noise level and seed; grid values get params.yaml's checks."""
-    model = validate({**params.model.model_dump(), "width": cell.width}, ModelParams, prefix="model.")
-    noise = validate({**params.noise.model_dump(), "label": cell.noise}, NoiseParams, prefix="noise.")
-    return params.model_copy(update={"model": model, "noise": noise, "seed": params.seed + cell.replicate})
-
-
-def default_cell(params: Params) -> Cell:
-    return Cell(params.model.width, params.noise.label, 0)
-
-
-def cell_name(params: Params, cell: Cell) -> str:
-    return run_name(params.model.arch, cell.width, cell.noise, cell.replicate)
-
-
-def build_model(params: Params, data: DataBundle) -> torch.nn.Module:
-    torch.manual_seed(params.seed)  # the initialisation is a function of the seed alone
-    return create_model(params.model.arch, data.info.input_shape, data.info.num_classes, **params.model.options())
-
-
-def load_cell_data(params: Params, layout: Layout) -> DataBundle:
-    split = read_split(layout.split_file)
-    labels = read_labels(layout.labels_file(params.noise.label))
-    return load_bundle(params, split, labels, layout.data_root(params.data.root))
+# Final train accuracy within this many binomial standard errors of 1/K reads as "learnt nothing".
+CHANCE_SIGMAS = 3.0
 
 
 def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: bool = True) -> Path:
@@ -59,100 +45,92 @@ def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: 
     params = cell_params(params, cell)
     name = cell_name(params, cell)
     data = load_cell_data(params, layout)
+    device = resolve_device(params.execution.device)
+    set_deterministic(params.execution.deterministic)
+    digest = identity_hash(params, data.digest(), device.type)
+    target, finished = layout.run_dir(name), layout.finished_dir(name)
+    if resume and _complete(finished, digest):  # a crash after assembly: publish what is there
+        return _publish(layout, name)
+    if resume and _complete(target, digest):  # already done (DVC removes its outputs first)
+        _discard_staging(layout, name)
+        return target
+    shutil.rmtree(finished, ignore_errors=True)
+
     model = build_model(params, data)
-    digest = params_hash(params.data, params.noise, params.model, params.train)
     metadata = {"run": name, "seed": params.seed, "params_hash": digest}
     staging = layout.staging_dir(name)
-    result = train(model, data, params.train, seed=params.seed, workdir=staging, metadata=metadata, resume=resume)
+    result = train(model, data, params.train, seed=params.seed, workdir=staging, metadata=metadata, resume=resume, device=device)
+    if result.missing_checkpoints:
+        raise NetgeomError(
+            "train",
+            f"{name}: the checkpoints of epochs {result.missing_checkpoints} are missing from {staging}; "
+            f"start the run over with `netgeom train --width {cell.width} --noise {cell.noise} --replicate {cell.replicate} --fresh`",
+        )
+    info = {
+        **metadata,
+        "name": display_name(params.model.arch, params.model.width, cell.noise, params.seed),
+        "checkpoints": result.scheduled,
+        "cell": {"width": cell.width, "noise": cell.noise, "replicate": cell.replicate},
+        "dataset": {"name": data.info.name, "input_shape": list(data.info.input_shape), "num_classes": data.info.num_classes},
+        "parameters": count_parameters(model),
+        "device": str(device),
+        "params": params.model_dump(mode="json", include={"seed", "data", "noise", "model", "train"}),
+        "started": result.started,
+        "ended": result.ended,
+    }
+    metrics = _final_metrics(result, data.info.num_classes, len(data.train))
+    if metrics["at_chance"]:
+        note(
+            f"{name} ended at chance level (train accuracy {metrics['train_acc']:.3f} with {data.info.num_classes} classes); "
+            "check train.lr and train.optimizer"
+        )
+    _assemble(layout, name, result, info, metrics)
+    return _publish(layout, name)
 
-    finished = layout.finished_dir(name)
-    shutil.rmtree(finished, ignore_errors=True)
-    (finished / "checkpoints").mkdir(parents=True)
+
+def _final_metrics(result: TrainResult, num_classes: int, n_train: int) -> dict:
+    final = {k: v for k, v in result.final.items() if k not in ("epoch_seconds", "lr", "train_loss_running")}
+    chance = 1.0 / num_classes
+    margin = CHANCE_SIGMAS * math.sqrt(chance * (1 - chance) / max(n_train, 1))
+    at_chance = not final.get("train_acc", 0.0) > chance + margin  # NaN counts as at chance
+    return {**final, "epoch": int(final["epoch"]), "stopped_early": result.stopped_early, "at_chance": at_chance}
+
+
+def _assemble(layout: Layout, name: str, result: TrainResult, info: dict, metrics: dict) -> None:
+    """Build the complete run beside the staging folder, then one rename marks it finished."""
+    assembling = layout.assembling_dir(name)
+    shutil.rmtree(assembling, ignore_errors=True)
+    (assembling / "checkpoints").mkdir(parents=True)
     for _, path in result.checkpoints:
         for part in (path, path.with_suffix(".json")):
-            shutil.move(part, finished / "checkpoints" / part.name)
-    result.history.to_csv(finished / "history.csv", index=False)
-    final = {k: v for k, v in result.final.items() if k not in ("epoch_seconds", "lr")}
-    atomic_write_json(finished / "metrics.json", {**final, "epoch": int(final["epoch"]), "stopped_early": result.stopped_early})
-    atomic_write_json(
-        finished / "run.json",
-        {
-            **metadata,
-            "cell": {"width": cell.width, "noise": cell.noise, "replicate": cell.replicate},
-            "dataset": {"name": data.info.name, "input_shape": list(data.info.input_shape), "num_classes": data.info.num_classes},
-            "parameters": count_parameters(model),
-            "params": params.model_dump(mode="json", include={"seed", "data", "noise", "model", "train"}),
-        },
-    )
+            os.link(part, assembling / "checkpoints" / part.name)  # staging keeps its copy until the end
+    atomic_write_csv(assembling / "history.csv", result.history)
+    atomic_write_json(assembling / "metrics.json", metrics)
+    atomic_write_json(assembling / "run.json", info)  # last: its presence marks the folder complete
+    os.replace(assembling, layout.finished_dir(name))
+
+
+def _publish(layout: Layout, name: str) -> Path:
     target = layout.run_dir(name)
-    replace_dir(finished, target)
-    shutil.rmtree(staging, ignore_errors=True)
+    publish_dir(layout.finished_dir(name), target, layout.replaced_dir(name))
+    _discard_staging(layout, name)
     return target
 
 
-@dataclass
-class Run:
-    """A finished run folder, read back."""
-
-    name: str
-    folder: Path
-    info: dict
-    metrics: dict
-    history: pd.DataFrame
-
-    @property
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        return list_checkpoints(self.folder / "checkpoints")
+def _discard_staging(layout: Layout, name: str) -> None:
+    for folder in (layout.staging_dir(name), layout.assembling_dir(name), layout.finished_dir(name), layout.replaced_dir(name)):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def read_run(folder: Path) -> Run:
-    folder = Path(folder)
-    return Run(
-        folder.name,
-        folder,
-        read_json(folder / "run.json"),
-        read_json(folder / "metrics.json"),
-        pd.read_csv(folder / "history.csv"),
-    )
-
-
-def model_for_run(info: dict, checkpoint: Path | None = None) -> torch.nn.Module:
-    """Rebuild a run's model from its run.json (weights from `checkpoint` when given)."""
-    from netgeom.training.checkpoints import load_checkpoint
-
-    model_params = ModelParams.model_validate(info["params"]["model"])
-    dataset = info["dataset"]
-    model = create_model(model_params.arch, tuple(dataset["input_shape"]), dataset["num_classes"], **model_params.options())
-    if checkpoint is not None:
-        model.load_state_dict(load_checkpoint(checkpoint)[0])
-    return model.eval()
-
-
-def track_run(params: Params, layout: Layout, folder: Path) -> str | None:
-    """Upsert the MLflow run of a finished run folder (a no-op when already complete)."""
-    if not params.mlflow.enabled:
-        return None
-    from netgeom import tracking
-
-    run = read_run(folder)
-    example = torch.zeros(2, *run.info["dataset"]["input_shape"])  # batch 2: export keeps the batch dim dynamic
-    return tracking.log_training_run(
-        layout,
-        params.mlflow.experiment,
-        folder,
-        run.info,
-        run.history,
-        run.checkpoints,
-        (lambda path: model_for_run(run.info, path)) if params.mlflow.log_models else None,
-        example,
-    )
-
-
-def sync_runs(params: Params, layout: Layout) -> list[str]:
-    """`netgeom mlflow sync`: make sure every run folder has its complete MLflow run."""
-    from netgeom.stages.study_common import sync_studies
-
-    folders = sorted(p for p in layout.runs_root.glob("*") if (p / "run.json").exists())
-    ids = [track_run(params, layout, folder) for folder in folders]
-    sync_studies(params, layout)
-    return ids
+def _complete(folder: Path, digest: str) -> bool:
+    """A run folder with this identity whose every scheduled checkpoint is present."""
+    if not (folder / "run.json").exists():
+        return False
+    try:
+        info = read_json_object(folder / "run.json", RUN_FILE_KEYS)
+        if info["params_hash"] != digest:
+            return False
+        read_run(folder).checkpoints  # noqa: B018  (raises when any is missing)
+    except NetgeomError:
+        return False
+    return True

@@ -50,7 +50,6 @@ import pandas as pd
 import torch
 import torch.fx
 import torch.nn.functional as F
-from scipy.stats import binomtest, mannwhitneyu
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
@@ -171,11 +170,15 @@ def negative_mass(p: np.ndarray) -> float:
 def sign_test_pvalue(p: np.ndarray) -> float:
     """Exact two-sided sign test of P(p > 0) = 1/2, zeros dropped; NaN when all are zero."""
     positive, nonzero = int(np.sum(p > 0)), int(np.sum(p != 0))
+    from scipy.stats import binomtest  # imported on use: scipy.stats costs ~1 s per process
+
     return float(binomtest(positive, nonzero, 0.5).pvalue) if nonzero else float("nan")
 
 
 def shift_test(p: np.ndarray, p0: np.ndarray) -> tuple[float, float]:
     """(AUC = U / (n n0), two-sided Mann-Whitney p-value) of `p` against the init sample `p0`."""
+    from scipy.stats import mannwhitneyu  # imported on use: scipy.stats costs ~1 s per process
+
     result = mannwhitneyu(p, p0, alternative="two-sided")
     return float(result.statistic) / (len(p) * len(p0)), float(result.pvalue)
 

@@ -550,25 +550,6 @@ def path_statistics(segments: RegionStatistics, segments_per_path: int) -> Regio
     )
 
 
-def summarize(stats: RegionStatistics) -> dict[str, float]:
-    """Mean and std (ddof 0) over rows: `<metric>_mean`, `<metric>_std`, and per logit j
-    `<metric>_mean_<j>`, `<metric>_std_<j>` (the plain `_mean` of a per-logit metric also
-    averages over logits)."""
-    out: dict[str, float] = {}
-    for field in fields(stats):
-        values = np.asarray(getattr(stats, field.name), dtype=np.float64)
-        if len(values) == 0:
-            continue
-        out[f"{field.name}_mean"] = float(values.mean())
-        if values.ndim == 1:
-            out[f"{field.name}_std"] = float(values.std())
-            continue
-        for j, (mean, std) in enumerate(zip(values.mean(axis=0), values.std(axis=0))):
-            out[f"{field.name}_mean_{j}"] = float(mean)
-            out[f"{field.name}_std_{j}"] = float(std)
-    return out
-
-
 def _walk_path_chunks(
     prep: PreparedModel, paths: Paths, eps: float, batch_size: int, check_end: bool
 ) -> Iterator[SegmentRegions]:

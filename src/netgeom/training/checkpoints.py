@@ -1,7 +1,9 @@
 """Checkpoints: safetensors state dicts + JSON metadata, written atomically.
 
 Loading reads safetensors only (tensors and a JSON header), so a checkpoint can never execute
-code. The resumable training state (optimizer, scheduler, RNG) uses the same two-file format.
+code. The resumable training state (model, optimizer, scheduler, RNG, history) is ONE safetensors
+file whose header metadata carries the JSON part: one rename replaces it whole, so a crash can
+never pair the tensors of one epoch with the history or scheduler of another.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from netgeom.errors import NetgeomError
-from netgeom.io import atomic_write, atomic_write_json
+from netgeom.io import atomic_write, atomic_write_json, read_json_object
 
 _NAME = re.compile(r"^e(\d{4,})\.safetensors$")
 
@@ -25,8 +27,9 @@ def checkpoint_name(epoch: int) -> str:
     return f"e{epoch:04d}"
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    atomic_write(path, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp)))
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata))
 
 
 def _load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -51,7 +54,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     state = _load_tensors(path, "checkpoint")
     meta_path = path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_json_object(meta_path) if meta_path.exists() else {}
     return state, meta
 
 
@@ -64,19 +67,6 @@ def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
         if match and path.with_suffix(".json").exists():
             found.append((int(match.group(1)), path))
     return sorted(found)
-
-
-def find_checkpoint(folder: str | Path, epoch: int | None = None) -> Path:
-    """The checkpoint at `epoch` (default: the last one)."""
-    available = list_checkpoints(folder)
-    if not available:
-        raise NetgeomError("checkpoint", f"no checkpoints in {folder}; train the run first")
-    if epoch is None:
-        return available[-1][1]
-    for e, path in available:
-        if e == epoch:
-            return path
-    raise NetgeomError("checkpoint", f"no checkpoint at epoch {epoch} in {folder}; have {[e for e, _ in available]}")
 
 
 # --------------------------------------------------------------------------- resumable state
@@ -102,25 +92,37 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict) -> dict:
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+STATE_FILE = "state.safetensors"
+_STATE_KEY = "netgeom.state"
+
+
 def save_training_state(folder: Path, *, epoch: int, model, optimizer, scheduler, generator, extra: dict) -> None:
-    """Everything needed to continue bit-exactly after `epoch` (CPU)."""
+    """Everything needed to continue bit-exactly after `epoch` (CPU), in one file."""
     opt_tensors, opt_plain = _flatten_optimizer(optimizer.state_dict())
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(opt_tensors)
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    folder = Path(folder)
-    _save_tensors(folder / "state.safetensors", tensors)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = state
     meta = {"epoch": epoch, "optimizer": opt_plain, "scheduler": scheduler.state_dict(), **extra}
-    atomic_write_json(folder / "state.json", meta)
+    # Key order is kept (no sort_keys): a resumed run's history keeps its column order.
+    _save_tensors(Path(folder) / STATE_FILE, tensors, {_STATE_KEY: json.dumps(meta)})
 
 
 def load_training_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
-    folder = Path(folder)
-    if not (folder / "state.json").exists():
+    """The saved state, None when there is none; NetgeomError naming the file when unreadable."""
+    path = Path(folder) / STATE_FILE
+    if not path.exists():
         return None
-    tensors = _load_tensors(folder / "state.safetensors", "resume state")
-    return tensors, json.loads((folder / "state.json").read_text())
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})[_STATE_KEY])
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise NetgeomError(str(path), f"is not a readable resume state ({type(exc).__name__}: {str(exc)[:100]})") from None
+    return tensors, meta
 
 
 def restore_training_state(tensors, meta, *, model, optimizer, scheduler, generator) -> int:
@@ -130,4 +132,7 @@ def restore_training_state(tensors, meta, *, model, optimizer, scheduler, genera
     scheduler.load_state_dict(meta["scheduler"])
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tensors.items() if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state for _, state in cuda][: torch.cuda.device_count()])
     return int(meta["epoch"])

@@ -1,8 +1,10 @@
 """The training loop: tensors batched by indexing, a checkpoint schedule, bit-exact resume.
 
-All randomness after initialisation (batch order, augmentation) comes from one torch.Generator
-whose state is saved with every epoch, so a run resumed after a crash ends with the same weights
-as an uninterrupted one (on the CPU).
+All randomness after initialisation (batch order, augmentation) comes from one CPU
+torch.Generator whose state is saved with every epoch, so a run resumed after a crash ends with
+the same weights as an uninterrupted one (on the CPU), and the same draws whatever the device.
+The model and the in-memory data move to the device once; the step never waits for the device:
+losses accumulate there and are checked for inf/NaN once per epoch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from netgeom.data.bundle import DataBundle
 from netgeom.errors import NetgeomError
 from netgeom.memory_format import in_format, preferred_format
 from netgeom.params import TrainParams
-from netgeom.progress import progress
+from netgeom.progress import note, progress
 from netgeom.training.checkpoints import (
     checkpoint_name,
     list_checkpoints,
@@ -44,6 +46,14 @@ class TrainResult:
     final: dict[str, float]  # the last evaluation
     checkpoints: list[tuple[int, Path]]
     stopped_early: bool
+    scheduled: list[int]  # the checkpoint epochs the schedule wrote (up to an early stop)
+    started: float  # wall-clock seconds since the epoch: the first attempt's start, and the end
+    ended: float
+
+    @property
+    def missing_checkpoints(self) -> list[int]:
+        present = {e for e, _ in self.checkpoints}
+        return [e for e in self.scheduled if e not in present]
 
 
 @torch.no_grad()
@@ -95,6 +105,7 @@ def train(
     metadata: dict | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     resume: bool = True,
+    device: torch.device | str = "cpu",
 ) -> TrainResult:
     """Train `model` in place, writing checkpoints and resume state into `workdir`.
 
@@ -103,6 +114,10 @@ def train(
     """
     workdir = Path(workdir)
     metadata = dict(metadata or {})
+    device = torch.device(device)
+    model.to(device)
+    data = data.to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16")
     layout = preferred_format(p.memory_format, model, data.train.x)
     if layout != torch.contiguous_format:
         model.to(memory_format=layout)  # strides only: state_dict values and checkpoints are unchanged
@@ -117,12 +132,14 @@ def train(
     history: list[dict] = []
     start = 0
 
-    saved = load_training_state(workdir) if resume else None
+    saved = _resumable_state(workdir) if resume else None
     if saved and saved[1].get("metadata") == metadata:
         start = restore_training_state(*saved, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator)
         history = saved[1]["history"]
+        started = float(saved[1].get("started", time.time()))
     else:
         shutil.rmtree(workdir, ignore_errors=True)
+        started = time.time()
 
     last_state_save = -math.inf
 
@@ -147,7 +164,7 @@ def train(
             optimizer=optimizer,
             scheduler=scheduler,
             generator=generator,
-            extra={"metadata": metadata, "history": history, "stopped": stop},
+            extra={"metadata": metadata, "history": history, "stopped": stop, "started": started},
         )
 
     if start == 0 and not history:
@@ -159,25 +176,25 @@ def train(
         began = time.perf_counter()
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        order = torch.randperm(n, generator=generator)
-        running = 0.0
-        for step, i in enumerate(range(0, n, p.batch_size)):
+        order = torch.randperm(n, generator=generator).to(device)
+        # float64 on the device: the same sum as adding loss.item() per step, without its sync
+        running = torch.zeros((), dtype=torch.float64, device=device)
+        for i in range(0, n, p.batch_size):
             index = order[i : i + p.batch_size]
             inputs = in_format(augment(x[index], generator), layout) if p.augment else x[index]
-            loss = F.cross_entropy(model(inputs), y[index])
-            value = loss.item()
-            if not math.isfinite(value):
-                last = list_checkpoints(workdir)
-                where = f"{workdir / checkpoint_name(last[-1][0])}.safetensors" if last else "none"
-                raise NetgeomError(
-                    "train", f"loss became {value} at epoch {epoch}, step {step}; last good checkpoint: {where}; lower train.lr"
-                )
+            with autocast:
+                loss = F.cross_entropy(model(inputs), y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            running += value * len(index)
-        row = {"epoch": epoch, "lr": lr, "train_loss_running": running / n, "epoch_seconds": time.perf_counter() - began}
+            running += loss.detach().double() * len(index)
+        mean_loss = running.item() / n  # the epoch's one wait for the device
+        if not math.isfinite(mean_loss):
+            last = list_checkpoints(workdir)
+            where = f"{workdir / checkpoint_name(last[-1][0])}.safetensors" if last else "none"
+            raise NetgeomError("train", f"the loss became {mean_loss} during epoch {epoch}; last good checkpoint: {where}; lower train.lr")
+        row = {"epoch": epoch, "lr": lr, "train_loss_running": mean_loss, "epoch_seconds": time.perf_counter() - began}
         stop = False
         if epoch % p.eval_every == 0 or epoch == p.epochs or epoch in scheduled:
             row.update(evaluate_bundle(model, data, p.eval_batch_size))
@@ -190,4 +207,15 @@ def train(
     frame = pd.DataFrame(history)
     evaluated = frame.dropna(subset=["test_loss"]) if "test_loss" in frame else frame
     final = {k: float(v) for k, v in evaluated.iloc[-1].items()} if len(evaluated) else {}
-    return TrainResult(frame, final, list_checkpoints(workdir), stopped)
+    last = int(frame["epoch"].iloc[-1])
+    written = sorted({e for e in scheduled if e <= last} | {last})
+    return TrainResult(frame, final, list_checkpoints(workdir), stopped, written, started, time.time())
+
+
+def _resumable_state(workdir: Path):
+    """The saved resume state; an unreadable one is a lost cache, not a result: say so, start over."""
+    try:
+        return load_training_state(workdir)
+    except NetgeomError as exc:
+        note(f"{exc}; starting this run over from epoch 0")
+        return None

@@ -1,0 +1,16 @@
+"""Where a result came from: the git commit of the code that produced it."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import cache
+
+
+@cache
+def git_commit(root: str) -> str:
+    """HEAD of the repository at `root`, 'unknown' outside git. (Not marked dirty: during
+    `dvc repro` dvc.lock itself is always modified.)"""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

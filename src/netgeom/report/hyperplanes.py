@@ -1,0 +1,51 @@
+"""The hyperplane study in the report: projection distributions at init vs the end, and the mass
+of every layer across checkpoints, for the focus run; the pooled mass of every run as a table."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from netgeom.io import read_parquet
+from netgeom.report import figures_hyperplanes as figures
+from netgeom.report.context import Figure, ReportContext
+from netgeom.report.tables import noise_key
+
+
+def network_table(context: ReportContext) -> pd.DataFrame:
+    root = context.layout.study_root("hyperplanes")
+    frames = [read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/network.parquet"))]
+    if not frames or context.runs.empty:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).merge(context.runs[["run", "width", "noise", "replicate"]], on="run")
+
+
+def report(context: ReportContext) -> list[Figure]:
+    network = network_table(context)
+    if network.empty:
+        return []
+    context.write_table("hyperplanes", network)
+    run = context.peak_run
+    folder = context.layout.study_dir("hyperplanes", run) if run else None
+    if folder is None or not (folder / "layers.parquet").exists():
+        return []
+    layers, projections = read_parquet(folder / "layers.parquet"), read_parquet(folder / "projections.parquet")
+    first, last = layers["epoch"].min(), layers["epoch"].max()
+    ends = layers[layers["epoch"].isin([first, last])].pivot_table(index="layer", columns="epoch", values="mass", sort=False)
+    caption = f"{run}: share of filters with projection <= 0 (mass; 0.5 = unbiased), epoch {first} -> {last}: " + ", ".join(
+        f"{layer} {row[first]:.2f} -> {row[last]:.2f}" for layer, row in ends.iterrows()
+    )
+    return [
+        Figure(figures.projection_distributions(projections, context.figure_path("hyperplane_projections")),
+               f"Filter projections on the diagonal, {run}", caption),
+        Figure(figures.mass_across_epochs(layers, context.figure_path("hyperplane_mass")),
+               f"Hyperplane bias across training, {run}", "Mass per layer at every saved checkpoint."),
+    ]
+
+
+def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
+    """Headline: the pooled mass of the final checkpoints, mean over the runs of a noise level."""
+    network = network_table(context)
+    if network.empty:
+        return {}
+    final = network[network["epoch"] == network.groupby("run")["epoch"].transform("max")]
+    return {noise_key(noise): {"hyperplane_mass": float(group["mass"].mean())} for noise, group in final.groupby("noise")}

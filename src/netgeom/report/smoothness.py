@@ -1,0 +1,43 @@
+"""The smoothness study in the report: its table, figures and headline numbers."""
+
+from __future__ import annotations
+
+from netgeom.report import figures, tables
+from netgeom.report.context import Figure, ReportContext
+from netgeom.report.tables import noise_key
+
+
+def report(context: ReportContext) -> list[Figure]:
+    table = tables.study_table(context.layout.study_root("smoothness"), context.runs)
+    if table.empty:
+        return []
+    context.write_table("smoothness", table)
+    final = tables.final_epochs(table)
+    by_width = figures.study_vs_width(
+        final, context.runs, context.figure_path("smoothness_vs_width"),
+        "Double descent in input space: error and Jacobian norms against width (final checkpoint)",
+    )
+    shown = [Figure(by_width, "Smoothness against width", tables.headline(final, "smoothness"))]
+    if context.peak_width is not None:
+        by_epoch = figures.study_vs_epoch(
+            table, context.curves, context.peak_width, context.figure_path("smoothness_vs_epoch"), f"Epoch-wise view, width {context.peak_width}"
+        )
+        shown.append(Figure(by_epoch, f"Smoothness across training, width {context.peak_width}", "The same measures at every saved checkpoint."))
+    return shown
+
+
+def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
+    """Headline: the mean Lipschitz estimate (operator norm of the logits Jacobian) at the width
+    of the test-error peak, per noise level."""
+    table = tables.study_table(context.layout.study_root("smoothness"), context.runs)
+    if table.empty or "jacobian_operator.logits" not in set(table["measure"]):
+        return {}
+    final = tables.final_epochs(table)
+    lipschitz = final[(final["measure"] == "jacobian_operator.logits") & (final["group"] == "all")]
+    out = {}
+    for noise, runs in context.runs.groupby("noise"):
+        peak = int(runs.groupby("width")["test_error"].mean().idxmax())
+        at_peak = lipschitz[(lipschitz["noise"] == noise) & (lipschitz["width"] == peak)]["value"]
+        if len(at_peak):
+            out[noise_key(noise)] = {"lipschitz_at_peak": float(at_peak.mean())}
+    return out

@@ -1,0 +1,198 @@
+"""Trained runs: the grid cell that names a run, its identity, and its folder read back.
+
+A run folder (artifacts/runs/<run>/) holds checkpoints/, history.csv, metrics.json and run.json.
+run.json records the run's identity (a hash of every input that changes its weights: seed,
+data, noise, model, train, and the content of the data it saw) and the checkpoint epochs its
+schedule wrote; `read_run` refuses a folder whose files are corrupt or whose checkpoints are
+incomplete, so no study ever reads a partial run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from netgeom.data.bundle import DataBundle, load_bundle, read_labels, read_split
+from netgeom.errors import NetgeomError
+from netgeom.io import read_csv, read_json_object
+from netgeom.layout import Layout, noise_tag, run_name
+from netgeom.models import accepted_options, create_model
+from netgeom.params import ModelParams, NoiseParams, Params, validate
+from netgeom.training.checkpoints import list_checkpoints
+
+RUN_FILE_KEYS = ("run", "seed", "params_hash", "checkpoints", "cell", "dataset", "params")
+METRICS_KEYS = ("train_acc", "test_acc", "train_loss", "test_loss", "epoch")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell: the settings that name a run."""
+
+    width: int
+    noise: float
+    replicate: int = 0
+
+
+def effective_model(model: ModelParams) -> ModelParams:
+    """`model` with only the options its family takes. An option the family ignores is refused,
+    unless it holds the params default (then it is dropped, so the run does not record it)."""
+    accepted = accepted_options(model.arch) | {"pretrained"}
+    defaults = ModelParams(arch=model.arch)
+    dropped = {}
+    for key, value in model.options().items():
+        if key in accepted:
+            continue
+        if value != getattr(defaults, key):
+            raise NetgeomError(
+                f"model.{key}",
+                f"{model.arch} takes no {key} (it takes {', '.join(sorted(accepted - {'pretrained'})) or 'no options'}); "
+                f"set model.{key}: null" + (" (or grid.widths: [64])" if key == "width" else ""),
+            )
+        dropped[key] = None
+    return model.model_copy(update=dropped)
+
+
+def cell_params(params: Params, cell: Cell) -> Params:
+    """`params` with the cell's width, noise level and seed; grid values get params.yaml's checks."""
+    model = validate({**params.model.model_dump(), "width": cell.width}, ModelParams, prefix="model.")
+    noise = validate({**params.noise.model_dump(), "label": cell.noise}, NoiseParams, prefix="noise.")
+    return params.model_copy(update={"model": effective_model(model), "noise": noise, "seed": params.seed + cell.replicate})
+
+
+def default_cell(params: Params) -> Cell:
+    return Cell(params.model.width, params.noise.label, 0)
+
+
+def cell_name(params: Params, cell: Cell) -> str:
+    """The run folder's name, e.g. `mlp_w64-n0.2-r0` (fixed by dvc.yaml's matrix)."""
+    return run_name(params.model.arch, cell.width, cell.noise, cell.replicate)
+
+
+def display_name(arch: str, width: int | None, noise: float, seed: int) -> str:
+    """What a person reads in the MLflow UI: architecture, width, noise and seed at a glance."""
+    return f"{arch}{'' if width is None else f' w{width}'} {noise_tag(noise)} s{seed}"
+
+
+def identity_hash(params: Params, data_digest: str, device: str = "cpu") -> str:
+    """A run's identity: every input that changes its weights. `params` must be cell-applied
+    (its seed is the run's own seed, its model only the options the family takes); `device` is
+    the kind trained on (cpu, cuda): kernels differ, so the weights do."""
+    payload = json.dumps(
+        {
+            "seed": params.seed,
+            "device": device,
+            "deterministic": params.execution.deterministic,
+            "groups": [params.data.model_dump(mode="json"), params.noise.model_dump(mode="json"),
+                       params.model.model_dump(mode="json"), params.train.model_dump(mode="json")],
+            "data": data_digest,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def build_model(params: Params, data: DataBundle) -> torch.nn.Module:
+    torch.manual_seed(params.seed)  # the initialisation is a function of the seed alone
+    return create_model(params.model.arch, data.info.input_shape, data.info.num_classes, **params.model.options())
+
+
+def load_cell_data(params: Params, layout: Layout) -> DataBundle:
+    split = read_split(layout.split_file)
+    labels = read_labels(layout.labels_file(params.noise.label))
+    return load_bundle(params, split, labels, layout.data_root(params.data.root))
+
+
+@dataclass
+class Run:
+    """A finished run folder, read back and checked."""
+
+    name: str
+    folder: Path
+    info: dict
+    metrics: dict
+    history: pd.DataFrame
+
+    @property
+    def scheduled_epochs(self) -> list[int]:
+        return [int(e) for e in self.info["checkpoints"]]
+
+    @property
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(epoch, path) of every scheduled checkpoint; refuses a run with any missing."""
+        found = dict(list_checkpoints(self.folder / "checkpoints"))
+        missing = [e for e in self.scheduled_epochs if e not in found]
+        if missing:
+            raise NetgeomError(
+                "run",
+                f"{self.name}: the checkpoints of epochs {missing} are missing from {self.folder / 'checkpoints'}; "
+                "re-run its training (`dvc repro --force` of its train stage, or `netgeom train ... --fresh`)",
+            )
+        return [(e, found[e]) for e in self.scheduled_epochs]
+
+    def init_checkpoint(self) -> Path:
+        """The epoch-0 checkpoint (the initialisation); refused when the schedule had none."""
+        if 0 not in self.scheduled_epochs:
+            raise NetgeomError(
+                "train.checkpoints.init",
+                f"{self.name} saved no epoch-0 checkpoint, so its initialisation is unknown; set it true and retrain",
+            )
+        return dict(self.checkpoints)[0]
+
+    def final_checkpoint(self) -> Path:
+        return self.checkpoints[-1][1]
+
+    @property
+    def display_name(self) -> str:
+        cell, model = self.info["cell"], self.info["params"]["model"]
+        return display_name(model["arch"], model.get("width"), cell["noise"], self.info["seed"])
+
+
+def read_run(folder: Path) -> Run:
+    folder = Path(folder)
+    hint = "train the run first (`dvc repro` or `netgeom train`)"
+    info = read_json_object(folder / "run.json", RUN_FILE_KEYS, hint=hint)
+    metrics = read_json_object(folder / "metrics.json", METRICS_KEYS, hint=hint)
+    history = read_csv(folder / "history.csv", ("epoch",), hint=hint)
+    return Run(folder.name, folder, info, metrics, history)
+
+
+def open_run(layout: Layout, name: str) -> Run:
+    folder = layout.run_dir(name)
+    if not folder.exists():
+        raise NetgeomError("run", f"{folder} is missing; run `dvc repro` (or `netgeom train`) first")
+    return read_run(folder)
+
+
+def run_folders(layout: Layout) -> list[Path]:
+    return sorted(p for p in layout.runs_root.glob("*") if (p / "run.json").exists())
+
+
+def model_for_run(info: dict, checkpoint: Path | None = None) -> torch.nn.Module:
+    """Rebuild a run's model from its run.json (weights from `checkpoint` when given)."""
+    from netgeom.training.checkpoints import load_checkpoint
+
+    model_params = ModelParams.model_validate(info["params"]["model"])
+    dataset = info["dataset"]
+    model = create_model(model_params.arch, tuple(dataset["input_shape"]), dataset["num_classes"], **model_params.options())
+    if checkpoint is not None:
+        model.load_state_dict(load_checkpoint(checkpoint)[0])
+    return model.eval()
+
+
+def checkpoint_selection(run: Run, which: str | list[int], key: str = "checkpoints") -> list[tuple[int, Path]]:
+    """`all`, `final`, or a list of epochs (each must have been checkpointed; else `key` is named)."""
+    available = run.checkpoints
+    if which == "all":
+        return available
+    if which == "final":
+        return available[-1:]
+    by_epoch = dict(available)
+    missing = [e for e in which if e not in by_epoch]
+    if missing:
+        raise NetgeomError(key, f"epochs {missing} were not checkpointed in {run.name}; have {sorted(by_epoch)}")
+    return [(e, by_epoch[e]) for e in which]

@@ -1,0 +1,89 @@
+"""Stage `barriers`: loss and accuracy barriers between seed replicates of each grid cell, before
+and after Git Re-Basin weight matching (endpoints evaluated directly, BN recomputed inside, the
+`interpolation` group's curve settings).
+
+Writes artifacts/studies/barriers/: barriers.parquet (one row per pair, split and matching) and
+curves.parquet.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+
+from netgeom.io import atomic_write_parquet
+from netgeom.layout import Layout
+from netgeom.params import Group, Params
+from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, model_for_run, open_run
+from netgeom.stages.interpolation import barrier_curve, calibration
+from netgeom.stages.study import Summary, write_summary
+from netgeom.studies import curve_summaries as cs
+from netgeom.studies.alignment import align
+from netgeom.studies.interpolation import curve_values
+from netgeom.training.checkpoints import load_checkpoint
+
+COLUMNS = ["run_a", "run_b", "width", "noise", "matching", "split", "loss_barrier", "accuracy_barrier"]
+
+
+class BarriersParams(Group):
+    matching: bool = True  # also after weight matching B to A
+
+
+PARAMS = BarriersParams
+
+
+def replicate_pairs(params: Params) -> list[tuple[Cell, Cell]]:
+    """Every pair of seed replicates of each (width, noise) grid cell."""
+    g = params.grid
+    return [
+        (Cell(w, n, a), Cell(w, n, b))
+        for w, n in itertools.product(g.widths, g.noise)
+        for a, b in itertools.combinations(sorted(g.seed_offsets), 2)
+    ]
+
+
+def barrier_rows(curve: pd.DataFrame, pair: dict) -> list[dict]:
+    rows = []
+    for split in curve["split"].unique():
+        t, loss = curve_values(curve, split, "loss")
+        _, acc = curve_values(curve, split, "accuracy")
+        rows.append({**pair, "split": split, "loss_barrier": cs.loss_barrier(t, loss), "accuracy_barrier": cs.accuracy_barrier(t, acc)})
+    return rows
+
+
+def run(params: Params, layout: Layout) -> Summary:
+    p, curve_settings = params.barriers, params.interpolation
+    rows, curves = [], []
+    for cell_a, cell_b in replicate_pairs(params):
+        pa, pb = cell_params(params, cell_a), cell_params(params, cell_b)
+        run_a, run_b = open_run(layout, cell_name(pa, cell_a)), open_run(layout, cell_name(pb, cell_b))
+        data = load_cell_data(pa, layout)
+        state_a = load_checkpoint(run_a.final_checkpoint())[0]
+        state_b = load_checkpoint(run_b.final_checkpoint())[0]
+        model = model_for_run(run_a.info)
+        candidates = {"none": state_b}
+        if p.matching:
+            candidates["weights"] = align(model, state_a, state_b, calibration_inputs=calibration(data, curve_settings), seed=params.seed).state
+        for matching, state in candidates.items():
+            curve = barrier_curve(model, state_a, state, data, curve_settings)
+            pair = {"run_a": run_a.name, "run_b": run_b.name, "width": cell_a.width, "noise": cell_a.noise, "matching": matching}
+            curves.append(curve.assign(**pair))
+            rows += barrier_rows(curve, pair)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    folder = layout.study_root("barriers")
+    atomic_write_parquet(folder / "barriers.parquet", table)
+    atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
+    summary = Summary(extra={"pairs": int(len(table) and table[["run_a", "run_b"]].drop_duplicates().shape[0])})
+    if len(table):
+        means = table.groupby(["matching", "split"])["loss_barrier"].mean()
+        summary.extra["mean_loss_barrier"] = {f"{m}.{s}": float(v) for (m, s), v in means.items()}
+    write_summary(folder, summary)
+    return summary
+
+
+def describe(summary: Summary) -> str:
+    if not summary.extra.get("pairs"):
+        return "barriers: no pairs (set grid.seed_offsets to two or more replicates)"
+    means = {k: v for k, v in summary.extra["mean_loss_barrier"].items() if k.endswith(".train")}
+    return "barriers: mean train loss barrier " + ", ".join(f"{k.removesuffix('.train')}={v:.4g}" for k, v in means.items())

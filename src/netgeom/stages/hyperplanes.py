@@ -1,0 +1,67 @@
+"""Stage `hyperplanes`: are the hyperplanes a run's filters draw biased, and since when?
+
+Weights only (no data). Writes artifacts/studies/hyperplanes/<run>/: layers.parquet (per layer
+and checkpoint: mean normalised projection, mass = fraction of filters with projection <= 0,
+sign-test and shift-test p-values, distance from init), network.parquet (all layers pooled),
+projections.parquet (every filter's raw and normalised projection at init and at the end, for
+the distribution figure) and summary.json (the pooled statistics per checkpoint).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+from pydantic import Field
+
+from netgeom.io import atomic_write_parquet
+from netgeom.layout import Layout
+from netgeom.params import Group, Params
+from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, model_for_run, open_run
+from netgeom.stages.study import Summary, write_summary
+from netgeom.studies.hyperplanes import hyperplane_evolution, network_evolution, projection_table
+from netgeom.training.checkpoints import load_checkpoint
+
+SUMMARY_COLUMNS = ("mass", "mean", "sign_pvalue", "distance_fro", "shift_auc")
+
+
+class HyperplanesParams(Group):
+    with_linear: bool = Field(False, description="also analyse linear layers (MLPs have nothing else)")
+    checkpoints: Literal["all", "final"] | list[int] = "all"
+
+
+PARAMS = HyperplanesParams
+
+
+def run(params: Params, layout: Layout, cell: Cell) -> Summary:
+    p: HyperplanesParams = params.hyperplanes
+    params = cell_params(params, cell)
+    name = cell_name(params, cell)
+    source = open_run(layout, name)
+    model = model_for_run(source.info)
+    selected = dict(checkpoint_selection(source, p.checkpoints, "hyperplanes.checkpoints"))
+    if 0 in source.scheduled_epochs:  # the reference for distances and shift tests
+        selected.setdefault(0, source.init_checkpoint())
+    states = {epoch: load_checkpoint(path)[0] for epoch, path in sorted(selected.items())}
+    init_epoch = 0 if 0 in states else None
+    layers = hyperplane_evolution(model, states, init_epoch=init_epoch, with_linear=p.with_linear)
+    network = network_evolution(model, states, init_epoch=init_epoch, with_linear=p.with_linear)
+    ends = sorted({min(states), max(states)})
+    projections = pd.concat(
+        [projection_table(model, states[e], with_linear=p.with_linear).assign(epoch=e) for e in ends], ignore_index=True
+    )
+    folder = layout.study_dir("hyperplanes", name)
+    atomic_write_parquet(folder / "layers.parquet", layers)
+    atomic_write_parquet(folder / "network.parquet", network)
+    atomic_write_parquet(folder / "projections.parquet", projections)
+    summary = Summary()
+    for row in network.to_dict("records"):
+        summary.epochs[int(row["epoch"])] = {c: {"all": float(row[c])} for c in SUMMARY_COLUMNS if c in row and pd.notna(row[c])}
+    write_summary(folder, summary)
+    return summary
+
+
+def describe(summary: Summary) -> str:
+    first, last = min(summary.epochs), max(summary.epochs)
+    mass = lambda e: summary.epochs[e]["mass"]["all"]  # noqa: E731
+    return f"hyperplanes: mass (share of filters with projection <= 0) {mass(first):.3f} at epoch {first} -> {mass(last):.3f} at epoch {last}"

@@ -1,0 +1,46 @@
+"""The study registry: one line per study. Adding a study is its stage module plus one line here.
+
+The CLI commands, the DVC stages (`netgeom pipeline`), params validation and the report loop
+are generated from this list (see `stages/study.py` for what a stage module provides). Modules
+are imported on use, so naming a study here costs a command's start-up nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from netgeom.errors import NetgeomError
+from netgeom.stages.study import Study
+
+STUDIES: tuple[Study, ...] = (
+    Study("smoothness", "run", "Input-Jacobian norms (and volumes) around the training points.",
+          shards=True, reads=("labels", "splits"), data=True),
+    Study("regions", "run", "Exact linear regions along closed paths around data points.",
+          shards=True, reads=("labels", "splits"), data=True),
+    Study("interpolation", "run", "The loss along the line from init to the final weights (MLI).",
+          reads=("labels", "splits"), params_deps=("seed",), data=True),
+    Study("hyperplanes", "run", "Bias of the hyperplanes the filters draw (projections on the diagonal) at every checkpoint."),
+    Study("reinit", "run", "Accuracy with one layer at a time reset to an earlier checkpoint or a fresh draw.",
+          reads=("labels", "splits"), data=True),
+    Study("barriers", "grid", "Loss barriers between seed replicates, with and without weight matching.",
+          reads=("runs", "labels", "splits"), params_deps=("seed", "grid"), data=True),
+    Study("mli", "grid", "SGD vs Adam x BN: the fraction of non-monotonic init->final curves.",
+          reads=("splits",), params_deps=("data", "train.batch_size"), data=True),
+)
+
+
+def study(name: str) -> Study:
+    for entry in STUDIES:
+        if entry.name == name:
+            return entry
+    raise NetgeomError("study", f"unknown {name!r}; known: {', '.join(s.name for s in STUDIES)}")
+
+
+def stage_module(entry: Study) -> ModuleType:
+    return importlib.import_module(entry.module)
+
+
+def report_module(entry: Study) -> ModuleType:
+    """The study's part of the report: `report(context)`, optional `metrics(context)`."""
+    return importlib.import_module(entry.report)

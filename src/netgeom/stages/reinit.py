@@ -1,0 +1,102 @@
+"""Stage `reinit`: which layers of a trained run can be reset to an earlier value (Zhang et al.)?
+
+For each layer with parameters and each saved checkpoint epoch (plus `rand`, a fresh draw from
+the model's own initialiser), the layer is reset in the final model and top-1 accuracy and loss
+are measured on a split, prefix activations cached per layer. BN runs in eval mode with the
+trained model's statistics (`reset_bn` also resets the BN right after the layer). On the
+training split the sweep runs on clean and noisy samples separately too.
+
+Writes artifacts/studies/reinit/<run>/: reinit.parquet (layer, position, checkpoint, epoch,
+accuracy, loss, trained_accuracy, relative_drop, group) and summary.json (per reset source: the
+mean and largest relative drop over layers, by group).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+import torch
+from pydantic import Field
+
+from netgeom.errors import NetgeomError
+from netgeom.io import atomic_write_parquet
+from netgeom.layout import Layout
+from netgeom.params import Group, Params
+from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, model_for_run, open_run
+from netgeom.stages.study import Summary, write_summary
+from netgeom.studies.reinit import reinit_sweep
+from netgeom.training.checkpoints import load_checkpoint
+
+
+class ReinitParams(Group):
+    split: Literal["train", "val", "test"] = "test"
+    layers: list[str] | None = Field(None, description="module paths (null: every conv and linear layer)")
+    epochs: list[int] | None = Field(None, description="reset sources (null: every saved checkpoint before the final one)")
+    rand: bool = True
+    rand_seed: int = 0
+    reset_bn: bool = False
+    samples: int | None = Field(None, ge=1, description="the split's first n samples (null: all)")
+    batch_size: int = Field(1024, ge=1)
+
+
+PARAMS = ReinitParams
+
+
+def _evaluation_groups(data, p: ReinitParams) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) per group: all samples, and on the training split its clean and noisy ones."""
+    cap = slice(None, p.samples)
+    if p.split != "train":
+        x, y = data.eval_sets().get(p.split, (None, None))
+        if x is None:
+            raise NetgeomError("reinit.split", f"the {p.split} split is empty; use train or test")
+        return {"all": (x[cap], y[cap])}
+    t = data.train
+    x, y, noisy = t.x[cap], t.y[cap], t.is_noisy[cap]
+    groups = {"all": (x, y), "clean": (x[~noisy], y[~noisy])}
+    if noisy.any():
+        groups["noisy"] = (x[noisy], y[noisy])
+    return groups
+
+
+def run(params: Params, layout: Layout, cell: Cell) -> Summary:
+    p: ReinitParams = params.reinit
+    params = cell_params(params, cell)
+    name = cell_name(params, cell)
+    source = open_run(layout, name)
+    checkpoints = source.checkpoints
+    final_epoch, final_path = checkpoints[-1]
+    earlier = {epoch: path for epoch, path in checkpoints[:-1]}
+    wanted = p.epochs if p.epochs is not None else sorted(earlier)
+    missing = [e for e in wanted if e not in earlier]
+    if missing:
+        raise NetgeomError("reinit.epochs", f"{name} saved no checkpoint at epochs {missing} before its final one; have {sorted(earlier)}")
+    states = {epoch: load_checkpoint(earlier[epoch])[0] for epoch in wanted}
+    trained = load_checkpoint(final_path)[0]
+    model = model_for_run(source.info)
+    data = load_cell_data(params, layout)
+    frames = []
+    for group, (x, y) in _evaluation_groups(data, p).items():
+        table = reinit_sweep(
+            model, trained, states, x, y, layers=p.layers, make_model=lambda: model_for_run(source.info),
+            rand_seed=p.rand_seed if p.rand else None, reset_bn=p.reset_bn, batch_size=p.batch_size,
+        )
+        frames.append(table.assign(group=group))
+    table = pd.concat(frames, ignore_index=True)
+    folder = layout.study_dir("reinit", name)
+    atomic_write_parquet(folder / "reinit.parquet", table)
+    summary = Summary()
+    measures: dict[str, dict[str, float]] = {}
+    for (checkpoint, group), rows in table.groupby(["checkpoint", "group"], sort=False):
+        source_name = "rand" if checkpoint == "rand" else f"e{int(checkpoint)}"
+        measures.setdefault(f"drop_mean.{source_name}", {})[group] = float(rows["relative_drop"].mean())
+        measures.setdefault(f"drop_max.{source_name}", {})[group] = float(rows["relative_drop"].max())
+    summary.epochs[final_epoch] = measures
+    write_summary(folder, summary)
+    return summary
+
+
+def describe(summary: Summary) -> str:
+    final = summary.final()
+    largest = {k.removeprefix("drop_max."): v["all"] for k, v in final.items() if k.startswith("drop_max.")}
+    return "reinit: largest relative accuracy drop over layers by reset source: " + ", ".join(f"{k} {v:.3f}" for k, v in largest.items())

@@ -1,0 +1,109 @@
+"""The glue between params, the study registry, the CLI and DVC: settings do what they say, and a
+changed file or a misspelt key never leaves a stale or wrong result behind (issue 11)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from netgeom.cli import app
+from netgeom.pipeline import code_deps, import_closure, render
+from netgeom.stages.registry import STUDIES
+from tests.conftest import write_params
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def refused(*args, key: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and key in lines[0], result.output
+    return lines[0]
+
+
+def test_execution_threads_is_applied_inside_a_stage(project, monkeypatch):
+    import netgeom.stages.split as split_stage
+
+    seen = []
+    real = split_stage.run_split
+    monkeypatch.setattr(split_stage, "run_split", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 1):
+            write_params(project, execution={"threads": threads})
+            assert runner.invoke(app, ["split"]).exit_code == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2, 1]
+
+
+@pytest.mark.parametrize(
+    ("groups", "key"),
+    [
+        ({"regions": {"paht": 3}}, "regions.paht"),
+        ({"smoothness": {"volume": {"space": "hsv"}}}, "smoothness.volume.space"),
+        ({"interpolation": {"points": 1}}, "interpolation.points"),
+        ({"mli": {"optimizers": ["lbfgs"]}}, "mli.optimizers"),
+    ],
+)
+def test_study_groups_are_typed_and_validated_by_every_command(project, groups, key):
+    write_params(project, **groups)
+    for command in (["split"], ["check"], ["report"]):
+        refused(*command, key=key)
+    assert not (project / "artifacts").exists() and not (project / "reports").exists()
+
+
+def test_params_objects_carry_typed_study_groups(project):
+    from netgeom.params import load_params
+    from netgeom.stages.regions import RegionsParams
+
+    write_params(project, regions={"paths": 5})
+    params = load_params(project / "params.yaml")
+    assert isinstance(params.regions, RegionsParams) and params.regions.paths == 5 and params.regions.anchors == 8
+
+
+def test_an_option_the_family_ignores_is_refused_unless_it_is_the_default(project):
+    write_params(project, model={"arch": "cnn5_k", "width": 4, "depth": 2})
+    runner.invoke(app, ["split"]), runner.invoke(app, ["corrupt"])
+    refused("train", "--width", "4", key="model.depth")
+    # the params default (activation relu) is dropped silently and not recorded
+    write_params(project, model={"arch": "cnn5_k", "width": 4, "depth": None, "activation": "relu"}, train={"epochs": 1, "checkpoints": {"epochs": []}})
+    result = runner.invoke(app, ["train", "--width", "4"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    info = json.loads((project / "artifacts" / "runs" / "cnn5_k_w4-n0.2-r0" / "run.json").read_text())
+    assert info["params"]["model"]["activation"] is None and info["params"]["model"]["depth"] is None
+    write_params(project, model={"arch": "cnn5_k", "width": 4, "depth": None, "activation": "tanh"})
+    refused("train", "--width", "4", key="model.activation")
+
+
+# --------------------------------------------------------------------------- the generated pipeline
+
+
+def test_the_committed_dvc_yaml_is_the_registrys_pipeline():
+    assert (REPO / "dvc.yaml").read_text() == render(), "run `netgeom pipeline --write`"
+
+
+def test_every_registered_study_has_a_stage_and_a_command():
+    stages = yaml.safe_load(render())["stages"]
+    names = set(runner.invoke(app, ["--help"]).output.split())
+    for entry in STUDIES:
+        assert entry.name in stages and entry.name in names
+        assert f"src/netgeom/stages/{entry.name}.py" in stages[entry.name]["deps"] or any(
+            d.startswith("src/netgeom/stages") and not d.endswith(".py") for d in stages[entry.name]["deps"]
+        )
+
+
+def test_import_closure_follows_function_level_imports_and_parent_packages():
+    closure = {p.relative_to(REPO / "src").as_posix() for p in import_closure("netgeom.stages.train")}
+    assert {"netgeom/__init__.py", "netgeom/stages/__init__.py", "netgeom/runs.py", "netgeom/training/loop.py"} <= closure
+    assert "netgeom/tracking.py" not in closure and "netgeom/report/figures.py" not in closure
+    deps = code_deps("netgeom.stages.train", "netgeom.stages.sync")
+    assert "src/netgeom/tracking.py" in deps and "src/netgeom/report/figures.py" not in deps
