@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup data repro exp preset test bench ui sync clean
+.PHONY: help setup data repro exp preset test bench ui sync pipeline clean
 
 help:  ## List the targets
 	@grep -E '^[a-z][a-zA-Z0-9_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,15 +16,15 @@ setup: $(STAMP)  ## Create .venv and install netgeom with pinned dependencies (i
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
 data: $(STAMP)  ## Materialise the embedded datasets into data/ (a no-op when data/ already matches data.dvc)
 	@if [ -d data ] && dvc status -q data.dvc 2>/dev/null; then echo "data/ matches data.dvc"; \
 	else netgeom data materialise && dvc add -q data; fi
 
-repro: data  ## Reproduce the whole pipeline (dvc repro)
-	dvc repro
+repro: data  ## Reproduce the whole pipeline: stale stages in parallel on every core (netgeom repro)
+	netgeom repro
 
 exp: data  ## Run a seed variation as a DVC experiment: make exp SEED=43
 	dvc exp run -S seed=$(or $(SEED),43)
@@ -33,7 +33,7 @@ preset: data  ## Run a preset as a DVC experiment: make preset PRESET=mnist1d_do
 	dvc exp run $$(netgeom preset presets/$(PRESET).yaml)
 
 test: $(STAMP)  ## Run the test suite
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n 2 --dist loadfile  # two workers: one per core, a test file each
 
 bench: $(STAMP)  ## Run every benchmark under bench/ (prints ratios against baselines)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
@@ -41,6 +41,9 @@ bench: $(STAMP)  ## Run every benchmark under bench/ (prints ratios against base
 ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:5000 (prints the page to open)
 	@netgeom mlflow link --port 5000
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000
+
+pipeline: $(STAMP)  ## Regenerate dvc.yaml from the study registry (after adding a study or changing imports)
+	netgeom pipeline --write
 
 sync: $(STAMP)  ## Rebuild missing MLflow runs from the DVC outputs
 	netgeom mlflow sync

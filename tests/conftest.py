@@ -44,6 +44,8 @@ def write_params(root: Path, **groups) -> Path:
         "barriers": {"matching": True},
         "hyperplanes": {"with_linear": True},
         "reinit": {"split": "test"},
+        "star": {"widths": [8], "noise": 0.2, "anchors": [100], "held_out": [200, 201], "anchor_counts": [1], "epochs": 2, "points": 5,
+                 "t": "uniform", "mu": 0.0, "calibration_samples": 256},
     }
     for group, values in groups.items():
         if isinstance(values, dict) and isinstance(params.get(group), dict):

@@ -107,3 +107,16 @@ def test_import_closure_follows_function_level_imports_and_parent_packages():
     assert "netgeom/tracking.py" not in closure and "netgeom/report/figures.py" not in closure
     deps = code_deps("netgeom.stages.train", "netgeom.stages.sync")
     assert "src/netgeom/tracking.py" in deps and "src/netgeom/report/figures.py" not in deps
+
+
+def test_a_switched_off_study_records_that_it_was_skipped(project):
+    import json
+
+    write_params(project, regions={"enabled": False}, train={"epochs": 1, "checkpoints": {"epochs": []}})
+    for command in (["split"], ["corrupt"], ["train"], ["regions"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.output
+    assert "skipped (regions.enabled is false)" in result.output
+    summary = json.loads((project / "artifacts" / "studies" / "regions" / "mlp_w16-n0.2-r0" / "summary.json").read_text())
+    assert summary == {"skipped": "regions.enabled is false"}
+    assert runner.invoke(app, ["report"]).exit_code == 0  # the report leaves the study out

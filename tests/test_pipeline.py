@@ -44,7 +44,7 @@ def repo(tmp_path_factory):
         root,
         mlflow={"enabled": True, "experiment": "pipeline", "log_models": "final"},
         train={"epochs": 2, "checkpoints": {"epochs": [1]}},
-        grid={"widths": [8], "noise": [0.0, 0.2], "seed_offsets": [0]},
+        grid={"widths": [8], "noise": [0.2], "seed_offsets": [0]},
     )
     sh("git", "init", "-q", cwd=root)
     # dvc exp commits through its own git backends, which read the repo config, not only env vars
@@ -54,20 +54,21 @@ def repo(tmp_path_factory):
     sh("dvc", "add", "-q", "data", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "init", cwd=root)
-    sh("dvc", "repro", cwd=root)
+    sh(sys.executable, "-m", "netgeom", "repro", "-j", "2", "--quiet", cwd=root)  # parallel stages, one MLflow store
     return root
 
 
 def test_repro_builds_every_grid_cell_and_the_report(repo):
     runs = sorted(p.name for p in (repo / "artifacts" / "runs").iterdir())
-    assert runs == ["mlp_w8-n0.0-r0", "mlp_w8-n0.2-r0"]
+    assert runs == ["mlp_w8-n0.2-r0"]
     summary = json.loads((repo / "reports" / "summary.json").read_text())
-    assert set(summary) == {"noise_0pct", "noise_20pct"}  # headline numbers per noise level
+    assert set(summary) == {"noise_20pct", "star"}  # headline numbers per noise level, and the star's
+    assert {"star_barrier", "regular_barrier", "p_value"} <= set(summary["star"])
     assert {"peak_test_error", "peak_width", "lipschitz_at_peak", "mli_non_monotonic", "hyperplane_mass"} <= set(summary["noise_20pct"])
     assert (repo / "reports" / "index.html").exists() and (repo / "reports" / "tables" / "runs.csv").exists()
     figures = {p.name for p in (repo / "reports" / "figures").iterdir()}
     assert {"error_vs_width.png", "learning_curves.png", "smoothness_vs_width.png", "regions_vs_width.png", "mli_curves.png",
-            "mli_preset.png", "hyperplane_projections.png", "reinit_heatmap.png", "bias_vs_reinit.png"} <= figures
+            "mli_preset.png", "hyperplane_projections.png", "reinit_heatmap.png", "bias_vs_reinit.png", "star_barriers.png"} <= figures
     for study in ("smoothness", "regions", "interpolation", "hyperplanes", "reinit"):
         assert sorted(p.name for p in (repo / "artifacts" / "studies" / study).iterdir()) == runs
     labels = json.loads((repo / "artifacts" / "labels" / "n0.2" / "summary.json").read_text())
@@ -80,16 +81,17 @@ def test_second_repro_is_a_no_op(repo):
     assert "up to date" in sh("dvc", "status", cwd=repo)
 
 
-def mlflow_record(repo, kind: str = "netgeom.run"):
-    """(training runs (or runs with tag `kind`), logged models) of the repository's store."""
+def mlflow_record(repo, kind: str = "train@"):
+    """(the grid's training runs, or the runs tagged `kind`; their logged models) in the store."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
     experiment = mlflow.get_experiment_by_name("pipeline")
     runs = mlflow.search_runs([experiment.experiment_id])
-    runs = runs[runs[f"tags.{kind}"].notna()].reset_index(drop=True)
+    chosen = runs["tags.dvc.stage"].fillna("").str.startswith(kind) if kind.endswith("@") else runs[f"tags.{kind}"].notna()
+    runs = runs[chosen].reset_index(drop=True)
     models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
-    return runs, models
+    return runs, [m for m in models if m.source_run_id in set(runs["run_id"])]
 
 
 # one module each stage kind imports, and one it never imports
@@ -121,9 +123,11 @@ def test_editing_code_a_stage_runs_makes_dvc_status_flag_it(repo, stage):
 
 def test_mlflow_holds_one_run_per_training_with_checkpoint_models(repo):
     runs, models = mlflow_record(repo)
-    assert len(runs) == 2 and set(runs["tags.dvc.stage"]) == {"train@8-0.0-0", "train@8-0.2-0"}
-    assert set(runs["tags.mlflow.runName"]) == {"mlp w8 n0.0 s1", "mlp w8 n0.2 s1"}
-    assert len(models) == 2  # the final checkpoint of each (the others are run artifacts)
+    assert len(runs) == 1 and set(runs["tags.dvc.stage"]) == {"train@8-0.2-0"}
+    assert set(runs["tags.mlflow.runName"]) == {"mlp w8 n0.2 s1"}
+    assert len(models) == 1  # the final checkpoint (the others are run artifacts)
+    stars, _ = mlflow_record(repo, "star@")  # star runs are training runs too, tagged with their anchors
+    assert len(stars) == 1 and stars["tags.star.anchors"][0] == "mlp_w8-n0.2-s100"
     assert all(runs["tags.netgeom.complete"] == "true")
     assert runs["metrics.smoothness/jacobian_frobenius.crossentropy.all"].notna().all()
     # the report (barriers, the MLI preset, every figure and the page) is a run of its own
@@ -153,8 +157,8 @@ def test_seed_experiment_runs_and_differs(repo):
     assert by_seed[1] != by_seed[43]
     # the experiment is its own MLflow runs, tagged with its name; the seed-1 runs are untouched
     runs, models = mlflow_record(repo)
-    assert len(runs) == 4 and len(models) == 4
-    assert sorted(runs["params.seed"]) == ["1", "1", "43", "43"]
+    assert len(runs) == 2 and len(models) == 2
+    assert sorted(runs["params.seed"]) == ["1", "43"]
     seed43 = runs[runs["params.seed"] == "43"]
     assert seed43["tags.dvc.exp_name"].notna().all() and seed43["tags.dvc.exp_name"].str.len().gt(0).all()
     for _, run in runs.iterrows():
@@ -185,7 +189,7 @@ def test_queued_seed_grid_on_two_workers(repo):
     assert json.loads((repo / "artifacts" / "runs" / "mlp_w8-n0.2-r0" / "run.json").read_text()) == main_run
     runs, models = mlflow_record(repo)
     by_seed = runs.groupby("params.seed").size().to_dict()
-    assert by_seed["44"] == 2 and by_seed["45"] == 2
+    assert by_seed["44"] == 1 and by_seed["45"] == 1
     assert all(runs["tags.netgeom.complete"] == "true")
     queued = runs[runs["params.seed"].isin(["44", "45"])]
     assert queued["metrics.smoothness/jacobian_frobenius.crossentropy.all"].notna().all()

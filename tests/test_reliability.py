@@ -138,7 +138,7 @@ def test_a_crash_while_finishing_leaves_a_complete_run_and_the_rerun_completes_i
         if Path(dst).name.endswith(".replaced"):
             raise Crash
 
-    def crash_after_assembly(layout, name):
+    def crash_after_assembly(*args):
         raise Crash
 
     with monkeypatch.context() as patch, pytest.raises(Crash):

@@ -6,19 +6,26 @@ Every command reads params.yaml through `netgeom.params`, calls the library, and
 
 from __future__ import annotations
 
-import functools
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from netgeom import progress
+from netgeom.cli_common import (
+    CellNoise,
+    CellReplicate,
+    CellWidth,
+    ParamsOption,
+    QuietOption,
+    guarded,
+    make_cell,
+    setup,
+)
 from netgeom.errors import NetgeomError
 from netgeom.io import read_json
 from netgeom.layout import Layout
-from netgeom.params import Params, load_params
+from netgeom.params import load_params
 
 app = typer.Typer(
     help="netgeom: the geometry of trained neural networks, as reproducible DVC stages.",
@@ -30,50 +37,6 @@ data_app = typer.Typer(help="Datasets: fetch, materialise, describe.", no_args_i
 mlflow_app = typer.Typer(help="MLflow store maintenance.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(mlflow_app, name="mlflow")
-
-ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Params file.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-
-CellWidth = Annotated[Optional[int], typer.Option("--width", help="Model width (default: model.width).")]
-CellNoise = Annotated[Optional[float], typer.Option("--noise", help="Label-noise level (default: noise.label).")]
-CellReplicate = Annotated[int, typer.Option("--replicate", help="Seed offset: the run uses seed + replicate.")]
-
-
-def make_cell(settings: Params, width: int | None, noise: float | None, replicate: int):
-    from netgeom.runs import Cell
-
-    return Cell(settings.model.width if width is None else width, settings.noise.label if noise is None else noise, replicate)
-
-
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"netgeom: error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
-def guarded(command):
-    """Report a NetgeomError as one line and exit 2 (used on every command)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except NetgeomError as exc:
-            raise fail(str(exc)) from None
-
-    return wrapper
-
-
-def setup(params_path: Path, quiet: bool) -> tuple[Params, Layout]:
-    """Validated params and the layout; quiet progress if asked; torch threads from params."""
-    import torch
-
-    progress.set_quiet(quiet)
-    # torch.func's own internals trigger this deprecation notice; it is not ours to act on.
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    settings = load_params(params_path)
-    torch.set_num_threads(settings.execution.threads)
-    return settings, Layout.here()
-
 
 # --------------------------------------------------------------------------- data
 
@@ -230,6 +193,9 @@ def study_command(entry):
 
         settings, layout = setup(params, quiet)
         module = stage_module(entry)
+        if not getattr(settings, entry.name).enabled:
+            _skip(entry, settings, layout, cell_args)
+            return
         if entry.scope == "grid":
             typer.echo(module.describe(module.run(settings, layout)))
             return
@@ -276,14 +242,41 @@ def study_command(entry):
     return guarded(command)
 
 
+def _skip(entry, settings, layout, cell_args) -> None:
+    from netgeom.runs import cell_name, cell_params
+    from netgeom.stages.study import write_skipped
+
+    if entry.scope == "grid":
+        folder = layout.study_root(entry.name)
+    else:
+        cell = make_cell(settings, *cell_args)
+        folder = layout.study_dir(entry.name, cell_name(cell_params(settings, cell), cell))
+    write_skipped(folder, entry.name)
+    typer.echo(f"{entry.name}: skipped ({entry.name}.enabled is false)")
+
+
 def _register_studies() -> None:
     from netgeom.stages.registry import STUDIES
 
     for entry in STUDIES:
-        app.command(entry.name)(study_command(entry))
+        if entry.scope == "custom":
+            import importlib
+
+            app.add_typer(importlib.import_module(entry.cli).app, name=entry.name)
+        else:
+            app.command(entry.name)(study_command(entry))
 
 
 _register_studies()
+
+
+def _register_repro() -> None:
+    from netgeom.cli_repro import repro
+
+    app.command("repro")(repro)
+
+
+_register_repro()
 
 
 @app.command()
@@ -359,8 +352,14 @@ def preset(path: Annotated[Path, typer.Argument(help="A preset YAML of params ov
     overrides = yaml.safe_load(path.read_text()) or {}
     base = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").exists() else {}
     validate(_merge(base, overrides))
-    # Compact JSON (valid YAML, no spaces) survives the shell's word splitting in `$(...)`.
-    args = [f"-S {key}={json.dumps(value, separators=(',', ':')) if not isinstance(value, str) else value}" for key, value in flatten(overrides).items()]
+    # Compact JSON (valid YAML, no spaces) survives the shell's word splitting in `$(...)`;
+    # Hydra (behind `dvc exp run -S`) appends a key the params file lacks only when asked with `+`.
+    present = flatten(base)
+    args = [
+        f"-S {'' if key in present or any(k.startswith(key + '.') for k in present) else '+'}{key}="
+        f"{json.dumps(value, separators=(',', ':')) if not isinstance(value, str) else value}"
+        for key, value in flatten(overrides).items()
+    ]
     typer.echo(" ".join(args))
 
 

@@ -109,6 +109,17 @@ class Layout:
         """Where a previous run folder waits while the new one takes its place."""
         return self.staging_root / f"{run}.replaced"
 
+    @property
+    def star_root(self) -> Path:
+        return self.artifacts / "star"
+
+    def star_source_dir(self, run: str) -> Path:
+        """A source model of the star study (an anchor or a held-out model), apart from the grid."""
+        return self.star_root / "sources" / run
+
+    def star_dir(self, run: str) -> Path:
+        return self.star_root / "stars" / run
+
     def study_root(self, study: str) -> Path:
         return self.artifacts / "studies" / study
 

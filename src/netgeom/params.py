@@ -22,6 +22,13 @@ class Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class StudyGroup(Group):
+    """A study's params group: every study can be switched off (its stage then records that it
+    was skipped), e.g. regions for a max-pool net, which the exact walk cannot handle."""
+
+    enabled: bool = True
+
+
 class RandomDataParams(Group):
     """The synthetic `random` dataset (used for off-manifold ablations and smoke tests)."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 import netgeom
-from netgeom.stages.registry import STUDIES
+from netgeom.stages.registry import STUDIES, stage_module
 from netgeom.stages.study import Study
 
 PACKAGE_DIR = Path(netgeom.__file__).resolve().parent
@@ -153,7 +153,12 @@ def stages() -> dict:
             "outs": [f"artifacts/runs/{RUN}"],
         },
     }
-    studies = {entry.name: _study_stage(entry) for entry in STUDIES}
+    studies = {}
+    for entry in STUDIES:
+        if entry.scope == "custom":
+            studies.update(stage_module(entry).dvc_stages(code_deps(entry.module, entry.cli)))
+        else:
+            studies[entry.name] = _study_stage(entry)
     report = {
         "report": {
             "cmd": "netgeom report --quiet",
@@ -182,4 +187,11 @@ def render() -> str:
             },
         ],
     }
-    return HEADER + yaml.safe_dump(document, sort_keys=False, width=120)
+    return HEADER + yaml.dump(document, Dumper=_NoAliases, sort_keys=False, width=120)
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Stages may share a list object; dvc.yaml spells each one out (no YAML anchors)."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True

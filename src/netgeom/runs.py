@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from netgeom.cell import Cell
 from netgeom.data.bundle import DataBundle, load_bundle, read_labels, read_split
 from netgeom.errors import NetgeomError
 from netgeom.io import read_csv, read_json_object
@@ -27,15 +28,6 @@ from netgeom.training.checkpoints import list_checkpoints
 
 RUN_FILE_KEYS = ("run", "seed", "params_hash", "checkpoints", "cell", "dataset", "params")
 METRICS_KEYS = ("train_acc", "test_acc", "train_loss", "test_loss", "epoch")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One grid cell: the settings that name a run."""
-
-    width: int
-    noise: float
-    replicate: int = 0
 
 
 def effective_model(model: ModelParams) -> ModelParams:
@@ -78,7 +70,7 @@ def display_name(arch: str, width: int | None, noise: float, seed: int) -> str:
     return f"{arch}{'' if width is None else f' w{width}'} {noise_tag(noise)} s{seed}"
 
 
-def identity_hash(params: Params, data_digest: str, device: str = "cpu") -> str:
+def identity_hash(params: Params, data_digest: str, device: str = "cpu", extra: dict | None = None) -> str:
     """A run's identity: every input that changes its weights. `params` must be cell-applied
     (its seed is the run's own seed, its model only the options the family takes); `device` is
     the kind trained on (cpu, cuda): kernels differ, so the weights do."""
@@ -90,6 +82,7 @@ def identity_hash(params: Params, data_digest: str, device: str = "cpu") -> str:
             "groups": [params.data.model_dump(mode="json"), params.noise.model_dump(mode="json"),
                        params.model.model_dump(mode="json"), params.train.model_dump(mode="json")],
             "data": data_digest,
+            **({"extra": extra} if extra else {}),
         },
         sort_keys=True,
     )
@@ -101,10 +94,28 @@ def build_model(params: Params, data: DataBundle) -> torch.nn.Module:
     return create_model(params.model.arch, data.info.input_shape, data.info.num_classes, **params.model.options())
 
 
-def load_cell_data(params: Params, layout: Layout) -> DataBundle:
+def load_cell_data(params: Params, layout: Layout, device: torch.device | None = None) -> DataBundle:
+    """The cell's data (on `device` when given: moved once, then indexed there)."""
     split = read_split(layout.split_file)
     labels = read_labels(layout.labels_file(params.noise.label))
-    return load_bundle(params, split, labels, layout.data_root(params.data.root))
+    data = load_bundle(params, split, labels, layout.data_root(params.data.root))
+    return data.to(device) if device is not None else data
+
+
+def study_device(params: Params) -> torch.device:
+    """Where a study stage computes: `execution.device` resolved here (auto: a GPU if visible)."""
+    from netgeom.devices import resolve_device
+
+    return resolve_device(params.execution.device)
+
+
+def load_state(path: Path, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights (on `device` when given). Checkpoints are CPU tensors: a run
+    trained on a GPU is studied on the CPU and vice versa."""
+    from netgeom.training.checkpoints import load_checkpoint
+
+    state = load_checkpoint(path)[0]
+    return {k: v.to(device) for k, v in state.items()} if device is not None else state
 
 
 @dataclass
@@ -172,16 +183,14 @@ def run_folders(layout: Layout) -> list[Path]:
     return sorted(p for p in layout.runs_root.glob("*") if (p / "run.json").exists())
 
 
-def model_for_run(info: dict, checkpoint: Path | None = None) -> torch.nn.Module:
-    """Rebuild a run's model from its run.json (weights from `checkpoint` when given)."""
-    from netgeom.training.checkpoints import load_checkpoint
-
+def model_for_run(info: dict, checkpoint: Path | None = None, device: torch.device | None = None) -> torch.nn.Module:
+    """Rebuild a run's model from its run.json (weights from `checkpoint` when given), on `device`."""
     model_params = ModelParams.model_validate(info["params"]["model"])
     dataset = info["dataset"]
     model = create_model(model_params.arch, tuple(dataset["input_shape"]), dataset["num_classes"], **model_params.options())
     if checkpoint is not None:
-        model.load_state_dict(load_checkpoint(checkpoint)[0])
-    return model.eval()
+        model.load_state_dict(load_state(checkpoint))
+    return model.to(device).eval() if device is not None else model.eval()
 
 
 def checkpoint_selection(run: Run, which: str | list[int], key: str = "checkpoints") -> list[tuple[int, Path]]:

@@ -152,6 +152,8 @@ def _tags(layout: Layout, info: dict) -> dict[str, str]:
         "git.commit": git_commit(str(layout.root)),
         "device": info.get("device", ""),
     }
+    star = info.get("star") or {}
+    tags.update({f"star.{key}": ",".join(map(str, v)) if isinstance(v, list) else str(v) for key, v in star.items()})
     return {k: v for k, v in tags.items() if v}  # an empty tag is noise in the UI
 
 

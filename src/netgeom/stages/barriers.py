@@ -14,19 +14,18 @@ import pandas as pd
 
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Group, Params
-from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, model_for_run, open_run
+from netgeom.params import Params, StudyGroup
+from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, load_state, model_for_run, open_run, study_device
 from netgeom.stages.interpolation import barrier_curve, calibration
 from netgeom.stages.study import Summary, write_summary
 from netgeom.studies import curve_summaries as cs
 from netgeom.studies.alignment import align
 from netgeom.studies.interpolation import curve_values
-from netgeom.training.checkpoints import load_checkpoint
 
 COLUMNS = ["run_a", "run_b", "width", "noise", "matching", "split", "loss_barrier", "accuracy_barrier"]
 
 
-class BarriersParams(Group):
+class BarriersParams(StudyGroup):
     matching: bool = True  # also after weight matching B to A
 
 
@@ -55,13 +54,13 @@ def barrier_rows(curve: pd.DataFrame, pair: dict) -> list[dict]:
 def run(params: Params, layout: Layout) -> Summary:
     p, curve_settings = params.barriers, params.interpolation
     rows, curves = [], []
+    device = study_device(params)
     for cell_a, cell_b in replicate_pairs(params):
         pa, pb = cell_params(params, cell_a), cell_params(params, cell_b)
         run_a, run_b = open_run(layout, cell_name(pa, cell_a)), open_run(layout, cell_name(pb, cell_b))
-        data = load_cell_data(pa, layout)
-        state_a = load_checkpoint(run_a.final_checkpoint())[0]
-        state_b = load_checkpoint(run_b.final_checkpoint())[0]
-        model = model_for_run(run_a.info)
+        data = load_cell_data(pa, layout, device)
+        state_a, state_b = load_state(run_a.final_checkpoint(), device), load_state(run_b.final_checkpoint(), device)
+        model = model_for_run(run_a.info, device=device)
         candidates = {"none": state_b}
         if p.matching:
             candidates["weights"] = align(model, state_a, state_b, calibration_inputs=calibration(data, curve_settings), seed=params.seed).state

@@ -9,15 +9,14 @@ import torch
 from netgeom.errors import NetgeomError
 from netgeom.layout import Layout
 from netgeom.params import DataParams, NoiseParams, Params, validate
-from netgeom.runs import Run, load_cell_data, model_for_run, open_run
+from netgeom.runs import Run, load_cell_data, load_state, model_for_run, open_run, study_device
 from netgeom.stages.interpolation import InterpolationParams, barrier_curve, calibration, summarise_curve
 from netgeom.studies import weight_space as ws
 from netgeom.studies.alignment import align
 from netgeom.studies.interpolation import check_same_architecture
-from netgeom.training.checkpoints import load_checkpoint
 
 
-def checkpoint_of(layout: Layout, spec: str) -> tuple[Run, dict[str, torch.Tensor]]:
+def checkpoint_of(layout: Layout, spec: str, device: torch.device | None = None) -> tuple[Run, dict[str, torch.Tensor]]:
     """`run` or `run@epoch` (epoch: init, final or a checkpointed epoch) -> (run, state)."""
     name, _, which = spec.partition("@")
     run = open_run(layout, name)
@@ -34,7 +33,7 @@ def checkpoint_of(layout: Layout, spec: str) -> tuple[Run, dict[str, torch.Tenso
         if epoch not in saved:
             raise NetgeomError("checkpoint", f"{run.name} has no checkpoint at epoch {epoch}; saved: {sorted(saved)}")
         path = saved[epoch]
-    return run, load_checkpoint(path)[0]
+    return run, load_state(path, device)
 
 
 def run_curve(
@@ -43,15 +42,16 @@ def run_curve(
     """The curve between two checkpoints on run A's data (params.yaml's split, A's noise level)."""
     overrides = {k: v for k, v in {"points": points, "bn": bn}.items() if v is not None}
     p = validate({**params.interpolation.model_dump(), **overrides}, InterpolationParams, prefix="interpolation.")
-    run_a, state_a = checkpoint_of(layout, spec_a)
-    run_b, state_b = checkpoint_of(layout, spec_b)
+    device = study_device(params)
+    run_a, state_a = checkpoint_of(layout, spec_a, device)
+    run_b, state_b = checkpoint_of(layout, spec_b, device)
     check_same_architecture(state_a, state_b)
     for run in (run_a, run_b):
         if DataParams.model_validate(run.info["params"]["data"]) != params.data:
             raise NetgeomError("curve.runs", f"{run.name} was trained on other data than params.yaml's `data` group")
     noise = NoiseParams.model_validate(run_a.info["params"]["noise"])
-    data = load_cell_data(params.model_copy(update={"noise": noise}), layout)
-    model = model_for_run(run_a.info)
+    data = load_cell_data(params.model_copy(update={"noise": noise}), layout, device)
+    model = model_for_run(run_a.info, device=device)
     if match:
         state_b = align(model, state_a, state_b, calibration_inputs=calibration(data, p), seed=params.seed).state
     curve = barrier_curve(model, state_a, state_b, data, p)

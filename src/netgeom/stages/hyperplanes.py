@@ -16,16 +16,15 @@ from pydantic import Field
 
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Group, Params
-from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, model_for_run, open_run
+from netgeom.params import Params, StudyGroup
+from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_state, model_for_run, open_run
 from netgeom.stages.study import Summary, write_summary
 from netgeom.studies.hyperplanes import hyperplane_evolution, network_evolution, projection_table
-from netgeom.training.checkpoints import load_checkpoint
 
 SUMMARY_COLUMNS = ("mass", "mean", "sign_pvalue", "distance_fro", "shift_auc")
 
 
-class HyperplanesParams(Group):
+class HyperplanesParams(StudyGroup):
     with_linear: bool = Field(False, description="also analyse linear layers (MLPs have nothing else)")
     checkpoints: Literal["all", "final"] | list[int] = "all"
 
@@ -42,7 +41,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     selected = dict(checkpoint_selection(source, p.checkpoints, "hyperplanes.checkpoints"))
     if 0 in source.scheduled_epochs:  # the reference for distances and shift tests
         selected.setdefault(0, source.init_checkpoint())
-    states = {epoch: load_checkpoint(path)[0] for epoch, path in sorted(selected.items())}
+    states = {epoch: load_state(path) for epoch, path in sorted(selected.items())}  # weights only: the CPU is enough
     init_epoch = 0 if 0 in states else None
     layers = hyperplane_evolution(model, states, init_epoch=init_epoch, with_linear=p.with_linear)
     network = network_evolution(model, states, init_epoch=init_epoch, with_linear=p.with_linear)

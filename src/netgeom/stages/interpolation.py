@@ -18,14 +18,13 @@ from pydantic import Field
 
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Group, Params
-from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, model_for_run, open_run
+from netgeom.params import Group, Params, StudyGroup
+from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, load_state, model_for_run, open_run, study_device
 from netgeom.stages.study import Summary, write_summary
 from netgeom.studies import curve_summaries as cs
 from netgeom.studies import logit_geometry as lg
 from netgeom.studies import weight_space as ws
 from netgeom.studies.interpolation import SEEDS_BN_MOMENTUM, curve_values, interpolation_curve, plane_landscape, random_init_curves
-from netgeom.training.checkpoints import load_checkpoint
 
 # Random-init baselines draw from seeds far from any run's own (runs use seed + replicate).
 RANDOM_INIT_SEED_BASE = 10_000
@@ -44,7 +43,7 @@ class EmaParams(Group):
     batches: int | None = Field(None, ge=1, description="calibration batches (null: one pass over the subset)")
 
 
-class InterpolationParams(Group):
+class InterpolationParams(StudyGroup):
     points: int = Field(25, ge=2)
     bn: Literal["interpolate", "recompute", "recompute_ema", "frozen"] = "recompute"
     ema: EmaParams = EmaParams()
@@ -127,13 +126,14 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     params = cell_params(params, cell)
     name = cell_name(params, cell)
     source = open_run(layout, name)
-    data = load_cell_data(params, layout)
+    device = study_device(params)
+    data = load_cell_data(params, layout, device)
     source.init_checkpoint()  # refuses a run without an epoch-0 checkpoint
     checkpoints = source.checkpoints
-    states = {epoch: load_checkpoint(path)[0] for epoch, path in checkpoints}
+    states = {epoch: load_state(path, device) for epoch, path in checkpoints}
     last = checkpoints[-1][0]
     theta_0, theta_T = states[0], states[last]
-    model = model_for_run(source.info)
+    model = model_for_run(source.info, device=device)
     splits = eval_sets(data, p)
     options = curve_options(data, p)
 
@@ -146,7 +146,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
 
     def fresh_init(r: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(RANDOM_INIT_SEED_BASE + params.seed * RANDOM_INIT_SEEDS_PER_RUN + r)
-        return model_for_run(source.info).state_dict()
+        return model_for_run(source.info, device=device).state_dict()
 
     if p.random_inits:
         random = random_init_curves(model, fresh_init, theta_T, {"train": splits["train"]}, repeats=p.random_inits, **options)

@@ -21,8 +21,9 @@ from netgeom.data.sources import get_source
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
 from netgeom.models import create_model
-from netgeom.params import Group, Params, TrainParams, validate
+from netgeom.params import Params, StudyGroup, TrainParams, validate
 from netgeom.progress import progress
+from netgeom.runs import study_device
 from netgeom.stages.study import Summary, write_summary
 from netgeom.studies import curve_summaries as cs
 from netgeom.studies import weight_space as ws
@@ -34,7 +35,7 @@ from netgeom.training.loop import train
 DEFAULT_LR = {"sgd": 0.1, "adam": 0.01, "adamw": 0.01}
 
 
-class MliParams(Group):
+class MliParams(StudyGroup):
     arch: str = "mlp"
     width: int = Field(256, gt=0)
     depth: int = Field(4, ge=1)
@@ -63,7 +64,8 @@ def _clean_bundle(params: Params, layout: Layout):
 
 def run(params: Params, layout: Layout) -> Summary:
     p: MliParams = params.mli
-    data = _clean_bundle(params, layout)
+    device = study_device(params)
+    data = _clean_bundle(params, layout).to(device)
     eval_sets = {"train": (data.train.x, data.train.y)}
     rows, curves = [], []
     configs = list(itertools.product(p.optimizers, p.batch_norm, p.seeds))
@@ -74,10 +76,10 @@ def run(params: Params, layout: Layout) -> Summary:
             TrainParams, prefix="mli.",
         )
         torch.manual_seed(seed)
-        model = create_model(p.arch, data.info.input_shape, data.info.num_classes, width=p.width, depth=p.depth, batch_norm=batch_norm)
+        model = create_model(p.arch, data.info.input_shape, data.info.num_classes, width=p.width, depth=p.depth, batch_norm=batch_norm).to(device)
         theta_0 = {k: v.clone() for k, v in model.state_dict().items()}
         work = layout.staging_dir(f"mli-{optimizer}-bn{int(batch_norm)}-s{seed}")
-        result = train(model, data, settings, seed=seed, workdir=work, resume=False)
+        result = train(model, data, settings, seed=seed, workdir=work, resume=False, device=device)
         shutil.rmtree(work, ignore_errors=True)  # only the curve matters here
         curve = interpolation_curve(model, theta_0, model.state_dict(), eval_sets, n=p.points, bn="recompute", calibration_inputs=data.train.x[: p.calibration_samples])
         _, loss = curve_values(curve, "train", "loss")

@@ -21,8 +21,8 @@ from netgeom.errors import NetgeomError
 from netgeom.execution import shard_range
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Group, Params
-from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run
+from netgeom.params import Params, StudyGroup
+from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run, study_device
 from netgeom.stages.study import Summary, write_summary
 from netgeom.stages.study_common import SAMPLE_COLUMNS, compute_shards, sample_frame, summarise_by_noise
 from netgeom.studies.paths import Paths, choose_paths, make_paths, random_inputs
@@ -32,7 +32,7 @@ PER_LOGIT = ("variation", "signed_variation", "absolute_deviation")
 HEADLINE = ("crossings", "regions", "density", *PER_LOGIT)
 
 
-class RegionsParams(Group):
+class RegionsParams(StudyGroup):
     source: Literal["train", "val", "test", "random"] = "train"
     closed: bool = True
     paths: int = Field(64, ge=1)
@@ -51,18 +51,19 @@ PARAMS = RegionsParams
 
 def _path_inputs(params: Params, layout: Layout, p: RegionsParams) -> tuple[torch.Tensor, pd.DataFrame]:
     """Inputs of the pool the paths start from, and their per-sample columns."""
-    data = load_cell_data(params, layout)
+    device = study_device(params)
+    data = load_cell_data(params, layout, device)
     if p.source == "random":
-        x = random_inputs(p.paths, data.info.input_shape, seed=p.path_seed)
+        x = random_inputs(p.paths, data.info.input_shape, seed=p.path_seed).to(device)
         missing = np.full(p.paths, -1)
         return x, sample_frame(missing, missing, missing)
     if p.source == "train":
         t = data.train
-        return t.x, sample_frame(t.sample_id.numpy(), t.y.numpy(), t.clean.numpy())
+        return t.x, sample_frame(t.sample_id.cpu().numpy(), t.y.cpu().numpy(), t.clean.cpu().numpy())
     x, y = data.eval_sets().get(p.source, (None, None))
     if x is None:
         raise NetgeomError("regions.source", f"the {p.source} split is empty; use train or test")
-    return x, sample_frame(np.arange(len(y)), y.numpy(), y.numpy())
+    return x, sample_frame(np.arange(len(y)), y.cpu().numpy(), y.cpu().numpy())
 
 
 def build_paths(params: Params, layout: Layout, p: RegionsParams) -> tuple[Paths, pd.DataFrame]:
@@ -71,7 +72,7 @@ def build_paths(params: Params, layout: Layout, p: RegionsParams) -> tuple[Paths
     if p.radius >= side:
         raise NetgeomError("regions.radius", f"{p.radius} must be smaller than the input side ({side})")
     chosen = np.arange(len(x)) if p.source == "random" else choose_paths(len(x), min(p.paths, len(x)), p.path_seed)
-    paths = make_paths(x[torch.as_tensor(chosen)], n_anchors=p.anchors, radius=p.radius, closed=p.closed, source=chosen)
+    paths = make_paths(x[torch.as_tensor(chosen, device=x.device)], n_anchors=p.anchors, radius=p.radius, closed=p.closed, source=chosen)
     return paths, columns.iloc[chosen].reset_index(drop=True)
 
 
@@ -92,7 +93,7 @@ def compute_shard(params: Params, layout: Layout, cell: Cell, folder, index: int
     paths, rows = paths.select(np.arange(span.start, span.stop)), rows.iloc[span.start : span.stop].reset_index(drop=True)
     frames, region_frames = [], []
     for epoch, path in checkpoint_selection(run, p.checkpoints, "regions.checkpoints"):
-        model = model_for_run(run.info, path)
+        model = model_for_run(run.info, path, paths.anchors.device)
         check_model(model)
         walked = walk_paths(model, paths, eps=p.eps, batch_size=p.batch_size)
         frames.append(pd.concat([rows.assign(epoch=epoch), _with_logit_means(walked.statistics().to_frame())], axis=1))

@@ -23,6 +23,7 @@ STUDIES: tuple[Study, ...] = (
     Study("hyperplanes", "run", "Bias of the hyperplanes the filters draw (projections on the diagonal) at every checkpoint."),
     Study("reinit", "run", "Accuracy with one layer at a time reset to an earlier checkpoint or a fresh draw.",
           reads=("labels", "splits"), data=True),
+    Study("star", "custom", "The star domain: is one model linearly connected to every independently trained one?"),
     Study("barriers", "grid", "Loss barriers between seed replicates, with and without weight matching.",
           reads=("runs", "labels", "splits"), params_deps=("seed", "grid"), data=True),
     Study("mli", "grid", "SGD vs Adam x BN: the fraction of non-monotonic init->final curves.",

@@ -22,14 +22,13 @@ from pydantic import Field
 from netgeom.errors import NetgeomError
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Group, Params
-from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, model_for_run, open_run
+from netgeom.params import Params, StudyGroup
+from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, load_state, model_for_run, open_run, study_device
 from netgeom.stages.study import Summary, write_summary
 from netgeom.studies.reinit import reinit_sweep
-from netgeom.training.checkpoints import load_checkpoint
 
 
-class ReinitParams(Group):
+class ReinitParams(StudyGroup):
     split: Literal["train", "val", "test"] = "test"
     layers: list[str] | None = Field(None, description="module paths (null: every conv and linear layer)")
     epochs: list[int] | None = Field(None, description="reset sources (null: every saved checkpoint before the final one)")
@@ -71,10 +70,11 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     missing = [e for e in wanted if e not in earlier]
     if missing:
         raise NetgeomError("reinit.epochs", f"{name} saved no checkpoint at epochs {missing} before its final one; have {sorted(earlier)}")
-    states = {epoch: load_checkpoint(earlier[epoch])[0] for epoch in wanted}
-    trained = load_checkpoint(final_path)[0]
-    model = model_for_run(source.info)
-    data = load_cell_data(params, layout)
+    device = study_device(params)
+    states = {epoch: load_state(earlier[epoch], device) for epoch in wanted}
+    trained = load_state(final_path, device)
+    model = model_for_run(source.info, device=device)
+    data = load_cell_data(params, layout, device)
     frames = []
     for group, (x, y) in _evaluation_groups(data, p).items():
         table = reinit_sweep(

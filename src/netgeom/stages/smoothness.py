@@ -20,8 +20,8 @@ from netgeom.errors import NetgeomError
 from netgeom.execution import shard_range
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Group, Params
-from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run
+from netgeom.params import Group, Params, StudyGroup
+from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run, study_device
 from netgeom.stages.study import Summary, write_summary
 from netgeom.stages.study_common import compute_shards, sample_frame, summarise_by_noise
 from netgeom.studies.channels import ChannelStats
@@ -60,7 +60,7 @@ class VolumeParams(Group):
     per_point: bool = Field(False, description="also write every perturbed point's value and step length")
 
 
-class SmoothnessParams(Group):
+class SmoothnessParams(StudyGroup):
     measures: list[Measure] = Field(
         default_factory=lambda: [
             Measure(metric="jacobian_frobenius", normalization="crossentropy"),
@@ -75,7 +75,7 @@ class SmoothnessParams(Group):
     sample_seed: int = 0
     clean_targets: bool = False
     batch_size: int = Field(256, ge=1)
-    backend: Literal["vjp", "vmap"] = "vjp"
+    backend: Literal["auto", "vjp", "vmap"] = Field("auto", description="auto: vmap on a GPU, vjp (input-only vector-Jacobian products) on the CPU")
     operator_method: Literal[OPERATOR_METHODS] = "gram"  # type: ignore[valid-type]
     power_iters: int = Field(300, ge=1)
     power_tol: float = Field(1e-6, ge=0, description="relative: stop when |s_k - s_k-1| <= tol * s_k")
@@ -93,6 +93,10 @@ class SmoothnessParams(Group):
 PARAMS = SmoothnessParams
 
 
+def _backend(choice: str, device: torch.device) -> str:
+    return ("vmap" if device.type == "cuda" else "vjp") if choice == "auto" else choice
+
+
 def _sample_rows(n: int, p: SmoothnessParams) -> np.ndarray:
     if p.samples is None or p.samples >= n:
         return np.arange(n)
@@ -103,11 +107,11 @@ def _points(data, split: str) -> tuple[torch.Tensor, pd.DataFrame]:
     """Inputs and per-sample columns of the split (val/test: clean labels, sample_id = position)."""
     if split == "train":
         t = data.train
-        return t.x, sample_frame(t.sample_id.numpy(), t.y.numpy(), t.clean.numpy())
+        return t.x, sample_frame(t.sample_id.cpu().numpy(), t.y.cpu().numpy(), t.clean.cpu().numpy())
     x, y = data.eval_sets().get(split, (None, None))
     if x is None:
         raise NetgeomError("smoothness.split", f"the {split} split is empty; use train or test")
-    return x, sample_frame(np.arange(len(y)), y.numpy(), y.numpy())
+    return x, sample_frame(np.arange(len(y)), y.cpu().numpy(), y.cpu().numpy())
 
 
 def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -115,22 +119,23 @@ def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count:
     p: SmoothnessParams = params.smoothness
     params = cell_params(params, cell)
     run = open_run(layout, cell_name(params, cell))
-    data = load_cell_data(params, layout)
+    device = study_device(params)
+    data = load_cell_data(params, layout, device)
     x_all, columns = _points(data, p.split)
     chosen = _sample_rows(len(x_all), p)
     rows = chosen[shard_range(index, count, len(chosen))]
-    x, samples = x_all[torch.as_tensor(rows, dtype=torch.int64)], columns.iloc[rows].reset_index(drop=True)
-    labels, clean = (torch.tensor(samples[c].to_numpy()) for c in ("label", "clean_label"))
+    x, samples = x_all[torch.as_tensor(rows, dtype=torch.int64, device=x_all.device)], columns.iloc[rows].reset_index(drop=True)
+    labels, clean = (torch.tensor(samples[c].to_numpy(), device=device) for c in ("label", "clean_label"))
     targets = choose_targets(labels, clean, p.clean_targets)
     volume = Volume(**{**p.volume.model_dump(exclude={"per_point"}), "anchors": tuple(p.volume.anchors) if p.volume.anchors else None})
     options = {
-        "volume": volume, "batch_size": p.batch_size, "backend": p.backend, "operator_method": p.operator_method,
+        "volume": volume, "batch_size": p.batch_size, "backend": _backend(p.backend, device), "operator_method": p.operator_method,
         "power_iters": p.power_iters, "power_tol": p.power_tol, "channel_stats": ChannelStats(data.info.mean, data.info.std),
         "sample_ids": samples["sample_id"].to_numpy(), "tangent_seed": p.tangent_seed, "tangent_step": p.tangent_step,
     }
     frames, point_frames = [], []
     for epoch, path in checkpoint_selection(run, p.checkpoints, "smoothness.checkpoints"):
-        model = model_for_run(run.info, path)
+        model = model_for_run(run.info, path, device)
         table = samples.assign(epoch=epoch)
         for measure in p.measures:
             values = compute_point_values(model, x, targets, measure.metric, measure.normalization, desc=f"e{epoch} {measure.column}", **options)

@@ -42,7 +42,9 @@ class Study:
     `netgeom.report.<name>`), and how the pipeline runs it."""
 
     name: str
-    scope: Literal["run", "grid"]  # one stage per grid cell (matrix), or one over the grid
+    # one stage per grid cell (matrix), one over the grid, or the module's own stages and commands
+    # (`dvc_stages(code_deps)` in the stage module, a typer app in `netgeom.stages.<name>_cli`)
+    scope: Literal["run", "grid", "custom"]
     help: str
     shards: bool = False  # the stage takes --shard i/n
     reads: tuple[str, ...] = ()  # pipeline outputs it reads: "runs" (grid scope), "labels", "splits"
@@ -56,6 +58,10 @@ class Study:
     @property
     def report(self) -> str:
         return f"netgeom.report.{self.name}"
+
+    @property
+    def cli(self) -> str:
+        return f"netgeom.stages.{self.name}_cli"
 
 
 @dataclass
@@ -106,6 +112,13 @@ class Summary:
                 measures[measure] = {g: (None if v is None else float(v)) for g, v in groups.items()}
             summary.epochs[epoch] = measures
         return summary
+
+
+def write_skipped(folder: Path, name: str) -> Summary:
+    """The output of a switched-off study: a summary that says so (DVC expects the folder)."""
+    summary = Summary(extra={"skipped": f"{name}.enabled is false"})
+    write_summary(folder, summary)
+    return summary
 
 
 def write_summary(folder: Path, summary: Summary) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from netgeom.devices import resolve_device, set_deterministic
 from netgeom.errors import NetgeomError
+from netgeom.data.bundle import DataBundle
 from netgeom.io import atomic_write_csv, atomic_write_json, publish_dir, read_json_object
 from netgeom.layout import Layout
 from netgeom.models import count_parameters
@@ -40,17 +41,40 @@ CHANCE_SIGMAS = 3.0
 
 
 def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: bool = True) -> Path:
-    """Train one cell; returns its run folder. The folder appears whole or not at all."""
+    """Train one grid cell; returns its run folder. The folder appears whole or not at all."""
     cell = cell or default_cell(params)
-    params = cell_params(params, cell)
-    name = cell_name(params, cell)
-    data = load_cell_data(params, layout)
+    settings = cell_params(params, cell)
+    name = cell_name(settings, cell)
+    fresh = f"netgeom train --width {cell.width} --noise {cell.noise} --replicate {cell.replicate} --fresh"
+    return train_run(settings, layout, name=name, target=layout.run_dir(name), cell=cell, resume=resume, fresh_command=fresh)
+
+
+def train_run(
+    params: Params,
+    layout: Layout,
+    *,
+    name: str,
+    target: Path,
+    cell: Cell,
+    data: DataBundle | None = None,
+    identity_extra: dict | None = None,
+    info_extra: dict | None = None,
+    make_objective=None,
+    before_evaluation=None,
+    resume: bool = True,
+    fresh_command: str = "",
+) -> Path:
+    """Train a run with cell-applied `params` into `target` (through .netgeom/staging/<name>).
+
+    `identity_extra` joins the run's identity (e.g. a star's anchors), `info_extra` its run.json;
+    `make_objective` and `before_evaluation` go to the training loop (e.g. star training)."""
+    data = data if data is not None else load_cell_data(params, layout)
     device = resolve_device(params.execution.device)
     set_deterministic(params.execution.deterministic)
-    digest = identity_hash(params, data.digest(), device.type)
-    target, finished = layout.run_dir(name), layout.finished_dir(name)
+    digest = identity_hash(params, data.digest(), device.type, identity_extra)
+    finished = layout.finished_dir(name)
     if resume and _complete(finished, digest):  # a crash after assembly: publish what is there
-        return _publish(layout, name)
+        return _publish(layout, name, target)
     if resume and _complete(target, digest):  # already done (DVC removes its outputs first)
         _discard_staging(layout, name)
         return target
@@ -59,12 +83,15 @@ def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: 
     model = build_model(params, data)
     metadata = {"run": name, "seed": params.seed, "params_hash": digest}
     staging = layout.staging_dir(name)
-    result = train(model, data, params.train, seed=params.seed, workdir=staging, metadata=metadata, resume=resume, device=device)
+    result = train(
+        model, data, params.train, seed=params.seed, workdir=staging, metadata=metadata, resume=resume, device=device,
+        make_objective=make_objective, before_evaluation=before_evaluation,
+    )
     if result.missing_checkpoints:
         raise NetgeomError(
             "train",
             f"{name}: the checkpoints of epochs {result.missing_checkpoints} are missing from {staging}; "
-            f"start the run over with `netgeom train --width {cell.width} --noise {cell.noise} --replicate {cell.replicate} --fresh`",
+            f"start the run over with `{fresh_command or 'the same command with --fresh'}`",
         )
     info = {
         **metadata,
@@ -77,6 +104,7 @@ def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: 
         "params": params.model_dump(mode="json", include={"seed", "data", "noise", "model", "train"}),
         "started": result.started,
         "ended": result.ended,
+        **(info_extra or {}),
     }
     metrics = _final_metrics(result, data.info.num_classes, len(data.train))
     if metrics["at_chance"]:
@@ -85,7 +113,7 @@ def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: 
             "check train.lr and train.optimizer"
         )
     _assemble(layout, name, result, info, metrics)
-    return _publish(layout, name)
+    return _publish(layout, name, target)
 
 
 def _final_metrics(result: TrainResult, num_classes: int, n_train: int) -> dict:
@@ -110,8 +138,7 @@ def _assemble(layout: Layout, name: str, result: TrainResult, info: dict, metric
     os.replace(assembling, layout.finished_dir(name))
 
 
-def _publish(layout: Layout, name: str) -> Path:
-    target = layout.run_dir(name)
+def _publish(layout: Layout, name: str, target: Path) -> Path:
     publish_dir(layout.finished_dir(name), target, layout.replaced_dir(name))
     _discard_staging(layout, name)
     return target

@@ -409,9 +409,9 @@ def weight_matching(
                 wa = a64[key].movedim(axis, 0).reshape(n, -1)
                 wb = _permuted_entry(spec, perms, key, b64[key], axis).movedim(axis, 0).reshape(n, -1)
                 cost += wa @ wb.T
-            c = cost.numpy()
+            c = cost.cpu().numpy()
             _, cols = linear_sum_assignment(c, maximize=True)
-            old = c[np.arange(n), perms[p].numpy()].sum()
+            old = c[np.arange(n), perms[p].cpu().numpy()].sum()
             new = c[np.arange(n), cols].sum()
             if new > old + _IMPROVEMENT_RTOL * max(1.0, abs(old)):
                 improved = True

@@ -159,7 +159,7 @@ def filter_projections(weight: Tensor) -> tuple[np.ndarray, np.ndarray]:
     scale = rows.norm(dim=1) * rows.shape[1] ** 0.5
     # A zero filter has no direction; 0 keeps it on the "not positive" side, as its raw sum is.
     normalised = torch.where(scale > 0, raw / torch.where(scale > 0, scale, 1.0), 0.0)
-    return raw.numpy(), normalised.numpy()
+    return raw.cpu().numpy(), normalised.cpu().numpy()
 
 
 def negative_mass(p: np.ndarray) -> float:

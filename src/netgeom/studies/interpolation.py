@@ -305,8 +305,8 @@ def _evaluate_in_place(model, state, eval_sets: EvalSets, loss_fn: LossFn, batch
                 if classify and logits.ndim == 3:  # (states, samples, classes): class scores
                     correct += (logits.argmax(-1) == yb).double().sum(1).cpu()
             n = x.shape[0]
-            acc = (correct / n).numpy() if classify else np.full(n_states, np.nan)
-            out[split] = _Scores((loss_sum / n).numpy(), acc, torch.cat(kept, 1) if keep_outputs else None)
+            acc = (correct / n).cpu().numpy() if classify else np.full(n_states, np.nan)
+            out[split] = _Scores((loss_sum / n).cpu().numpy(), acc, torch.cat(kept, 1) if keep_outputs else None)
     return out
 
 

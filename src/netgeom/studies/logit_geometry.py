@@ -195,7 +195,7 @@ def gauss_length(
         raise NetgeomError("interpolation.gauss_points", f"must be >= {MIN_GAUSS_POINTS}, got {n_points}")
     alphas = np.linspace(0.0, 1.0, n_points)
     rates = gauss_rates(path, alphas, alphas_per_pass=alphas_per_pass)
-    lengths = simpson(rates.numpy(), x=alphas, axis=0)
+    lengths = simpson(rates.cpu().numpy(), x=alphas, axis=0)
     return lengths if per_sample else float(np.mean(lengths))
 
 
@@ -244,7 +244,7 @@ def polyline_turning(logits, per_sample: bool = False):
     before = torch.gather(units, 0, previous.clamp_min(0).unsqueeze(-1).expand_as(units[1:]))
     angles = torch.where(counted, _angle_between(before, units[1:]), torch.zeros_like(length[1:]))
     totals = angles.sum(0)
-    totals = torch.where(torch.isfinite(z).all(-1).all(0), totals, torch.full_like(totals, math.nan)).numpy()
+    totals = torch.where(torch.isfinite(z).all(-1).all(0), totals, torch.full_like(totals, math.nan)).cpu().numpy()
     return totals if per_sample else float(np.mean(totals))
 
 
@@ -264,7 +264,7 @@ def logit_linearity(alphas, logits) -> float:
     along = ww > 0
     coef = torch.where(along, (d * w).sum(-1, keepdim=True) / torch.where(along, ww, torch.ones_like(ww)), torch.zeros_like(ww))
     sq = ((d - coef * w) ** 2).sum(-1)
-    return float(simpson(sq.mean(1).numpy(), x=a))
+    return float(simpson(sq.mean(1).cpu().numpy(), x=a))
 
 
 # --------------------------------------------------------------------------- the network's path

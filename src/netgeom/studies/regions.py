@@ -317,7 +317,7 @@ def walk_segments(
     table = np.concatenate(tables) if tables else np.zeros((0, 3))
     table = table[np.argsort(table[:, 0], kind="stable")]  # steps were appended in t order per segment
     outputs = (table.shape[1] - 3) // 2
-    length = torch.linalg.vector_norm(d.flatten(1), dim=1).numpy() if len(d) else np.zeros(0)
+    length = torch.linalg.vector_norm(d.flatten(1), dim=1).cpu().numpy() if len(d) else np.zeros(0)
     return SegmentRegions(
         table[:, 0].astype(np.int64), table[:, 1], table[:, 2], table[:, 3 : 3 + outputs], table[:, 3 + outputs :], length
     )
@@ -344,7 +344,7 @@ class _Table:
         self.n += k
 
     def numpy(self) -> np.ndarray:
-        return self.data[: self.n].numpy()
+        return self.data[: self.n].cpu().numpy()
 
 
 def _walk_batch(prep: PreparedModel, x0, d, offset: int, eps: float, check_end: bool) -> _Table:

@@ -484,7 +484,7 @@ def compute_point_values(
     if not values:
         empty = np.zeros((0, *volume.points_shape))
         return PointValues(volume, empty, np.zeros((0, volume.directions, len(volume.anchor_strengths))) if volume.strategy == "geodesic" else None)
-    return PointValues(volume, torch.cat(values).numpy(), torch.cat(lengths).numpy() if lengths else None)
+    return PointValues(volume, torch.cat(values).cpu().numpy(), torch.cat(lengths).cpu().numpy() if lengths else None)
 
 
 def compute_metric(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, metric: str, normalization: str = "crossentropy", **options) -> np.ndarray:

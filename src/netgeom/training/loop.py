@@ -39,6 +39,14 @@ from netgeom.training.schedule import checkpoint_epochs, make_optimizer, make_sc
 
 RESUME_SECONDS = 30.0
 
+# (model, inputs, targets, generator) -> the minibatch loss; the default is the cross-entropy.
+# An objective's random draws come from the loop's generator, after the batch's augmentation.
+Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def cross_entropy(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return F.cross_entropy(model(inputs), targets)
+
 
 @dataclass
 class TrainResult:
@@ -106,11 +114,16 @@ def train(
     on_epoch: Callable[[int, dict], None] | None = None,
     resume: bool = True,
     device: torch.device | str = "cpu",
+    make_objective: Callable[[torch.nn.Module], Objective] | None = None,
+    before_evaluation: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place, writing checkpoints and resume state into `workdir`.
 
     `metadata` (e.g. the params hash) is stored in every checkpoint; resume only continues a
     state whose metadata matches, otherwise `workdir` is cleared and training starts over.
+    `make_objective(model)` builds the minibatch loss once the model sits on its device and in
+    its memory layout (default: cross-entropy); `before_evaluation(model)` runs before every
+    evaluation and checkpoint (e.g. a star model refreshes its BN statistics there).
     """
     workdir = Path(workdir)
     metadata = dict(metadata or {})
@@ -122,6 +135,8 @@ def train(
     if layout != torch.contiguous_format:
         model.to(memory_format=layout)  # strides only: state_dict values and checkpoints are unchanged
         data = data.in_format(layout)
+    objective = make_objective(model) if make_objective else cross_entropy
+    prepare = before_evaluation or (lambda model: None)
     x, y = data.train.x, data.train.y
     n = len(y)
     steps_per_epoch = math.ceil(n / p.batch_size)
@@ -168,6 +183,7 @@ def train(
         )
 
     if start == 0 and not history:
+        prepare(model)
         finish_epoch(0, {"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **evaluate_bundle(model, data, p.eval_batch_size)}, False)
 
     stopped = start > 0 and bool(saved[1].get("stopped"))  # a finished early exit stays finished
@@ -183,7 +199,7 @@ def train(
             index = order[i : i + p.batch_size]
             inputs = in_format(augment(x[index], generator), layout) if p.augment else x[index]
             with autocast:
-                loss = F.cross_entropy(model(inputs), y[index])
+                loss = objective(model, inputs, y[index], generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -197,6 +213,7 @@ def train(
         row = {"epoch": epoch, "lr": lr, "train_loss_running": mean_loss, "epoch_seconds": time.perf_counter() - began}
         stop = False
         if epoch % p.eval_every == 0 or epoch == p.epochs or epoch in scheduled:
+            prepare(model)
             row.update(evaluate_bundle(model, data, p.eval_batch_size))
             stop = _should_stop(row, p)
         finish_epoch(epoch, row, stop)

@@ -1,0 +1,58 @@
+"""What every `netgeom` command shares: option types, params set-up, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from netgeom import progress
+from netgeom.errors import NetgeomError
+from netgeom.layout import Layout
+from netgeom.params import Params, load_params
+
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Params file.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+CellWidth = Annotated[Optional[int], typer.Option("--width", help="Model width (default: model.width).")]
+CellNoise = Annotated[Optional[float], typer.Option("--noise", help="Label-noise level (default: noise.label).")]
+CellReplicate = Annotated[int, typer.Option("--replicate", help="Seed offset: the run uses seed + replicate.")]
+
+
+def make_cell(settings: Params, width: int | None, noise: float | None, replicate: int):
+    from netgeom.cell import Cell
+
+    return Cell(settings.model.width if width is None else width, settings.noise.label if noise is None else noise, replicate)
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"netgeom: error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def guarded(command):
+    """Report a NetgeomError as one line and exit 2 (used on every command)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except NetgeomError as exc:
+            raise fail(str(exc)) from None
+
+    return wrapper
+
+
+def setup(params_path: Path, quiet: bool) -> tuple[Params, Layout]:
+    """Validated params and the layout; quiet progress if asked; torch threads from params."""
+    import torch
+
+    progress.set_quiet(quiet)
+    # torch.func's own internals trigger this deprecation notice; it is not ours to act on.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    settings = load_params(params_path)
+    torch.set_num_threads(settings.execution.threads)
+    return settings, Layout.here()

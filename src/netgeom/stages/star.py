@@ -1,0 +1,255 @@
+"""Stages `star_source`, `star` and `star_barriers`: the star-domain hypothesis (starlight seed).
+
+star_source@<width>-<seed>  a regular training of the star cell with its own seed: the N anchors
+                            and the H held-out models -> artifacts/star/sources/<run>/
+star@<width>-<count>        a star model trained against the first `count` anchors: each
+                            minibatch draws one anchor n and one t and follows the cross-entropy
+                            at (1 - t) theta* + t theta_n -> artifacts/star/stars/<run>/
+star_barriers               barriers star <-> held-out against regular <-> regular among the
+                            held-out models, before and after weight matching, on train and test;
+                            barrier against the number of anchors; a one-sided Mann-Whitney test
+                            -> artifacts/studies/star/
+
+Sources and stars are training runs like any other (checkpoints on the schedule, bit-exact
+resume, an MLflow run each); a star's identity covers its anchors' identities, t and mu.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import Field, field_validator, model_validator
+
+from netgeom.errors import NetgeomError
+from netgeom.io import atomic_write_parquet
+from netgeom.layout import Layout, noise_tag
+from netgeom.params import Params, StudyGroup
+from netgeom.runs import Cell, cell_params, load_cell_data, load_state, model_for_run, read_run, study_device
+from netgeom.stages.barriers import barrier_rows
+from netgeom.stages.interpolation import InterpolationParams, barrier_curve, calibration
+from netgeom.stages.study import Summary, write_summary
+from netgeom.stages.train import train_run
+from netgeom.studies import star as star_study
+from netgeom.studies.alignment import align
+from netgeom.training.checkpoints import load_checkpoint
+
+SPLITS = ("train", "test")
+
+
+class StarParams(StudyGroup):
+    widths: list[int] = Field(default_factory=lambda: [64], min_length=1, description="one star cell per width")
+    noise: float = Field(0.0, ge=0, le=1)
+    anchors: list[int] = Field(default_factory=lambda: [1000, 1001, 1002, 1003], min_length=1, description="seeds of the anchors")
+    held_out: list[int] = Field(default_factory=lambda: [2000, 2001, 2002], description="seeds of the held-out models")
+    anchor_counts: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, description="stars trained on the first k anchors")
+    t: Literal["uniform", "beta", "constant"] = "uniform"
+    mu: float = Field(0.0, ge=0, description="weight of the star's own cross-entropy (0: off)")
+    epochs: int = Field(100, ge=1, description="training epochs of sources and stars (the rest of `train` applies)")
+    points: int = Field(11, ge=2)
+    matching: bool = True
+    calibration_samples: int = Field(512, ge=1)
+
+    @field_validator("noise", mode="before")
+    @classmethod
+    def _noise_written_as_a_decimal(cls, v):
+        # DVC names the stages' folders after the YAML literal (`0` renders as n0, `0.0` as n0.0).
+        if isinstance(v, int) and not isinstance(v, bool):
+            raise ValueError("write the noise level as a decimal, e.g. 0.0 rather than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StarParams:
+        star_study.check_anchor_count(len(self.anchors))
+        star_study.check_held_out_count(len(self.held_out))
+        star_study.check_held_out_disjoint(self.anchors, self.held_out)
+        for name, values in (("anchors", self.anchors), ("held_out", self.held_out), ("widths", self.widths), ("anchor_counts", self.anchor_counts)):
+            if len(set(values)) != len(values):
+                raise NetgeomError(name, f"values must be distinct; got {values}")
+        wrong = [k for k in self.anchor_counts if not 1 <= k <= len(self.anchors)]
+        if wrong or len(self.anchors) not in self.anchor_counts:
+            raise NetgeomError("anchor_counts", f"must lie in 1..{len(self.anchors)} (the number of anchors) and include it; got {self.anchor_counts}")
+        return self
+
+
+PARAMS = StarParams
+
+
+def source_params(params: Params, width: int, seed: int) -> Params:
+    """The star cell's params for one source model: its own seed, `star.epochs` epochs."""
+    p: StarParams = params.star
+    cell = cell_params(params, Cell(width, p.noise, 0))
+    train = cell.train.model_copy(update={"epochs": p.epochs, "checkpoints": cell.train.checkpoints.model_copy(update={"epochs": [e for e in cell.train.checkpoints.epochs if e <= p.epochs]})})
+    return cell.model_copy(update={"seed": seed, "train": train})
+
+
+def source_name(params: Params, width: int, seed: int) -> str:
+    return f"{params.model.arch}_w{width}-{noise_tag(params.star.noise)}-s{seed}"
+
+
+def star_name(params: Params, width: int, count: int) -> str:
+    return f"{params.model.arch}_w{width}-{noise_tag(params.star.noise)}-star{count}"
+
+
+def check_cell(params: Params) -> None:
+    """The star cell's labels come from the grid's `corrupt` stage: its noise level must be one."""
+    if params.star.noise not in params.grid.noise:
+        raise NetgeomError("star.noise", f"{params.star.noise} must be one of grid.noise {params.grid.noise} (its labels come from corrupt@<noise>)")
+
+
+def run_source(params: Params, layout: Layout, width: int, seed: int, resume: bool = True) -> Path:
+    """Train one source model (an anchor or a held-out model) of the star cell."""
+    p: StarParams = params.star
+    check_cell(params)
+    if seed not in p.anchors + p.held_out:
+        raise NetgeomError("star.anchors", f"seed {seed} is neither an anchor nor a held-out model: {p.anchors} / {p.held_out}")
+    settings = source_params(params, width, seed)
+    name = source_name(params, width, seed)
+    role = "anchor" if seed in p.anchors else "held_out"
+    return train_run(
+        settings, layout, name=name, target=layout.star_source_dir(name), cell=Cell(width, p.noise, 0),
+        info_extra={"star": {"role": role}}, resume=resume,
+    )
+
+
+def _anchor_runs(params: Params, layout: Layout, width: int, count: int) -> list:
+    runs = []
+    for seed in params.star.anchors[:count]:
+        folder = layout.star_source_dir(source_name(params, width, seed))
+        if not (folder / "run.json").exists():
+            raise NetgeomError("star.anchors", f"{folder} is missing; run `dvc repro star_source` first")
+        runs.append(read_run(folder))
+    return runs
+
+
+def run_star(params: Params, layout: Layout, width: int, count: int, resume: bool = True) -> Path:
+    """Train a star model against the first `count` anchors."""
+    p: StarParams = params.star
+    if count not in p.anchor_counts:
+        raise NetgeomError("star.anchor_counts", f"{count} is not among {p.anchor_counts}")
+    anchors = _anchor_runs(params, layout, width, count)
+    states = [load_checkpoint(run.final_checkpoint())[0] for run in anchors]
+    star_study.check_anchor_architectures(states)
+    settings = source_params(params, width, params.seed)
+    data = load_cell_data(settings, layout)
+    calibration_inputs = data.train.x[: p.calibration_samples]
+
+    def make_objective(model):
+        placed = [star_study.anchor_parameters(model, state) for state in states]
+
+        def objective(model, inputs, targets, generator):
+            n, t = star_study.draw_anchor_and_t(generator, len(placed), p.t)
+            return star_study.star_objective(model, dict(model.named_parameters()), placed[n], t, inputs, targets, mu=p.mu)
+
+        return objective
+
+    def refresh(model) -> None:  # the star's own BN statistics before every evaluation and checkpoint
+        star_study.refresh_bn_statistics(model, calibration_inputs.to(next(model.parameters()).device))
+
+    name = star_name(params, width, count)
+    identity = {"anchors": [run.info["params_hash"] for run in anchors], "t": p.t, "mu": p.mu}
+    info = {"star": {"anchors": [run.name for run in anchors], "t": p.t, "mu": p.mu}}
+    return train_run(
+        settings, layout, name=name, target=layout.star_dir(name), cell=Cell(width, p.noise, 0), data=data,
+        identity_extra=identity, info_extra=info, make_objective=make_objective, before_evaluation=refresh, resume=resume,
+    )
+
+
+def _curve_settings(p: StarParams) -> InterpolationParams:
+    """The published protocol: 11 points, endpoints evaluated directly, BN recomputed inside."""
+    return InterpolationParams(points=p.points, bn="recompute", calibration_samples=p.calibration_samples)
+
+
+def run_barriers(params: Params, layout: Layout) -> Summary:
+    p: StarParams = params.star
+    rows, curves = [], []
+    settings = _curve_settings(p)
+    device = study_device(params)
+    for width in p.widths:
+        held_out = [read_run(layout.star_source_dir(source_name(params, width, s))) for s in p.held_out]
+        stars = {count: read_run(layout.star_dir(star_name(params, width, count))) for count in p.anchor_counts}
+        data = load_cell_data(source_params(params, width, params.seed), layout, device)
+        pairs = [("star", count, stars[count], h) for count in p.anchor_counts for h in held_out]
+        pairs += [("regular", None, a, b) for a, b in itertools.combinations(held_out, 2)]
+        for kind, count, run_a, run_b in pairs:
+            model = model_for_run(run_a.info, device=device)
+            state_a, state_b = (load_state(r.final_checkpoint(), device) for r in (run_a, run_b))
+            candidates = {"none": state_b}
+            if p.matching:
+                candidates["weights"] = align(model, state_a, state_b, calibration_inputs=calibration(data, settings), seed=params.seed).state
+            for matching, state in candidates.items():
+                curve = barrier_curve(model, state_a, state, data, settings)
+                curve = curve[curve["split"].isin(SPLITS)]
+                pair = {"kind": kind, "anchors": count, "width": width, "model_a": run_a.name, "model_b": run_b.name, "matching": matching}
+                curves.append(curve.assign(**pair))
+                rows += barrier_rows(curve, pair)
+    table = pd.DataFrame(rows)
+    tests = star_study.hypothesis_test(
+        table[(table["kind"] == "regular") | (table["anchors"] == max(p.anchor_counts))], by=["width", "split", "matching"], value="loss_barrier"
+    )
+    folder = layout.study_root("star")
+    atomic_write_parquet(folder / "barriers.parquet", table)
+    atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
+    atomic_write_parquet(folder / "tests.parquet", tests)
+    accuracy = _test_accuracies(params, layout)
+    atomic_write_parquet(folder / "accuracy.parquet", accuracy)
+    summary = Summary(extra={"tests": tests.to_dict("records"), "accuracy": accuracy.to_dict("records")})
+    write_summary(folder, summary)
+    return summary
+
+
+def _test_accuracies(params: Params, layout: Layout) -> pd.DataFrame:
+    """The stars' own test accuracy beside the regular (held-out) models'."""
+    p: StarParams = params.star
+    rows = []
+    for width in p.widths:
+        for count in p.anchor_counts:
+            run = read_run(layout.star_dir(star_name(params, width, count)))
+            rows.append({"width": width, "kind": "star", "anchors": count, "model": run.name, "test_acc": run.metrics["test_acc"]})
+        for seed in p.held_out:
+            run = read_run(layout.star_source_dir(source_name(params, width, seed)))
+            rows.append({"width": width, "kind": "regular", "anchors": None, "model": run.name, "test_acc": run.metrics["test_acc"]})
+    return pd.DataFrame(rows)
+
+
+def dvc_stages(code: list[str]) -> dict:
+    """The study's DVC stages: sources (anchors, held-out) -> stars -> barriers."""
+    cell = "${model.arch}_w${item.width}-n${star.noise}"
+    inputs = ["artifacts/splits", "artifacts/labels/n${star.noise}", "data", *code]
+    trained_with = ["data", "noise", "model", "train", "star.noise", "star.epochs"]
+    source = {
+        "cmd": "netgeom star source --width ${item.width} --seed ${item.seed} --quiet",
+        "deps": inputs,
+        "params": trained_with,
+        "outs": [f"artifacts/star/sources/{cell}-s${{item.seed}}"],
+    }
+    return {
+        "star_anchor": {"matrix": {"width": "${star.widths}", "seed": "${star.anchors}"}, **source},
+        "star_held_out": {"matrix": {"width": "${star.widths}", "seed": "${star.held_out}"}, **source},
+        "star": {
+            "matrix": {"width": "${star.widths}", "count": "${star.anchor_counts}"},
+            "cmd": "netgeom star train --width ${item.width} --anchors ${item.count} --quiet",
+            "deps": ["artifacts/star/sources", *inputs],
+            "params": ["seed", *trained_with, "star.anchors", "star.t", "star.mu", "star.calibration_samples"],
+            "outs": [f"artifacts/star/stars/{cell}-star${{item.count}}"],
+        },
+        "star_barriers": {
+            "cmd": "netgeom star barriers --quiet",
+            "deps": ["artifacts/star", *inputs],
+            "params": ["seed", "star"],
+            "outs": ["artifacts/studies/star"],
+        },
+    }
+
+
+def describe(summary: Summary) -> str:
+    lines = []
+    for row in summary.extra["tests"]:
+        if row["split"] == "train":
+            lines.append(
+                f"star_barriers w{row['width']} ({row['matching']}): star {row['star_mean']:.3g} +- {row['star_std']:.2g} vs regular "
+                f"{row['regular_mean']:.3g} +- {row['regular_std']:.2g} (p = {row['p_value']:.3g})"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""`netgeom star source|train|barriers`: the star study's three commands (one per DVC stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from netgeom.cli_common import ParamsOption, QuietOption, guarded, setup
+
+app = typer.Typer(help="The star-domain study: source models, star training, barriers.", no_args_is_help=True)
+Width = Annotated[int, typer.Option("--width", help="The star cell's width (one of star.widths).")]
+Fresh = Annotated[bool, typer.Option("--fresh", help="Ignore resumable state from a crashed run.")]
+
+
+@app.command("source")
+@guarded
+def source(
+    width: Width,
+    seed: Annotated[int, typer.Option("--seed", help="An anchor's or a held-out model's seed (star.anchors, star.held_out).")],
+    fresh: Fresh = False,
+    params: ParamsOption = Path("params.yaml"),
+    quiet: QuietOption = False,
+):
+    """Stage `star_source`: train one source model (an anchor or a held-out model)."""
+    from netgeom.runs import read_run
+    from netgeom.stages.star import run_source, source_name
+    from netgeom.stages.sync import track_run
+
+    settings, layout = setup(params, quiet)
+    if _skipped(settings, layout.star_source_dir(source_name(settings, width, seed))):
+        return
+    folder = run_source(settings, layout, width, seed, resume=not fresh)
+    metrics = read_run(folder).metrics
+    typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
+    track_run(settings, layout, folder)
+
+
+@app.command("train")
+@guarded
+def train_star(
+    width: Width,
+    anchors: Annotated[int, typer.Option("--anchors", help="Train against the first k anchors (one of star.anchor_counts).")],
+    fresh: Fresh = False,
+    params: ParamsOption = Path("params.yaml"),
+    quiet: QuietOption = False,
+):
+    """Stage `star`: train a star model against the first k anchors."""
+    from netgeom.runs import read_run
+    from netgeom.stages.star import run_star, star_name
+    from netgeom.stages.sync import track_run
+
+    settings, layout = setup(params, quiet)
+    if _skipped(settings, layout.star_dir(star_name(settings, width, anchors))):
+        return
+    folder = run_star(settings, layout, width, anchors, resume=not fresh)
+    metrics = read_run(folder).metrics
+    typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
+    track_run(settings, layout, folder)
+
+
+@app.command("barriers")
+@guarded
+def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
+    """Stage `star_barriers`: star <-> held-out against regular <-> regular barriers."""
+    from netgeom.stages.star import describe, run_barriers
+
+    settings, layout = setup(params, quiet)
+    if _skipped(settings, layout.study_root("star")):
+        return
+    typer.echo(describe(run_barriers(settings, layout)))
+
+
+def _skipped(settings, folder) -> bool:
+    """With star.enabled false each stage leaves a summary saying so where its output goes."""
+    if settings.star.enabled:
+        return False
+    from netgeom.stages.study import write_skipped
+
+    write_skipped(folder, "star")
+    typer.echo("star: skipped (star.enabled is false)")
+    return True

@@ -1,0 +1,129 @@
+"""Devices (issue 16): the device is a validated param recorded with the run; every stage runs
+with `execution.device: cpu` given explicitly and gives the numbers of the default; bf16
+autocast trains with fp32 weights and checkpoints. GPU checks run only where a GPU is visible."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from netgeom.cli import app
+from netgeom.devices import resolve_device
+from netgeom.errors import NetgeomError
+from tests.conftest import write_params
+
+runner = CliRunner()
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible")
+
+
+def ok(*args):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_device_specs_resolve_or_are_refused():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
+    with pytest.raises(NetgeomError, match="execution.device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(NetgeomError, match="execution.device: cuda asked for, but no GPU is visible"):
+            resolve_device("cuda")
+
+
+@pytest.mark.parametrize("spec", ["cuda:x", "gpu", "CPU"])
+def test_a_malformed_device_is_one_line_naming_the_key(project, spec):
+    write_params(project, execution={"device": spec})
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "execution.device" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
+def test_asking_for_a_gpu_without_one_stops_before_anything_is_written(project):
+    write_params(project, execution={"device": "cuda"})
+    ok("split"), ok("corrupt")
+    result = runner.invoke(app, ["train"])
+    assert result.exit_code == 2 and "execution.device" in result.output
+    assert not (project / "artifacts" / "runs").exists()
+
+
+def _all_stages(root) -> dict[str, object]:
+    """Every study's output on a tiny trained project, as comparable values."""
+    ok("train"), ok("train", "--replicate", "1")
+    for study in ("smoothness", "regions", "interpolation", "hyperplanes", "reinit", "barriers", "mli"):
+        ok(study)
+    curve = root / "curve.csv"
+    ok("curve", "mlp_w16-n0.2-r0@init", "mlp_w16-n0.2-r0", "--points", "3", "--out", str(curve))
+    studies = root / "artifacts" / "studies"
+    out = {name: json.loads((studies / name / "mlp_w16-n0.2-r0" / "summary.json").read_text())
+           for name in ("smoothness", "regions", "interpolation", "hyperplanes", "reinit")}
+    out["barriers"] = pd.read_parquet(studies / "barriers" / "barriers.parquet")
+    out["mli"] = pd.read_parquet(studies / "mli" / "runs.parquet")
+    out["curve"] = pd.read_csv(curve)
+    out["run"] = json.loads((root / "artifacts" / "runs" / "mlp_w16-n0.2-r0" / "metrics.json").read_text())
+    return out
+
+
+def test_every_stage_with_device_cpu_given_explicitly_equals_the_default(project):
+    groups = {"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}, "grid": {"widths": [16], "noise": [0.2], "seed_offsets": [0, 1]},
+              "interpolation": {"points": 3, "random_inits": 1, "gauss_samples": 4, "landscape": {"resolution": 0}}}
+    write_params(project, **groups)
+    ok("split"), ok("corrupt")
+    default = _all_stages(project)
+    write_params(project, execution={"device": "cpu", "threads": 1}, **groups)
+    for folder in ("artifacts/runs", "artifacts/studies"):
+        import shutil
+
+        shutil.rmtree(project / folder)
+    explicit = _all_stages(project)
+    info = json.loads((project / "artifacts" / "runs" / "mlp_w16-n0.2-r0" / "run.json").read_text())
+    assert info["device"] == "cpu"
+    for key, value in default.items():
+        if isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(value, explicit[key])
+        else:
+            assert value == explicit[key], key
+
+
+def test_bf16_autocast_trains_on_the_cpu_with_fp32_weights_and_checkpoints(project):
+    write_params(project, train={"epochs": 2, "precision": "bf16", "checkpoints": {"epochs": [1]}})
+    ok("split"), ok("corrupt"), ok("train")
+    from netgeom.runs import read_run
+    from netgeom.training.checkpoints import load_checkpoint
+
+    run = read_run(project / "artifacts" / "runs" / "mlp_w16-n0.2-r0")
+    weights = load_checkpoint(run.final_checkpoint())[0]
+    assert {v.dtype for v in weights.values()} == {torch.float32}
+    assert run.metrics["train_acc"] > 0.3  # it learnt (10 classes)
+    write_params(project, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
+    ok("train", "--fresh")
+    fp32 = load_checkpoint(read_run(project / "artifacts" / "runs" / "mlp_w16-n0.2-r0").final_checkpoint())[0]
+    assert any(not torch.equal(weights[k], fp32[k]) for k in fp32)  # bf16 matmuls: other numbers
+
+
+@needs_gpu
+def test_a_run_trained_on_the_gpu_is_studied_on_the_cpu(project):
+    write_params(project, execution={"device": "cuda"}, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
+    ok("split"), ok("corrupt"), ok("train")
+    write_params(project, execution={"device": "cpu"}, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
+    ok("smoothness"), ok("interpolation")
+    info = json.loads((project / "artifacts" / "runs" / "mlp_w16-n0.2-r0" / "run.json").read_text())
+    assert info["device"].startswith("cuda")
+
+
+@needs_gpu
+def test_gpu_training_resumes_bit_exactly_when_deterministic(project):
+    from netgeom.runs import read_run
+    from netgeom.training.checkpoints import load_checkpoint
+
+    write_params(project, execution={"device": "cuda", "deterministic": True}, train={"epochs": 3, "checkpoints": {"every": 1}})
+    ok("split"), ok("corrupt"), ok("train")
+    first = load_checkpoint(read_run(project / "artifacts" / "runs" / "mlp_w16-n0.2-r0").final_checkpoint())[0]
+    ok("train", "--fresh")
+    again = load_checkpoint(read_run(project / "artifacts" / "runs" / "mlp_w16-n0.2-r0").final_checkpoint())[0]
+    assert all(torch.equal(first[k], again[k]) for k in first)
