@@ -25,6 +25,30 @@ def project(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
+def ok(*args) -> str:
+    """Run a `netgeom` command in-process; it must succeed. Returns its output."""
+    from typer.testing import CliRunner
+
+    from netgeom.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def refused(*args, key: str) -> str:
+    """Run a `netgeom` command that must stop on bad input: exit code 2 and one line naming `key`."""
+    from typer.testing import CliRunner
+
+    from netgeom.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("netgeom: error: ") and key in lines[0], result.output
+    return lines[0]
+
+
 def write_params(root: Path, **groups) -> Path:
     """params.yaml for a fast digits run; keyword groups update the defaults."""
     params = {

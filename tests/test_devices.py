@@ -14,16 +14,11 @@ from typer.testing import CliRunner
 from netgeom.cli import app
 from netgeom.devices import resolve_device
 from netgeom.errors import NetgeomError
-from tests.conftest import write_params
+from tests.conftest import ok, write_params
 
 runner = CliRunner()
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible")
 
-
-def ok(*args):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def test_device_specs_resolve_or_are_refused():

@@ -13,18 +13,11 @@ from typer.testing import CliRunner
 from netgeom.cli import app
 from netgeom.pipeline import code_deps, import_closure, render
 from netgeom.stages.registry import STUDIES
-from tests.conftest import write_params
+from tests.conftest import refused, write_params
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 
-
-def refused(*args, key: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and key in lines[0], result.output
-    return lines[0]
 
 
 def test_execution_threads_is_applied_inside_a_stage(project, monkeypatch):

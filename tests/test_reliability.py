@@ -29,25 +29,12 @@ from netgeom.layout import Layout
 from netgeom.params import load_params
 from netgeom.runs import Cell, read_run
 from netgeom.training.checkpoints import load_checkpoint
-from tests.conftest import write_params
+from tests.conftest import ok, refused, write_params
 
 runner = CliRunner()
 RUN = "mlp_w16-n0.2-r0"
 
 
-def ok(*args):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def refused(*args, key: str):
-    """One line on stderr naming `key`, exit code 2."""
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("netgeom: error: ") and key in lines[0], result.output
-    return lines[0]
 
 
 def netgeom(*args, cwd: Path, env: dict | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:

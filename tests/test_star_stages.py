@@ -13,24 +13,13 @@ from netgeom.layout import Layout
 from netgeom.params import load_params
 from netgeom.runs import read_run
 from netgeom.training.checkpoints import load_checkpoint
-from tests.conftest import write_params
+from tests.conftest import ok, refused, write_params
 
 runner = CliRunner()
 STAR = {"widths": [8], "noise": 0.2, "anchors": [100, 101], "held_out": [200, 201], "anchor_counts": [1, 2], "epochs": 3, "points": 5,
         "t": "uniform", "mu": 0.0, "calibration_samples": 256}
 
 
-def ok(*args):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def refused(*args, key: str):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and key in lines[0], result.output
 
 
 @pytest.fixture(scope="module")

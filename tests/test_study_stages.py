@@ -10,23 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from netgeom.cli import app
-from tests.conftest import write_params
+from tests.conftest import ok, refused, write_params
 
 runner = CliRunner()
 
 
-def ok(*args):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def refused(*args, key: str):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and key in lines[0], result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

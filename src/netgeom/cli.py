@@ -18,6 +18,7 @@ from netgeom.cli_common import (
     CellWidth,
     ParamsOption,
     QuietOption,
+    finish_training,
     guarded,
     make_cell,
     setup,
@@ -139,14 +140,10 @@ def train_command(
     quiet: QuietOption = False,
 ):
     """Stage `train`: train one grid cell, write artifacts/runs/<run>/, log it to MLflow."""
-    from netgeom.stages.sync import track_run
     from netgeom.stages.train import run_train
 
     settings, layout = setup(params, quiet)
-    folder = run_train(settings, layout, make_cell(settings, width, noise, replicate), resume=not fresh)
-    metrics = read_json(folder / "metrics.json")
-    typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
-    track_run(settings, layout, folder)
+    finish_training(settings, layout, run_train(settings, layout, make_cell(settings, width, noise, replicate), resume=not fresh))
 
 
 @app.command()

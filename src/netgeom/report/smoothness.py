@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from netgeom.report import figures, tables
+from netgeom.report import tables
 from netgeom.report.context import Figure, ReportContext
+from netgeom.report.per_sample import width_and_epoch_figures
 from netgeom.report.tables import noise_key
 
 
@@ -11,19 +12,7 @@ def report(context: ReportContext) -> list[Figure]:
     table = tables.study_table(context.layout.study_root("smoothness"), context.runs)
     if table.empty:
         return []
-    context.write_table("smoothness", table)
-    final = tables.final_epochs(table)
-    by_width = figures.study_vs_width(
-        final, context.runs, context.figure_path("smoothness_vs_width"),
-        "Double descent in input space: error and Jacobian norms against width (final checkpoint)",
-    )
-    shown = [Figure(by_width, "Smoothness against width", tables.headline(final, "smoothness"))]
-    if context.peak_width is not None:
-        by_epoch = figures.study_vs_epoch(
-            table, context.curves, context.peak_width, context.figure_path("smoothness_vs_epoch"), f"Epoch-wise view, width {context.peak_width}"
-        )
-        shown.append(Figure(by_epoch, f"Smoothness across training, width {context.peak_width}", "The same measures at every saved checkpoint."))
-    return shown
+    return width_and_epoch_figures(context, "smoothness", table, "Input-space smoothness (Jacobian norms)")
 
 
 def metrics(context: ReportContext) -> dict[str, dict[str, float]]:

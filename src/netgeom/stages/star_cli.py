@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from netgeom.cli_common import ParamsOption, QuietOption, guarded, setup
+from netgeom.cli_common import ParamsOption, QuietOption, finish_training, guarded, setup
 
 app = typer.Typer(help="The star-domain study: source models, star training, barriers.", no_args_is_help=True)
 Width = Annotated[int, typer.Option("--width", help="The star cell's width (one of star.widths).")]
@@ -24,17 +24,12 @@ def source(
     quiet: QuietOption = False,
 ):
     """Stage `star_source`: train one source model (an anchor or a held-out model)."""
-    from netgeom.runs import read_run
     from netgeom.stages.star import run_source, source_name
-    from netgeom.stages.sync import track_run
 
     settings, layout = setup(params, quiet)
     if _skipped(settings, layout.star_source_dir(source_name(settings, width, seed))):
         return
-    folder = run_source(settings, layout, width, seed, resume=not fresh)
-    metrics = read_run(folder).metrics
-    typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
-    track_run(settings, layout, folder)
+    finish_training(settings, layout, run_source(settings, layout, width, seed, resume=not fresh))
 
 
 @app.command("train")
@@ -47,17 +42,12 @@ def train_star(
     quiet: QuietOption = False,
 ):
     """Stage `star`: train a star model against the first k anchors."""
-    from netgeom.runs import read_run
     from netgeom.stages.star import run_star, star_name
-    from netgeom.stages.sync import track_run
 
     settings, layout = setup(params, quiet)
     if _skipped(settings, layout.star_dir(star_name(settings, width, anchors))):
         return
-    folder = run_star(settings, layout, width, anchors, resume=not fresh)
-    metrics = read_run(folder).metrics
-    typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
-    track_run(settings, layout, folder)
+    finish_training(settings, layout, run_star(settings, layout, width, anchors, resume=not fresh))
 
 
 @app.command("barriers")
