@@ -128,6 +128,7 @@ def test_mlflow_holds_one_run_per_training_with_checkpoint_models(repo):
     assert len(models) == 1  # the final checkpoint (the others are run artifacts)
     stars, _ = mlflow_record(repo, "star@")  # star runs are training runs too, tagged with their anchors
     assert len(stars) == 1 and stars["tags.star.anchors"][0] == "mlp_w8-n0.2-s100"
+    assert stars["tags.mlflow.runName"][0] == "star1 mlp w8 n0.2 s1"
     assert all(runs["tags.netgeom.complete"] == "true")
     assert runs["metrics.smoothness/jacobian_frobenius.crossentropy.all"].notna().all()
     # the report (barriers, the MLI preset, every figure and the page) is a run of its own

@@ -606,3 +606,19 @@ def test_ray_backend_on_a_two_node_cluster_equals_a_local_run(real, real_runs, r
     assert (root / ".netgeom" / "logs" / "smoothness@8-0.2-0.log").read_text().startswith("> netgeom smoothness")
     status = run("dvc", "status", *targets, cwd=root).stdout
     assert "up to date" in status
+
+
+def test_study_shards_over_ray_come_back_in_order(monkeypatch):
+    """`execution.backend: ray` goes through the scheduler's connection (here a local cluster
+    started for the call and stopped after it); results are merged by index, not arrival."""
+    pytest.importorskip("ray")
+
+    from netgeom.execution import run_units
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    units = [(i, i + 1) for i in range(6)]
+    assert run_units(lambda a, b: a * b, units, backend="ray", workers=2) == [a * b for a, b in units]
+    import ray
+
+    assert not ray.is_initialized()

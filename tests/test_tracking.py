@@ -38,7 +38,7 @@ def test_one_run_with_params_metrics_and_a_model_per_checkpoint(tracked):
     assert [m.step for m in history] == [0, 1, 2]
     assert run["tags.mlflow.runName"] == "mlp w16 n0.2 s1"
     models = sorted(logged_models(layout, "test"), key=lambda m: m.name)
-    assert [m.name for m in models] == ["mlp_w16-n0_2-s1-e0000", "mlp_w16-n0_2-s1-e0001", "mlp_w16-n0_2-s1-e0002"]
+    assert [m.name for m in models] == ["mlp_w16-n0_2-r0-s1-e0000", "mlp_w16-n0_2-r0-s1-e0001", "mlp_w16-n0_2-r0-s1-e0002"]
     assert models[0].params["width"] == "16" and models[0].params["seed"] == "1"
     assert all(m.source_run_id == run["run_id"] for m in models)
     # the logged model is the checkpoint: same outputs as the weights on disk
@@ -80,7 +80,7 @@ def test_by_default_only_the_final_checkpoint_is_a_logged_model_and_the_others_a
         assert CliRunner().invoke(app, command).exit_code == 0
     layout = Layout(project)
     models = logged_models(layout, "final")
-    assert [m.name for m in models] == ["mlp_w16-n0_2-s1-e0002"] and models[0].tags["netgeom.epoch"] == "2"
+    assert [m.name for m in models] == ["mlp_w16-n0_2-r0-s1-e0002"] and models[0].tags["netgeom.epoch"] == "2"
     run_id = runs_table(layout, "final").iloc[0]["run_id"]
     stored = sorted(a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "checkpoints"))
     assert stored == [f"checkpoints/e000{e}.{s}" for e in (0, 1) for s in ("json", "safetensors")]

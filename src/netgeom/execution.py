@@ -44,11 +44,18 @@ def run_units(fn: Callable[..., Any], units: Sequence[tuple], backend: str = "lo
         with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
             return list(pool.map(fn, *zip(*units)))
     if backend == "ray":
+        # The same connection as `netgeom repro --backend ray`: RAY_ADDRESS, else
+        # `execution.address`, else a local cluster for this call; unreachable fails fast.
+        import os
+
+        from netgeom.repro.executors import connect_ray
+
+        address = os.environ.get("RAY_ADDRESS") or address
+        ray, started = connect_ray(address, "RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else "execution.address", num_cpus=workers)
         try:
-            import ray
-        except ImportError:
-            raise NetgeomError("execution.backend", "ray is not installed; `pip install 'netgeom[ray]'`") from None
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        remote = ray.remote(fn)
-        return ray.get([remote.remote(*unit) for unit in units])
+            remote = ray.remote(num_cpus=1)(fn)
+            return ray.get([remote.remote(*unit) for unit in units])
+        finally:
+            if started:
+                ray.shutdown()
     raise NetgeomError("execution.backend", f"unknown {backend!r}; allowed: local, ray")

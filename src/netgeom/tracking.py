@@ -197,12 +197,10 @@ def _log_batched(client: MlflowClient, run_id: str, metrics=(), params=(), tags=
 
 
 def checkpoint_model_name(info: dict, epoch: int) -> str:
-    """A logged model's name identifies its run and epoch (the UI lists models by name), e.g.
-    `mlp_w64-n0_2-s42-e0500` (MLflow forbids '.' in model names)."""
-    cell, model = info["cell"], info["params"]["model"]
-    width = f"_w{model['width']}" if model.get("width") is not None else ""
-    noise = str(float(cell["noise"])).replace(".", "_")
-    return f"{model['arch']}{width}-n{noise}-s{info['seed']}-e{epoch:04d}"
+    """A logged model's name identifies its run and epoch (the UI lists models by name): the run
+    folder's name, the seed and the epoch, e.g. `mlp_w64-n0_2-r0-s42-e0500` (MLflow forbids '.'
+    in model names)."""
+    return f"{info['run'].replace('.', '_')}-s{info['seed']}-e{epoch:04d}"
 
 
 def key_params(info: dict) -> dict[str, str]:

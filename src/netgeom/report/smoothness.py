@@ -5,7 +5,7 @@ from __future__ import annotations
 from netgeom.report import tables
 from netgeom.report.context import Figure, ReportContext
 from netgeom.report.per_sample import width_and_epoch_figures
-from netgeom.report.tables import noise_key
+from netgeom.report.tables import double_descent_peak, noise_key
 
 
 def report(context: ReportContext) -> list[Figure]:
@@ -17,7 +17,7 @@ def report(context: ReportContext) -> list[Figure]:
 
 def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
     """Headline: the mean Lipschitz estimate (operator norm of the logits Jacobian) at the width
-    of the test-error peak, per noise level."""
+    of the double-descent peak, per noise level."""
     table = tables.study_table(context.layout.study_root("smoothness"), context.runs)
     if table.empty or "jacobian_operator.logits" not in set(table["measure"]):
         return {}
@@ -25,7 +25,7 @@ def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
     lipschitz = final[(final["measure"] == "jacobian_operator.logits") & (final["group"] == "all")]
     out = {}
     for noise, runs in context.runs.groupby("noise"):
-        peak = int(runs.groupby("width")["test_error"].mean().idxmax())
+        peak, _ = double_descent_peak(runs)
         at_peak = lipschitz[(lipschitz["noise"] == noise) & (lipschitz["width"] == peak)]["value"]
         if len(at_peak):
             out[noise_key(noise)] = {"lipschitz_at_peak": float(at_peak.mean())}

@@ -104,3 +104,24 @@ def final_epochs(table: pd.DataFrame) -> pd.DataFrame:
 def noise_key(noise: float) -> str:
     """'noise_20pct': a metrics key without '.', which `dvc exp show` would read as nesting."""
     return f"noise_{round(100 * float(noise), 6):g}pct"
+
+
+# A run whose final train error is at most this counts as interpolating its (noisy) labels.
+INTERPOLATION_THRESHOLD = 0.01
+
+
+def double_descent_peak(runs: pd.DataFrame) -> tuple[int, float]:
+    """(width, test error) of the peak of one noise level's model-wise curve: the highest mean
+    test error among the widths that interpolate (at or past the threshold; the first descent's
+    under-fitted widths are not the peak), else among all widths."""
+    by_width = runs.groupby("width")[["test_error", "train_error"]].mean()
+    fitted = by_width[by_width["train_error"] <= INTERPOLATION_THRESHOLD]
+    pool = fitted if len(fitted) else by_width
+    return int(pool["test_error"].idxmax()), float(pool["test_error"].max())
+
+
+def interpolation_threshold(runs: pd.DataFrame) -> int | None:
+    """The smallest width whose mean final train error is at most INTERPOLATION_THRESHOLD."""
+    by_width = runs.groupby("width")["train_error"].mean()
+    fitted = by_width.index[by_width <= INTERPOLATION_THRESHOLD]
+    return int(fitted[0]) if len(fitted) else None

@@ -18,16 +18,12 @@ from netgeom.io import atomic_write_json, publish_dir
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.report import figures, tables
-from netgeom.report.tables import noise_key
+from netgeom.report.tables import INTERPOLATION_THRESHOLD, double_descent_peak, interpolation_threshold, noise_key
 from netgeom.provenance import git_commit
 from netgeom.report.context import Figure, ReportContext
 from netgeom.report.page import PageFigure, PageSection, csv_tables, write_report_page
 from netgeom.stages.registry import STUDIES, report_module
 from netgeom.stages.sync import sync_report, sync_studies
-
-# A run whose final train error is at most this counts as interpolating its (noisy) labels.
-INTERPOLATION_THRESHOLD = 0.01
-
 
 def run_report(params: Params, layout: Layout) -> dict:
     staging = layout.report_staging()
@@ -92,12 +88,12 @@ def _training_figures(context: ReportContext) -> list[Figure]:
 def _error_caption(runs: pd.DataFrame) -> str:
     parts = []
     for noise, group in runs.groupby("noise"):
-        by_width = group.groupby("width")[["test_error", "train_error"]].mean()
-        fitted = by_width.index[by_width["train_error"] <= INTERPOLATION_THRESHOLD]
+        by_width = group.groupby("width")["test_error"].mean()
+        threshold = interpolation_threshold(group)
+        width, error = double_descent_peak(group)
         parts.append(
-            f"noise {noise:g}: test error {', '.join(f'{v:.2f}' for v in by_width['test_error'])} over widths "
-            f"{', '.join(str(w) for w in by_width.index)}"
-            + (f"; train error reaches 0 at width {fitted[0]}" if len(fitted) else "; no width fits the training labels")
+            f"noise {noise:g}: test error {', '.join(f'{v:.2f}' for v in by_width)} over widths {', '.join(map(str, by_width.index))}"
+            + (f"; train error reaches 0 at width {threshold}, peak {error:.2f} at width {width}" if threshold else "; no width fits the training labels")
         )
     return ". ".join(parts)
 
@@ -130,13 +126,12 @@ def headline_metrics(context: ReportContext) -> dict:
     runs = context.runs
     headline: dict[str, dict] = {}
     for noise, group in runs.groupby("noise") if len(runs) else []:
-        by_width = group.groupby("width")[["test_error", "train_error"]].mean()
-        fitted = by_width.index[by_width["train_error"] <= INTERPOLATION_THRESHOLD]
+        width, error = double_descent_peak(group)
         headline[noise_key(noise)] = {
-            "peak_test_error": float(by_width["test_error"].max()),
-            "peak_width": int(by_width["test_error"].idxmax()),
-            "threshold_width": int(fitted[0]) if len(fitted) else None,
-            "final_test_error_widest": float(by_width["test_error"].iloc[-1]),
+            "peak_test_error": error,
+            "peak_width": width,
+            "threshold_width": interpolation_threshold(group),
+            "test_error_widest": float(group.groupby("width")["test_error"].mean().iloc[-1]),
         }
     for module in map(report_module, STUDIES):
         for key, values in (module.metrics(context) if hasattr(module, "metrics") else {}).items():

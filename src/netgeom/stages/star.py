@@ -151,9 +151,11 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
     name = star_name(params, width, count)
     identity = {"anchors": [run.info["params_hash"] for run in anchors], "t": p.t, "mu": p.mu}
     info = {"star": {"anchors": [run.name for run in anchors], "t": p.t, "mu": p.mu}}
+    display = f"star{count} {params.model.arch} w{width} {noise_tag(p.noise)} s{settings.seed}"
     return train_run(
         settings, layout, name=name, target=layout.star_dir(name), cell=Cell(width, p.noise, 0), data=data,
         identity_extra=identity, info_extra=info, make_objective=make_objective, before_evaluation=refresh, resume=resume,
+        display=display,
     )
 
 

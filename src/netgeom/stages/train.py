@@ -63,11 +63,13 @@ def train_run(
     before_evaluation=None,
     resume: bool = True,
     fresh_command: str = "",
+    display: str | None = None,
 ) -> Path:
     """Train a run with cell-applied `params` into `target` (through .netgeom/staging/<name>).
 
     `identity_extra` joins the run's identity (e.g. a star's anchors), `info_extra` its run.json;
-    `make_objective` and `before_evaluation` go to the training loop (e.g. star training)."""
+    `make_objective` and `before_evaluation` go to the training loop (e.g. star training);
+    `display` overrides the name people read (MLflow's run name)."""
     data = data if data is not None else load_cell_data(params, layout)
     device = resolve_device(params.execution.device)
     set_deterministic(params.execution.deterministic)
@@ -95,7 +97,7 @@ def train_run(
         )
     info = {
         **metadata,
-        "name": display_name(params.model.arch, params.model.width, cell.noise, params.seed),
+        "name": display or display_name(params.model.arch, params.model.width, cell.noise, params.seed),
         "checkpoints": result.scheduled,
         "cell": {"width": cell.width, "noise": cell.noise, "replicate": cell.replicate},
         "dataset": {"name": data.info.name, "input_shape": list(data.info.input_shape), "num_classes": data.info.num_classes},
