@@ -113,3 +113,9 @@ def test_a_switched_off_study_records_that_it_was_skipped(project):
     summary = json.loads((project / "artifacts" / "studies" / "regions" / "mlp_w16-n0.2-r0" / "summary.json").read_text())
     assert summary == {"skipped": "regions.enabled is false"}
     assert runner.invoke(app, ["report"]).exit_code == 0  # the report leaves the study out
+
+
+def test_the_cli_entry_point_adds_no_study_or_training_code_to_every_stage():
+    """Every stage's deps include the CLI; anything it imports at module level reruns everything."""
+    deps = code_deps("netgeom.stages.split")
+    assert not any(d.startswith(("src/netgeom/models", "src/netgeom/training", "src/netgeom/studies", "src/netgeom/tracking")) for d in deps)

@@ -18,7 +18,6 @@ from netgeom.cli_common import (
     CellWidth,
     ParamsOption,
     QuietOption,
-    finish_training,
     guarded,
     make_cell,
     setup,
@@ -140,6 +139,7 @@ def train_command(
     quiet: QuietOption = False,
 ):
     """Stage `train`: train one grid cell, write artifacts/runs/<run>/, log it to MLflow."""
+    from netgeom.cli_training import finish_training
     from netgeom.stages.train import run_train
 
     settings, layout = setup(params, quiet)

@@ -57,12 +57,3 @@ def setup(params_path: Path, quiet: bool) -> tuple[Params, Layout]:
     torch.set_num_threads(settings.execution.threads)
     return settings, Layout.here()
 
-
-def finish_training(settings: Params, layout: Layout, folder: Path) -> None:
-    """The trained run's one line, then its MLflow run (every training command ends so)."""
-    from netgeom.runs import read_run
-    from netgeom.stages.sync import track_run
-
-    metrics = read_run(folder).metrics
-    typer.echo(f"{folder.name}: train_acc {metrics['train_acc']:.4f} test_acc {metrics['test_acc']:.4f}")
-    track_run(settings, layout, folder)

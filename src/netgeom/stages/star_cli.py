@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from netgeom.cli_common import ParamsOption, QuietOption, finish_training, guarded, setup
+from netgeom.cli_common import ParamsOption, QuietOption, guarded, setup
+from netgeom.cli_training import finish_training
 
 app = typer.Typer(help="The star-domain study: source models, star training, barriers.", no_args_is_help=True)
 Width = Annotated[int, typer.Option("--width", help="The star cell's width (one of star.widths).")]
