@@ -146,14 +146,16 @@ def forget_run(params, layout: Layout) -> None:
     cell would): delete its MLflow run (track_run skips complete ones) and its run folder (DVC
     removes a stage's outputs before running it)."""
     from netgeom import tracking
-    from netgeom.params import params_hash
+    from netgeom.runs import read_run
 
-    p = cell_params(params, CELL)
-    client, experiment_id = tracking.connect(layout, params.mlflow.experiment)
-    found = tracking.find_run(client, experiment_id, cell_name(p, CELL), params_hash(p.data, p.noise, p.model, p.train))
-    if found is not None:
-        client.delete_run(found.info.run_id)
-    shutil.rmtree(layout.run_dir(cell_name(p, CELL)), ignore_errors=True)
+    folder = layout.run_dir(cell_name(cell_params(params, CELL), CELL))
+    if (folder / "run.json").exists():
+        info = read_run(folder).info
+        client, experiment_id = tracking.connect(layout, params.mlflow.experiment)
+        found = tracking.find_run(client, experiment_id, info["run"], info["params_hash"])
+        if found is not None:
+            client.delete_run(found.info.run_id)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def describe(parts: dict[str, list[float]], label: str) -> str:

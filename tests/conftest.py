@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,26 @@ def project(tmp_path: Path, monkeypatch) -> Path:
     for name in ("digits", "mnist1d"):
         get_source(name).materialise(tmp_path / "data")
     return tmp_path
+
+
+@contextmanager
+def crash_at_evaluation(monkeypatch, n: int = 3):
+    """Within the block, the training loop's n-th evaluation raises KeyboardInterrupt (a crash
+    in the middle of a run, after some checkpoints and resume states were written)."""
+    from netgeom.training import loop
+
+    calls = {"n": 0}
+    real = loop.evaluate_bundle
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(loop, "evaluate_bundle", crashing)
+        yield
 
 
 def ok(*args) -> str:

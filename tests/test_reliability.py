@@ -29,7 +29,7 @@ from netgeom.layout import Layout
 from netgeom.params import load_params
 from netgeom.runs import Cell, read_run
 from netgeom.training.checkpoints import load_checkpoint
-from tests.conftest import ok, refused, write_params
+from tests.conftest import crash_at_evaluation, ok, refused, write_params
 
 runner = CliRunner()
 RUN = "mlp_w16-n0.2-r0"
@@ -209,21 +209,10 @@ def test_the_resume_state_is_one_file_and_a_torn_one_starts_the_run_over(prepare
 
 def test_a_resumed_history_keeps_its_columns_in_order(prepared, monkeypatch):
     from netgeom.stages.train import run_train
-    from netgeom.training import loop
 
     ok("train")
     uninterrupted = pd.read_csv(prepared / "artifacts" / "runs" / RUN / "history.csv")
-    calls = {"n": 0}
-    real = loop.evaluate_bundle
-
-    def crash_on_the_third_evaluation(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(loop, "evaluate_bundle", crash_on_the_third_evaluation)
+    with crash_at_evaluation(monkeypatch):
         run_train(load_params(prepared / "params.yaml"), Layout(prepared), Cell(16, 0.2, 0), resume=False)
     ok("train")
     resumed = pd.read_csv(prepared / "artifacts" / "runs" / RUN / "history.csv")

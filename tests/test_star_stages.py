@@ -13,7 +13,7 @@ from netgeom.layout import Layout
 from netgeom.params import load_params
 from netgeom.runs import read_run
 from netgeom.training.checkpoints import load_checkpoint
-from tests.conftest import ok, refused, write_params
+from tests.conftest import crash_at_evaluation, ok, refused, write_params
 
 runner = CliRunner()
 STAR = {"widths": [8], "noise": 0.2, "anchors": [100, 101], "held_out": [200, 201], "anchor_counts": [1, 2], "epochs": 3, "points": 5,
@@ -72,7 +72,6 @@ def test_star_training_with_t_zero_is_regular_training(sources):
 
 def test_star_run_is_a_training_run_that_resumes_bit_exactly(sources, monkeypatch):
     from netgeom.stages.star import run_star
-    from netgeom.training import loop
 
     params, layout = load_params(sources / "params.yaml"), Layout(sources)
     ok("star", "train", "--width", "8", "--anchors", "2")
@@ -81,17 +80,7 @@ def test_star_run_is_a_training_run_that_resumes_bit_exactly(sources, monkeypatc
     info = read_run(folder).info
     assert info["star"]["anchors"] == ["mlp_w8-n0.2-s100", "mlp_w8-n0.2-s101"] and [e for e, _ in read_run(folder).checkpoints] == [0, 1, 3]
 
-    calls = {"n": 0}
-    real = loop.evaluate_bundle
-
-    def crash_on_the_third_evaluation(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(loop, "evaluate_bundle", crash_on_the_third_evaluation)
+    with crash_at_evaluation(monkeypatch):
         run_star(params, layout, 8, 2, resume=False)
     run_star(params, layout, 8, 2)
     resumed = load_checkpoint(read_run(folder).final_checkpoint())[0]

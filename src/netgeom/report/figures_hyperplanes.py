@@ -76,7 +76,7 @@ def projection_distributions_figure(projections: pd.DataFrame) -> Figure:
         axis.axhline(0.0, color="0.3", linewidth=0.8, linestyle="--")
         axis.set_xticks(range(len(layers)), [_layer_tick(data, layer) for layer in layers])
         _rotate_if_crowded(axis, len(layers))
-        axis.set_xlabel("conv layer (forward order)")
+        axis.set_xlabel("layer (forward order)")
         axis.set_ylabel(PROJECTION_LABEL)
         axis.set_title("Filter projections on the diagonal of the positive orthant, init vs final\n(above 0: a filter leaning towards the diagonal)")
         axis.legend(title="checkpoint", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, borderaxespad=0)

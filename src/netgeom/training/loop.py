@@ -9,6 +9,7 @@ losses accumulate there and are checked for inf/NaN once per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -130,7 +131,8 @@ def train(
     device = torch.device(device)
     model.to(device)
     data = data.to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16")
+    # A disabled autocast still costs its context switch on every step: enter it only for bf16.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if p.precision == "bf16" else contextlib.nullcontext()
     layout = preferred_format(p.memory_format, model, data.train.x)
     if layout != torch.contiguous_format:
         model.to(memory_format=layout)  # strides only: state_dict values and checkpoints are unchanged
@@ -193,8 +195,7 @@ def train(
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         order = torch.randperm(n, generator=generator).to(device)
-        # float64 on the device: the same sum as adding loss.item() per step, without its sync
-        running = torch.zeros((), dtype=torch.float64, device=device)
+        losses, sizes = [], []  # kept on the device: read once per epoch, not once per step
         for i in range(0, n, p.batch_size):
             index = order[i : i + p.batch_size]
             inputs = in_format(augment(x[index], generator), layout) if p.augment else x[index]
@@ -204,8 +205,10 @@ def train(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            running += loss.detach().double() * len(index)
-        mean_loss = running.item() / n  # the epoch's one wait for the device
+            losses.append(loss.detach())
+            sizes.append(len(index))
+        # the epoch's one wait for the device; summed in step order as per-step .item() would
+        mean_loss = sum(value * size for value, size in zip(torch.stack(losses).tolist(), sizes)) / n
         if not math.isfinite(mean_loss):
             last = list_checkpoints(workdir)
             where = f"{workdir / checkpoint_name(last[-1][0])}.safetensors" if last else "none"
