@@ -73,6 +73,9 @@ def test_an_option_the_family_ignores_is_refused_unless_it_is_the_default(projec
 
     info = json.loads((project / "artifacts" / "runs" / "cnn5_k_w4-n0.2-r0" / "run.json").read_text())
     assert info["params"]["model"]["activation"] is None and info["params"]["model"]["depth"] is None
+    from netgeom.runs import model_for_run, read_run
+
+    model_for_run(read_run(project / "artifacts" / "runs" / "cnn5_k_w4-n0.2-r0").info)  # the recorded options rebuild it
     write_params(project, model={"arch": "cnn5_k", "width": 4, "depth": None, "activation": "tanh"})
     refused("train", "--width", "4", key="model.activation")
 
@@ -119,3 +122,23 @@ def test_the_cli_entry_point_adds_no_study_or_training_code_to_every_stage():
     """Every stage's deps include the CLI; anything it imports at module level reruns everything."""
     deps = code_deps("netgeom.stages.split")
     assert not any(d.startswith(("src/netgeom/models", "src/netgeom/training", "src/netgeom/studies", "src/netgeom/tracking")) for d in deps)
+
+
+def test_the_hyperplanes_preset_runs_its_studies_on_a_fixed_width_family(project, monkeypatch):
+    """presets/hyperplanes_convnet.yaml on one epoch: vgg8_maxpool (no width option), tracked in
+    MLflow, both studies; the regions study is switched off (the exact walk refuses max-pools)."""
+    import yaml
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    preset = yaml.safe_load((REPO / "presets" / "hyperplanes_convnet.yaml").read_text())
+    groups = {k: v for k, v in preset.items() if k not in ("star",)}
+    groups["train"] = {**groups["train"], "epochs": 2, "checkpoints": {"epochs": [1]}}
+    write_params(project, mlflow={"enabled": True, "experiment": "preset"}, **groups)
+    for command in (["split"], ["corrupt", "--noise", "0.0"], ["train", "--width", "64", "--noise", "0.0"], ["regions", "--noise", "0.0"],
+                    ["hyperplanes", "--noise", "0.0"], ["reinit", "--noise", "0.0"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
+    import pandas as pd
+
+    layers = pd.read_parquet(project / "artifacts" / "studies" / "hyperplanes" / "vgg8_maxpool_w64-n0.0-r0" / "layers.parquet")
+    assert set(layers["stage"]) == {0, 1, 2, 3}  # three max-pools; the classifier as stage 3

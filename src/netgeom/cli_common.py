@@ -17,15 +17,18 @@ from netgeom.params import Params, load_params
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Params file.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
-CellWidth = Annotated[Optional[int], typer.Option("--width", help="Model width (default: model.width).")]
+CellWidth = Annotated[Optional[int], typer.Option("--width", help="Model width (default: model.width, else grid.widths[0]).")]
 CellNoise = Annotated[Optional[float], typer.Option("--noise", help="Label-noise level (default: noise.label).")]
 CellReplicate = Annotated[int, typer.Option("--replicate", help="Seed offset: the run uses seed + replicate.")]
 
 
 def make_cell(settings: Params, width: int | None, noise: float | None, replicate: int):
+    """The cell a command works on: options given, else model.width (the grid's first width for a
+    fixed-width family, whose model.width is null) and noise.label."""
     from netgeom.cell import Cell
 
-    return Cell(settings.model.width if width is None else width, settings.noise.label if noise is None else noise, replicate)
+    default_width = settings.model.width if settings.model.width is not None else settings.grid.widths[0]
+    return Cell(default_width if width is None else width, settings.noise.label if noise is None else noise, replicate)
 
 
 def fail(message: str) -> typer.Exit:

@@ -73,7 +73,7 @@ class ModelParams(Group):
     # None means "the family's own default" (e.g. BN on for ResNets, off for VGGs).
     depth: int | None = Field(None, ge=1)
     batch_norm: bool | None = None
-    activation: Literal["relu", "tanh", "sigmoid", "identity"] = "relu"
+    activation: Literal["relu", "tanh", "sigmoid", "identity"] | None = "relu"  # None: a family without the option
     init: Literal["pytorch", "kaiming", "fixup"] | None = None
     pretrained: str | None = None
 
