@@ -100,3 +100,17 @@ def write_params(root: Path, **groups) -> Path:
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+def commit_dvc_repo(root: Path, run, track_data: bool = True) -> Path:
+    """Make root a git + DVC repository with one commit, as `dvc exp run` needs. The identity goes
+    into the repo config: dvc exp commits through its own git backend, which reads no env vars."""
+    run("git", "init", "-q", cwd=root)
+    run("git", "config", "user.name", "netgeom tests", cwd=root)
+    run("git", "config", "user.email", "tests@netgeom.invalid", cwd=root)
+    run("dvc", "init", "-q", cwd=root)
+    if track_data:
+        run("dvc", "add", "-q", "data", cwd=root)
+    run("git", "add", "-A", cwd=root)
+    run("git", "commit", "-qm", "init", cwd=root)
+    return root

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from netgeom.data import get_source
-from tests.conftest import write_params
+from tests.conftest import commit_dvc_repo, write_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,14 +46,7 @@ def repo(tmp_path_factory):
         train={"epochs": 2, "checkpoints": {"epochs": [1]}},
         grid={"widths": [8], "noise": [0.2], "seed_offsets": [0]},
     )
-    sh("git", "init", "-q", cwd=root)
-    # dvc exp commits through its own git backends, which read the repo config, not only env vars
-    sh("git", "config", "user.name", "netgeom tests", cwd=root)
-    sh("git", "config", "user.email", "tests@netgeom.invalid", cwd=root)
-    sh("dvc", "init", "-q", cwd=root)
-    sh("dvc", "add", "-q", "data", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "init", cwd=root)
+    commit_dvc_repo(root, sh)
     sh(sys.executable, "-m", "netgeom", "repro", "-j", "2", "--quiet", cwd=root)  # parallel stages, one MLflow store
     return root
 

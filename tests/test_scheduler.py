@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import commit_dvc_repo
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -108,13 +110,7 @@ def make_repo(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
-    run("git", "init", "-q", cwd=root)
-    run("git", "config", "user.name", "netgeom tests", cwd=root)
-    run("git", "config", "user.email", "tests@netgeom.invalid", cwd=root)
-    run("dvc", "init", "-q", cwd=root)
-    run("git", "add", "-A", cwd=root)
-    run("git", "commit", "-qm", "init", cwd=root)
-    return root
+    return commit_dvc_repo(root, run, track_data=False)
 
 
 def copy_repo(src: Path, dst: Path) -> Path:
@@ -484,14 +480,7 @@ def real(tmp_path_factory) -> Path:
     for group, values in yaml.safe_load((REPO / "params.yaml").read_text()).items():
         params.setdefault(group, values)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    run("git", "init", "-q", cwd=root)
-    run("git", "config", "user.name", "netgeom tests", cwd=root)
-    run("git", "config", "user.email", "tests@netgeom.invalid", cwd=root)
-    run("dvc", "init", "-q", cwd=root)
-    run("dvc", "add", "-q", "data", cwd=root)
-    run("git", "add", "-A", cwd=root)
-    run("git", "commit", "-qm", "init", cwd=root)
-    return root
+    return commit_dvc_repo(root, run)
 
 
 @pytest.fixture(scope="module")
