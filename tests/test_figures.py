@@ -365,6 +365,27 @@ def test_bias_vs_reinit_joins_layers_and_reads_rand():
     assert (points["bias"] >= 0).all() and (points["bias"] <= 0.5).all()
 
 
+def test_bias_vs_reinit_with_replicates_gives_one_point_and_one_rho_per_seed():
+    """Seed 1 reverses seed 0's drops: rho flips sign, and each seed keeps its own points."""
+    evolution, sweep = evolution_table(), reinit_table()
+    reversed_sweep = sweep.copy()
+    reversed_sweep["relative_drop"] = sweep.groupby("checkpoint")["relative_drop"].transform(lambda d: d.to_numpy()[::-1])
+    hyperplanes = pd.concat([evolution.assign(replicate=0), evolution.assign(replicate=1)], ignore_index=True)
+    sweeps = pd.concat([sweep.assign(replicate=0), reversed_sweep.assign(replicate=1)], ignore_index=True)
+    points = figures_hyperplanes.bias_and_drop(hyperplanes, sweeps)
+    single = figures_hyperplanes.bias_and_drop(evolution, sweep)
+    assert len(points) == 2 * len(single)
+    assert points.query("replicate == 0")["relative_drop"].tolist() == single["relative_drop"].tolist()
+    rhos = figures_hyperplanes.rank_correlations(points)
+    alone = figures_hyperplanes.rank_correlations(single)[None]
+    assert set(rhos) == {0, 1} and rhos[0] == pytest.approx(alone)
+    assert rhos[1] == pytest.approx(-rhos[0]) and abs(rhos[0]) > 0.5  # drops in reverse layer order
+    figure = figures_hyperplanes.bias_vs_reinit_figure(hyperplanes, sweeps)
+    legend = figure.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [f"replicate {r}: {rho:.2f}" for r, rho in rhos.items()]
+    assert len(figure.axes[0].collections) == len(points)
+
+
 def test_star_distributions_use_the_largest_star_and_carry_p_values():
     figure = figures_star.star_barrier_distributions_figure(star_barriers)
     assert [a.get_title() for a in figure.axes] == ["train split", "test split"]

@@ -27,6 +27,7 @@ from scipy.stats import spearmanr
 from netgeom.report.figure_style import (
     epoch_axis,
     house_style,
+    legend_outside,
     legend_right,
     line_handle,
     require_columns,
@@ -174,37 +175,66 @@ def reference_checkpoint(reinit: pd.DataFrame) -> str:
 
 def bias_and_drop(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, checkpoint: str | None = None) -> pd.DataFrame:
     """Per layer in both tables: bias = |mass - 0.5| at the last epoch, drop = relative_drop at
-    `checkpoint` (default `reference_checkpoint`), and the layer's stage, block."""
+    `checkpoint` (default `reference_checkpoint`), and the layer's stage, block. When both tables
+    carry a `replicate` column (seeds of one cell), one row per replicate and layer."""
     require_columns(hyperplanes, ["layer", "stage", "block", "mass"], "hyperplane statistics")
     require_columns(reinit, ["layer", "checkpoint", "relative_drop"], "reinit")
-    final = hyperplanes[hyperplanes["epoch"] == hyperplanes["epoch"].max()] if "epoch" in hyperplanes else hyperplanes
+    keys = ["replicate"] if "replicate" in hyperplanes and "replicate" in reinit else []
+    final = hyperplanes
+    if "epoch" in hyperplanes:
+        last = hyperplanes.groupby(keys)["epoch"].transform("max") if keys else hyperplanes["epoch"].max()
+        final = hyperplanes[hyperplanes["epoch"] == last]
     checkpoint = checkpoint or reference_checkpoint(reinit)
-    drops = reinit[reinit["checkpoint"].astype(str) == checkpoint].groupby("layer", as_index=False)["relative_drop"].mean()
-    bias = final.groupby(["layer", "stage", "block"], as_index=False)["mass"].mean()
+    drops = reinit[reinit["checkpoint"].astype(str) == checkpoint].groupby([*keys, "layer"], as_index=False)["relative_drop"].mean()
+    bias = final.groupby([*keys, "layer", "stage", "block"], as_index=False)["mass"].mean()
     bias["bias"] = (bias["mass"] - 0.5).abs()
-    return bias.merge(drops, on="layer").sort_values(["stage", "block"]).reset_index(drop=True)
+    return bias.merge(drops, on=[*keys, "layer"]).sort_values([*keys, "stage", "block"]).reset_index(drop=True)
+
+
+def rank_correlations(points: pd.DataFrame) -> dict:
+    """Spearman's rho of bias against drop, per replicate (key None without replicates); NaN
+    below three layers."""
+    groups = points.groupby("replicate") if "replicate" in points else [(None, points)]
+    return {key: spearmanr(group["bias"], group["relative_drop"]).statistic if len(group) >= 3 else float("nan") for key, group in groups}
+
+
+REPLICATE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def bias_vs_reinit_figure(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, checkpoint: str | None = None) -> Figure:
     """One point per layer: projection bias |mass - 0.5| (final checkpoint) against the relative
     accuracy drop when that layer is reset (to `rand`, else the init); the seed claims biased
-    layers are the critical ones (points rising to the right). Spearman's rho in the title.
+    layers are the critical ones (points rising to the right). Spearman's rho in the title, one
+    per seed when the tables carry a `replicate` column (one marker per seed).
 
     hyperplanes: `hyperplane_evolution` (last epoch used) or `layer_statistics`; reinit: `reinit_sweep`."""
     points = bias_and_drop(hyperplanes, reinit, checkpoint)
     checkpoint = checkpoint or reference_checkpoint(reinit)
-    colours = width_palette(list(points["layer"]))
-    rho = spearmanr(points["bias"], points["relative_drop"]).statistic if len(points) >= 3 else float("nan")
+    colours = width_palette(list(dict.fromkeys(points["layer"])))
+    rhos = rank_correlations(points)
+    replicates = list(rhos)
     with house_style():
         figure, axis = plt.subplots(figsize=(6.4, 4.4))
         for row in points.itertuples(index=False):
-            axis.scatter(row.bias, row.relative_drop, s=50, color=colours[row.layer], edgecolor="black", linewidth=0.6, zorder=3)
+            marker = REPLICATE_MARKERS[replicates.index(getattr(row, "replicate", None)) % len(REPLICATE_MARKERS)]
+            axis.scatter(row.bias, row.relative_drop, s=50, marker=marker, color=colours[row.layer], edgecolor="black", linewidth=0.6, zorder=3)
             axis.annotate(row.layer, (row.bias, row.relative_drop), xytext=(5, 4), textcoords="offset points", fontsize=8)
+        if len(replicates) > 1:
+            handles = [plt.Line2D([], [], marker=REPLICATE_MARKERS[i % len(REPLICATE_MARKERS)], linestyle="", color="grey", markeredgecolor="black")
+                       for i in range(len(replicates))]  # fmt: skip
+            legend_outside(axis, handles, title="seed (Spearman ρ)", labels=[f"replicate {r}: {rho:.2f}" for r, rho in rhos.items()])
         axis.set_xlim(left=0)
         axis.set_xlabel("projection bias |mass − 0.5| at the final checkpoint")
         axis.set_ylabel(f"relative accuracy drop, layer reset to {_checkpoint_label(checkpoint)}")
-        rho_text = f"Spearman ρ = {rho:.2f}" if np.isfinite(rho) else "too few layers for a rank correlation"
-        axis.set_title(f"Are the biased layers the critical ones? ({len(points)} layers; {rho_text})")
+        layers = points["layer"].nunique()
+        finite = [rho for rho in rhos.values() if np.isfinite(rho)]
+        if not finite:
+            rho_text = "too few layers for a rank correlation"
+        elif len(rhos) == 1:
+            rho_text = f"Spearman ρ = {finite[0]:.2f}"
+        else:
+            rho_text = f"{len(rhos)} seeds, Spearman ρ {min(finite):.2f} .. {max(finite):.2f}"
+        axis.set_title(f"Are the biased layers the critical ones? ({layers} layers; {rho_text})")
     return figure
 
 

@@ -1,5 +1,6 @@
-"""Layer re-initialisation in the report: the heatmap (checkpoints x layers) and the seed's claim
-(projection bias against the drop) for the focus run; every run's sweep as a table."""
+"""Layer re-initialisation in the report: the heatmap (checkpoints x layers) for the focus run, the
+seed's claim (projection bias against the drop) for every seed of its cell, and every run's sweep
+as a table."""
 
 from __future__ import annotations
 
@@ -26,10 +27,33 @@ def report(context: ReportContext) -> list[Figure]:
         f"{row.checkpoint} {row.relative_drop:.2f} ({row.layer})" for row in worst.itertuples()
     )
     shown = [Figure(figures.reinit_heatmap(sweep, context.figure_path("reinit_heatmap")), f"Layer re-initialisation, {run}", caption)]
-    layers = context.layout.study_dir("hyperplanes", run) / "layers.parquet"
-    if layers.exists():
-        hyperplanes = read_parquet(layers)
-        points = figures.bias_and_drop(hyperplanes, sweep)
-        path = figures.bias_vs_reinit(hyperplanes, sweep, context.figure_path("bias_vs_reinit"))
-        shown.append(Figure(path, "Are the biased layers the critical ones?", f"{len(points)} layers of {run} in both studies."))
+    pairs = replicate_tables(context, run)
+    if pairs is not None:
+        hyperplanes, sweeps = pairs
+        points = figures.bias_and_drop(hyperplanes, sweeps)
+        rhos = figures.rank_correlations(points)
+        path = figures.bias_vs_reinit(hyperplanes, sweeps, context.figure_path("bias_vs_reinit"))
+        seeds = f"{len(rhos)} seeds of {run}'s cell" if len(rhos) > 1 else run
+        rho_text = ", ".join(f"{rho:.2f}" for rho in rhos.values())
+        caption = f"{points['layer'].nunique()} layers of {seeds} in both studies; Spearman rho of bias against drop: {rho_text}."
+        shown.append(Figure(path, "Are the biased layers the critical ones?", caption))
     return shown
+
+
+def replicate_tables(context: ReportContext, run: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Final-checkpoint hyperplane statistics and re-init sweeps of every replicate of `run`'s cell
+    that ran both studies, with a `replicate` column; None when there is none."""
+    runs = context.runs
+    cell = runs[runs["run"] == run].iloc[0]
+    siblings = runs[(runs["width"] == cell["width"]) & (runs["noise"] == cell["noise"])].sort_values("replicate")
+    layers, sweeps = [], []
+    for row in siblings.itertuples(index=False):
+        layer_file = context.layout.study_dir("hyperplanes", row.run) / "layers.parquet"
+        sweep_file = context.layout.study_dir("reinit", row.run) / "reinit.parquet"
+        if layer_file.exists() and sweep_file.exists():
+            sweep = read_parquet(sweep_file)
+            layers.append(read_parquet(layer_file).assign(replicate=row.replicate))
+            sweeps.append(sweep[sweep["group"] == "all"].assign(replicate=row.replicate))
+    if not layers:
+        return None
+    return pd.concat(layers, ignore_index=True), pd.concat(sweeps, ignore_index=True)
