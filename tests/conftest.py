@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+import shutil
 from pathlib import Path
 
 import pytest
@@ -113,4 +114,17 @@ def commit_dvc_repo(root: Path, run, track_data: bool = True) -> Path:
         run("dvc", "add", "-q", "data", cwd=root)
     run("git", "add", "-A", cwd=root)
     run("git", "commit", "-qm", "init", cwd=root)
+    return root
+
+
+def copy_pipeline(root: Path) -> Path:
+    """This repository's pipeline (dvc.yaml, src/) and the digits data in `root`, for DVC tests."""
+    from netgeom.data import get_source
+
+    repo = Path(__file__).resolve().parents[1]
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(repo / name, root / name)
+    shutil.copytree(repo / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    get_source("digits").materialise(root / "data")
     return root

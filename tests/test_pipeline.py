@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netgeom.data import get_source
-from tests.conftest import commit_dvc_repo, write_params
+from tests.conftest import commit_dvc_repo, copy_pipeline, write_params
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def sh(*args, cwd, check=True):
@@ -36,10 +33,7 @@ def sh(*args, cwd, check=True):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    get_source("digits").materialise(root / "data")
+    copy_pipeline(root)
     write_params(
         root,
         mlflow={"enabled": True, "experiment": "pipeline", "log_models": "final"},

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import commit_dvc_repo
+from tests.conftest import commit_dvc_repo, copy_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -460,15 +460,9 @@ REAL_TARGETS = ("smoothness", "interpolation")
 @pytest.fixture(scope="module")
 def real(tmp_path_factory) -> Path:
     """The repository's pipeline with tiny params, committed, not yet reproduced."""
-    from netgeom.data import get_source
     from tests.conftest import write_params
 
-    root = tmp_path_factory.mktemp("real") / "repo"
-    root.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    get_source("digits").materialise(root / "data")
+    root = copy_pipeline(tmp_path_factory.mktemp("real") / "repo")
     write_params(
         root,
         mlflow={"enabled": False},
