@@ -24,15 +24,39 @@ def store_root(root: Path) -> Path:
     return Path(os.environ.get("DVC_ROOT") or root).resolve()
 
 
-def noise_tag(noise: float) -> str:
+RUN_FILE = "run.json"  # written last into a run folder: its presence marks the run complete
+
+
+def run_folders(root: Path) -> list[Path]:
+    """The complete run folders directly under `root` (those holding RUN_FILE), sorted."""
+    return sorted(folder for folder in Path(root).glob("*") if (folder / RUN_FILE).exists())
+
+
+# Every name and path below also takes DVC templates (`"${item.noise}"`) in place of values:
+# pipeline.py builds dvc.yaml's paths with these same functions (on `IN_DVC_YAML`), so the paths a
+# stage writes and the outs DVC records cannot drift apart.
+Template = str
+
+
+def noise_tag(noise: float | Template) -> str:
     """0.2 -> 'n0.2', 0 -> 'n0.0': Python's float text, which is also how DVC renders a YAML
     float such as `0.0` in `${item.noise}`, so dvc.yaml and this module agree on every path."""
-    return f"n{float(noise)}"
+    return f"n{noise if isinstance(noise, str) else float(noise)}"
 
 
-def run_name(arch: str, width: int, noise: float, replicate: int) -> str:
+def run_name(arch: str, width: int | Template, noise: float | Template, replicate: int | Template) -> str:
     """A readable grid-cell name, e.g. `mlp_w64-n0.2-r0` (the full params hash lives inside)."""
     return f"{arch}_w{width}-{noise_tag(noise)}-r{replicate}"
+
+
+def star_source_name(arch: str, width: int | Template, noise: float | Template, seed: int | Template) -> str:
+    """A source model of the star study (an anchor or a held-out model), named by its seed."""
+    return f"{arch}_w{width}-{noise_tag(noise)}-s{seed}"
+
+
+def star_name(arch: str, width: int | Template, noise: float | Template, count: int | Template) -> str:
+    """A star model, named by the number of anchors it was trained against."""
+    return f"{arch}_w{width}-{noise_tag(noise)}-star{count}"
 
 
 @dataclass(frozen=True)
@@ -59,11 +83,19 @@ class Layout:
         return self.root / "artifacts"
 
     @property
-    def split_file(self) -> Path:
-        return self.artifacts / "splits" / "split.json"
+    def splits_dir(self) -> Path:
+        return self.artifacts / "splits"
 
-    def labels_dir(self, noise: float) -> Path:
-        return self.artifacts / "labels" / noise_tag(noise)
+    @property
+    def split_file(self) -> Path:
+        return self.splits_dir / "split.json"
+
+    @property
+    def labels_root(self) -> Path:
+        return self.artifacts / "labels"
+
+    def labels_dir(self, noise: float | Template) -> Path:
+        return self.labels_root / noise_tag(noise)
 
     def labels_file(self, noise: float) -> Path:
         return self.labels_dir(noise) / "labels.parquet"
@@ -120,8 +152,12 @@ class Layout:
     def star_dir(self, run: str) -> Path:
         return self.star_root / "stars" / run
 
+    @property
+    def studies_root(self) -> Path:
+        return self.artifacts / "studies"
+
     def study_root(self, study: str) -> Path:
-        return self.artifacts / "studies" / study
+        return self.studies_root / study
 
     def study_dir(self, study: str, run: str) -> Path:
         return self.study_root(study) / run
@@ -161,3 +197,7 @@ class Layout:
     def mlflow_lock(self) -> Path:
         """Serialises writes to the SQLite store (and its creation) across processes."""
         return self.mlruns / ".netgeom.lock"
+
+
+# dvc.yaml's view of the same paths: relative to the repository root (DVC runs every stage there).
+IN_DVC_YAML = Layout(Path("."))

@@ -21,7 +21,7 @@ from netgeom.cell import Cell
 from netgeom.data.bundle import DataBundle, load_bundle, read_labels, read_split
 from netgeom.errors import NetgeomError
 from netgeom.io import read_csv, read_json_object
-from netgeom.layout import Layout, noise_tag, run_name
+from netgeom.layout import RUN_FILE, Layout, noise_tag, run_name
 from netgeom.models import accepted_options, create_model
 from netgeom.params import ModelParams, NoiseParams, Params, validate
 from netgeom.training.checkpoints import list_checkpoints
@@ -166,7 +166,7 @@ class Run:
 def read_run(folder: Path) -> Run:
     folder = Path(folder)
     hint = "train the run first (`dvc repro` or `netgeom train`)"
-    info = read_json_object(folder / "run.json", RUN_FILE_KEYS, hint=hint)
+    info = read_json_object(folder / RUN_FILE, RUN_FILE_KEYS, hint=hint)
     metrics = read_json_object(folder / "metrics.json", METRICS_KEYS, hint=hint)
     history = read_csv(folder / "history.csv", ("epoch",), hint=hint)
     return Run(folder.name, folder, info, metrics, history)
@@ -177,10 +177,6 @@ def open_run(layout: Layout, name: str) -> Run:
     if not folder.exists():
         raise NetgeomError("run", f"{folder} is missing; run `dvc repro` (or `netgeom train`) first")
     return read_run(folder)
-
-
-def run_folders(layout: Layout) -> list[Path]:
-    return sorted(p for p in layout.runs_root.glob("*") if (p / "run.json").exists())
 
 
 def model_for_run(info: dict, checkpoint: Path | None = None, device: torch.device | None = None) -> torch.nn.Module:

@@ -32,7 +32,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from netgeom.errors import NetgeomError
-from netgeom.layout import Layout
+from netgeom.layout import RUN_FILE, Layout
 from netgeom.params import flatten
 from netgeom.provenance import git_commit
 
@@ -266,7 +266,7 @@ def log_training_run(
             params = [Param(k, str(v)) for k, v in run_params(info).items()]
             _log_batched(client, run_id, metrics=_history_metrics(history, model_ids, ended), params=params)
             mlflow.log_artifact(str(run_folder / "history.csv"))
-            mlflow.log_artifact(str(run_folder / "run.json"))
+            mlflow.log_artifact(str(run_folder / RUN_FILE))
             client.set_tag(run_id, COMPLETE, "true")
         client.set_terminated(run_id, "FINISHED", end_time=max(ended, started))  # the training's own duration
     return run_id

@@ -7,14 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from netgeom.io import read_csv, read_json_object
-
-
-def run_folders(runs_root: Path) -> list[Path]:
-    return sorted(p for p in Path(runs_root).glob("*") if (p / "run.json").exists())
+from netgeom.layout import RUN_FILE, run_folders
 
 
 def _run_columns(folder: Path) -> dict:
-    info = read_json_object(folder / "run.json", ("params", "cell", "seed", "parameters"))
+    info = read_json_object(folder / RUN_FILE, ("params", "cell", "seed", "parameters"))
     return {
         "run": folder.name,
         "arch": info["params"]["model"]["arch"],

@@ -25,7 +25,8 @@ from pydantic import Field, field_validator, model_validator
 
 from netgeom.errors import NetgeomError
 from netgeom.io import atomic_write_parquet
-from netgeom.layout import Layout, noise_tag
+from netgeom import layout as paths
+from netgeom.layout import IN_DVC_YAML, RUN_FILE, Layout, noise_tag
 from netgeom.params import Params, StudyGroup
 from netgeom.runs import Cell, cell_params, load_cell_data, load_state, model_for_run, read_run, study_device
 from netgeom.stages.barriers import barrier_rows
@@ -86,11 +87,11 @@ def source_params(params: Params, width: int, seed: int) -> Params:
 
 
 def source_name(params: Params, width: int, seed: int) -> str:
-    return f"{params.model.arch}_w{width}-{noise_tag(params.star.noise)}-s{seed}"
+    return paths.star_source_name(params.model.arch, width, params.star.noise, seed)
 
 
 def star_name(params: Params, width: int, count: int) -> str:
-    return f"{params.model.arch}_w{width}-{noise_tag(params.star.noise)}-star{count}"
+    return paths.star_name(params.model.arch, width, params.star.noise, count)
 
 
 def check_cell(params: Params) -> None:
@@ -118,7 +119,7 @@ def _anchor_runs(params: Params, layout: Layout, width: int, count: int) -> list
     runs = []
     for seed in params.star.anchors[:count]:
         folder = layout.star_source_dir(source_name(params, width, seed))
-        if not (folder / "run.json").exists():
+        if not (folder / RUN_FILE).exists():
             raise NetgeomError("star.anchors", f"{folder} is missing; run `dvc repro star_source` first")
         runs.append(read_run(folder))
     return runs
@@ -218,14 +219,16 @@ def _test_accuracies(params: Params, layout: Layout) -> pd.DataFrame:
 
 def dvc_stages(code: list[str]) -> dict:
     """The study's DVC stages: sources (anchors, held-out) -> stars -> barriers."""
-    cell = "${model.arch}_w${item.width}-n${star.noise}"
-    inputs = ["artifacts/splits", "artifacts/labels/n${star.noise}", "data", *code]
+    dvc, arch, noise = IN_DVC_YAML, "${model.arch}", "${star.noise}"
+    source_out = dvc.star_source_dir(paths.star_source_name(arch, "${item.width}", noise, "${item.seed}"))
+    star_out = dvc.star_dir(paths.star_name(arch, "${item.width}", noise, "${item.count}"))
+    inputs = [dvc.splits_dir.as_posix(), dvc.labels_dir(noise).as_posix(), dvc.data.as_posix(), *code]
     trained_with = ["data", "noise", "model", "train", "star.noise", "star.epochs"]
     source = {
         "cmd": "netgeom star source --width ${item.width} --seed ${item.seed} --quiet",
         "deps": inputs,
         "params": trained_with,
-        "outs": [f"artifacts/star/sources/{cell}-s${{item.seed}}"],
+        "outs": [source_out.as_posix()],
     }
     return {
         "star_anchor": {"matrix": {"width": "${star.widths}", "seed": "${star.anchors}"}, **source},
@@ -233,15 +236,15 @@ def dvc_stages(code: list[str]) -> dict:
         "star": {
             "matrix": {"width": "${star.widths}", "count": "${star.anchor_counts}"},
             "cmd": "netgeom star train --width ${item.width} --anchors ${item.count} --quiet",
-            "deps": ["artifacts/star/sources", *inputs],
+            "deps": [source_out.parent.as_posix(), *inputs],
             "params": ["seed", *trained_with, "star.anchors", "star.t", "star.mu", "star.calibration_samples"],
-            "outs": [f"artifacts/star/stars/{cell}-star${{item.count}}"],
+            "outs": [star_out.as_posix()],
         },
         "star_barriers": {
             "cmd": "netgeom star barriers --quiet",
-            "deps": ["artifacts/star", *inputs],
+            "deps": [dvc.star_root.as_posix(), *inputs],
             "params": ["seed", "star"],
-            "outs": ["artifacts/studies/star"],
+            "outs": [dvc.study_root("star").as_posix()],
         },
     }
 

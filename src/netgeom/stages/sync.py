@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from netgeom.layout import Layout
+from netgeom.layout import RUN_FILE, Layout, run_folders
 from netgeom.params import Params
-from netgeom.runs import model_for_run, read_run, run_folders
+from netgeom.runs import model_for_run, read_run
 
 
 def track_run(params: Params, layout: Layout, folder: Path) -> str | None:
@@ -35,7 +35,7 @@ def track_run(params: Params, layout: Layout, folder: Path) -> str | None:
 
 def sync_runs(params: Params, layout: Layout) -> list[str]:
     """`netgeom mlflow sync`: make sure every run folder has its complete MLflow run."""
-    ids = [track_run(params, layout, folder) for folder in run_folders(layout)]
+    ids = [track_run(params, layout, folder) for folder in run_folders(layout.runs_root)]
     sync_studies(params, layout)
     return ids
 
@@ -52,7 +52,7 @@ def sync_studies(params: Params, layout: Layout) -> int:
     attached = 0
     for summary_path in sorted(layout.artifacts.glob("studies/*/*/summary.json")):
         study, name = summary_path.parent.parent.name, summary_path.parent.name
-        if not (layout.run_dir(name) / "run.json").exists():
+        if not (layout.run_dir(name) / RUN_FILE).exists():
             continue
         run = read_run(layout.run_dir(name))
         digest = hashlib.md5(summary_path.read_bytes()).hexdigest()
@@ -66,13 +66,13 @@ def sync_report(params: Params, layout: Layout) -> str | None:
     """The published report as its own MLflow run (figures, tables, index.html, the headline
     numbers as metrics): the views of studies over the whole grid (barriers, the MLI preset)
     reach MLflow this way. Idempotent by the report's content."""
-    if not params.mlflow.enabled or not (layout.reports / "summary.json").exists():
+    if not params.mlflow.enabled or not layout.report_summary.exists():
         return None
     from netgeom import tracking
     from netgeom.io import read_json_object
 
     files = sorted(p for p in layout.reports.rglob("*") if p.is_file())
     digest = hashlib.md5(b"".join(p.relative_to(layout.reports).as_posix().encode() + p.read_bytes() for p in files)).hexdigest()
-    headline = read_json_object(layout.reports / "summary.json")
+    headline = read_json_object(layout.report_summary)
     metrics = {f"{key}/{name}": value for key, values in headline.items() for name, value in values.items() if isinstance(value, (int, float))}
     return tracking.log_report(layout, params.mlflow.experiment, layout.reports, metrics, digest)

@@ -18,7 +18,7 @@ from netgeom.devices import resolve_device, set_deterministic
 from netgeom.errors import NetgeomError
 from netgeom.data.bundle import DataBundle
 from netgeom.io import atomic_write_csv, atomic_write_json, publish_dir, read_json_object
-from netgeom.layout import Layout
+from netgeom.layout import RUN_FILE, Layout
 from netgeom.models import count_parameters
 from netgeom.params import Params
 from netgeom.progress import note
@@ -136,7 +136,7 @@ def _assemble(layout: Layout, name: str, result: TrainResult, info: dict, metric
             os.link(part, assembling / "checkpoints" / part.name)  # staging keeps its copy until the end
     atomic_write_csv(assembling / "history.csv", result.history)
     atomic_write_json(assembling / "metrics.json", metrics)
-    atomic_write_json(assembling / "run.json", info)  # last: its presence marks the folder complete
+    atomic_write_json(assembling / RUN_FILE, info)  # last: its presence marks the folder complete
     os.replace(assembling, layout.finished_dir(name))
 
 
@@ -153,10 +153,10 @@ def _discard_staging(layout: Layout, name: str) -> None:
 
 def _complete(folder: Path, digest: str) -> bool:
     """A run folder with this identity whose every scheduled checkpoint is present."""
-    if not (folder / "run.json").exists():
+    if not (folder / RUN_FILE).exists():
         return False
     try:
-        info = read_json_object(folder / "run.json", RUN_FILE_KEYS)
+        info = read_json_object(folder / RUN_FILE, RUN_FILE_KEYS)
         if info["params_hash"] != digest:
             return False
         read_run(folder).checkpoints  # noqa: B018  (raises when any is missing)
