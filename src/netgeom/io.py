@@ -162,27 +162,26 @@ def read_json_object(path: str | Path, required: tuple[str, ...] = (), hint: str
 def read_parquet(path: str | Path, columns: tuple[str, ...] = (), hint: str = ""):
     import pandas as pd
 
-    path = Path(path)
-    if not path.exists():
-        raise _missing(path, hint)
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises a zoo of types for truncated or foreign files
-        raise _corrupt(path, "Parquet", exc) from None
-    _check_columns(path, frame, columns)
-    return frame
+    # pyarrow raises a zoo of types for truncated or foreign files
+    return _read_frame(path, columns, hint, pd.read_parquet, "Parquet", Exception)
 
 
 def read_csv(path: str | Path, columns: tuple[str, ...] = (), hint: str = ""):
     import pandas as pd
 
+    errors = (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError)
+    return _read_frame(path, columns, hint, pd.read_csv, "CSV", errors)
+
+
+def _read_frame(path: str | Path, columns: tuple[str, ...], hint: str, reader, kind: str, errors):
+    """`reader(path)` with one-line errors naming the file: missing, unreadable, or lacking columns."""
     path = Path(path)
     if not path.exists():
         raise _missing(path, hint)
     try:
-        frame = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise _corrupt(path, "CSV", exc) from None
+        frame = reader(path)
+    except errors as exc:
+        raise _corrupt(path, kind, exc) from None
     _check_columns(path, frame, columns)
     return frame
 
