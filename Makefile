@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup data repro exp preset test bench ui sync pipeline clean
+.PHONY: help setup data fashion-mnist repro exp preset test bench ui sync pipeline clean
 
 help:  ## List the targets
 	@grep -E '^[a-z][a-zA-Z0-9_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,17 @@ $(STAMP): pyproject.toml
 data: $(STAMP)  ## Materialise the embedded datasets into data/ (a no-op when data/ already matches data.dvc)
 	@if [ -d data ] && dvc status -q data.dvc 2>/dev/null; then echo "data/ matches data.dvc"; \
 	else netgeom data materialise && dvc add -q data; fi
+
+FMNIST_DEB := /usr/share/datasets/fashion-mnist
+
+fashion-mnist: data  ## Fashion-MNIST into data/FashionMNIST/raw (Debian's dataset-fashion-mnist where apt exists, else a download), md5-verified, then dvc add
+	@if [ ! -d $(FMNIST_DEB) ] && command -v apt-get >/dev/null; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get install -y -q dataset-fashion-mnist || { $$sudo apt-get update -q && $$sudo apt-get install -y -q dataset-fashion-mnist; }; fi
+	@if [ -d $(FMNIST_DEB) ]; then \
+	  netgeom data import fashion_mnist $(FMNIST_DEB) --origin "Debian package dataset-fashion-mnist $$(dpkg-query -W -f='$${Version}' dataset-fashion-mnist 2>/dev/null)"; \
+	else netgeom data fetch fashion_mnist; fi
+	dvc add -q data
 
 repro: data  ## Reproduce the whole pipeline: stale stages in parallel on every core (netgeom repro)
 	netgeom repro

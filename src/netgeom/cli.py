@@ -27,13 +27,15 @@ from netgeom.io import read_json
 from netgeom.layout import Layout
 from netgeom.params import load_params
 
+EMBEDDED_DATASETS = ["digits", "mnist1d", "mnist5k"]  # what `make data` materialises
+
 app = typer.Typer(
     help="netgeom: the geometry of trained neural networks, as reproducible DVC stages.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Datasets: fetch, materialise, describe.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: materialise, import, fetch, describe.", no_args_is_help=True)
 mlflow_app = typer.Typer(help="MLflow store maintenance.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(mlflow_app, name="mlflow")
@@ -55,8 +57,10 @@ def data_info(name: Annotated[str, typer.Argument(help="Dataset name.")], params
     typer.echo(f"  mean {info.mean} std {info.std}")
     present = source.is_available(root)
     typer.echo(f"  files: {source.where(root)} ({'present' if present else 'missing'})")
+    if present and (origin := source.origin(root)):
+        typer.echo(f"  source: {origin}")
     if present and hasattr(source, "verified") and (verified := source.verified(root)) is not None:
-        typer.echo(f"  md5: {'matches' if verified else 'differs from'} torchvision's published sums")
+        typer.echo(f"  md5: {'matches' if verified else 'differs from'} the published sums")
 
 
 @data_app.command("materialise")
@@ -64,15 +68,33 @@ def data_info(name: Annotated[str, typer.Argument(help="Dataset name.")], params
 def data_materialise(
     names: Annotated[Optional[list[str]], typer.Argument(help="Datasets (default: the embedded ones).")] = None,
 ):
-    """Write the embedded datasets (digits, mnist1d) under data/ deterministically."""
+    """Write the embedded datasets (digits, mnist1d, mnist5k) under data/ deterministically."""
     from netgeom.data import get_source
 
     root = Layout.here().data
-    for name in names or ["digits", "mnist1d"]:
+    for name in names or EMBEDDED_DATASETS:
         written = get_source(name).materialise(root)
         if not written:
             raise NetgeomError("data.name", f"{name} is not an embedded dataset; use `netgeom data fetch {name}`")
         typer.echo(f"{name}: wrote {len(written)} files under {root / name}")
+
+
+@data_app.command("import")
+@guarded
+def data_import(
+    name: Annotated[str, typer.Argument(help="An IDX dataset: fashion_mnist or mnist.")],
+    source: Annotated[Path, typer.Argument(help="A folder with its four IDX files (.gz or plain).")],
+    origin: Annotated[str, typer.Option(help="Where the files came from (recorded in provenance.json).")] = "",
+):
+    """Copy a local copy of a dataset into data/ in torchvision's layout, verifying its md5 sums."""
+    from netgeom.data import get_source
+
+    dataset = get_source(name)
+    if not hasattr(dataset, "import_from"):
+        raise NetgeomError("data.name", f"{name} cannot be imported from local files; IDX datasets: fashion_mnist, mnist")
+    target = dataset.import_from(source, Layout.here().data, origin or f"local copy ({source})")
+    verified = " (md5 of every file verified)" if dataset.verified(Layout.here().data) else ""
+    typer.echo(f"{name}: files in {target}{verified}")
 
 
 @data_app.command("fetch")

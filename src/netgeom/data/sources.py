@@ -55,6 +55,10 @@ class DatasetSource(ABC):
         """Human-readable description of where the files are expected."""
         return str(root)
 
+    def origin(self, root: Path) -> str | None:
+        """Where the files under `root` came from, when that is known."""
+        return None
+
     def check_split(self, split: str) -> None:
         if split not in self.info.splits:
             raise NetgeomError("split", f"{self.info.name} has splits {list(self.info.splits)}, not {split!r}")

@@ -1,6 +1,7 @@
-"""MNIST, Fashion-MNIST, CIFAR-10/100 and SVHN read from `data/` in torchvision's own layout.
+"""CIFAR-10/100 and SVHN read from `data/` in torchvision's own layout (MNIST-like IDX files:
+`idx_sets.py`).
 
-MNIST and SVHN are read by torchvision's own code (idx files, .mat files: no code can run).
+SVHN is read by torchvision's own code (.mat files: no code can run).
 CIFAR's batches are pickles, which torchvision unpickles with `pickle.load`: a crafted file would
 run code. They are read here with an unpickler that accepts numpy arrays and builtin containers
 only (`safe_unpickle`). Integrity: torchvision verifies the published md5 sums when `netgeom data
@@ -115,18 +116,6 @@ class TorchvisionDataset(DatasetSource):
                     f"could not download {self.info.name} ({type(exc).__name__}: {str(exc)[:120]}); "
                     f"without a network, copy the files into {self.where(root)} in torchvision's layout",
                 ) from None
-
-
-@register_dataset("mnist")
-class Mnist(TorchvisionDataset):
-    class_name, folder_name = "MNIST", "MNIST/raw"
-    info = DatasetInfo("mnist", (1, 28, 28), 10, mean=(0.1307,), std=(0.3081,))
-
-
-@register_dataset("fashion_mnist")
-class FashionMnist(TorchvisionDataset):
-    class_name, folder_name = "FashionMNIST", "FashionMNIST/raw"
-    info = DatasetInfo("fashion_mnist", (1, 28, 28), 10, mean=(0.2860,), std=(0.3530,))
 
 
 class CifarDataset(TorchvisionDataset):

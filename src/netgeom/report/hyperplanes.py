@@ -43,9 +43,12 @@ def report(context: ReportContext) -> list[Figure]:
 
 
 def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
-    """Headline: the pooled mass of the final checkpoints, mean over the runs of a noise level."""
+    """Headline: the pooled mass of the final checkpoints (and of the inits), mean over the runs of a noise level."""
     network = network_table(context)
     if network.empty:
         return {}
     final = network[network["epoch"] == network.groupby("run")["epoch"].transform("max")]
-    return {noise_key(noise): {"hyperplane_mass": float(group["mass"].mean())} for noise, group in final.groupby("noise")}
+    out = {noise_key(noise): {"hyperplane_mass": float(group["mass"].mean())} for noise, group in final.groupby("noise")}
+    for noise, group in network[network["epoch"] == 0].groupby("noise"):  # the reference: unbiased at init?
+        out.setdefault(noise_key(noise), {})["hyperplane_mass_init"] = float(group["mass"].mean())
+    return out

@@ -19,3 +19,25 @@ def report(context: ReportContext) -> list[Figure]:
     )
     path = figures.mli_preset(read_parquet(root / "curves.parquet"), fractions, context.figure_path("mli_preset"))
     return [Figure(path, "MLI: SGD vs Adam, with and without BN", caption)]
+
+
+def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
+    """Headline: per optimizer x BN group the fraction of converged runs whose init -> final
+    curve is non-monotonic, the number converged, and over every converged run the Spearman
+    correlation of Delta with the normalised distance travelled (the paper: Adam travels further
+    and breaks MLI more often)."""
+    from scipy.stats import spearmanr
+
+    root = context.layout.study_root("mli")
+    if not (root / "fractions.parquet").exists():
+        return {}
+    out: dict[str, float] = {}
+    for row in read_parquet(root / "fractions.parquet").to_dict("records"):
+        group = f"{row['optimizer']}{'_bn' if row['batch_norm'] else ''}"
+        out[f"{group}_non_monotonic"] = float(row["frac_non_monotonic"])
+        out[f"{group}_converged"] = int(row["n_converged"])
+    runs = read_parquet(root / "runs.parquet")
+    converged = runs[runs["final_train_loss"] <= context.params.mli.max_final_loss].dropna(subset=["delta"])
+    if len(converged) >= 3 and converged["delta"].nunique() > 1:
+        out["delta_distance_spearman"] = float(spearmanr(converged["delta"], converged["normalised_distance"]).statistic)
+    return {"mli": out}

@@ -57,3 +57,19 @@ def replicate_tables(context: ReportContext, run: str) -> tuple[pd.DataFrame, pd
     if not layers:
         return None
     return pd.concat(layers, ignore_index=True), pd.concat(sweeps, ignore_index=True)
+
+
+def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
+    """Headline: are the biased layers the critical ones? Spearman's rho of the projection bias
+    against the drop when the layer is reset (to `rand`, else the init), per seed of the focus
+    cell, and their mean."""
+    run = context.peak_run
+    pairs = replicate_tables(context, run) if run else None
+    if pairs is None:
+        return {}
+    rhos = figures.rank_correlations(figures.bias_and_drop(*pairs))
+    values = {f"bias_drop_rho_seed{key if key is not None else 0}": float(rho) for key, rho in rhos.items()}
+    finite = [v for v in values.values() if v == v]
+    if finite:
+        values["bias_drop_rho_mean"] = sum(finite) / len(finite)
+    return {"reinit": values}

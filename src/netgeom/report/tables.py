@@ -117,6 +117,15 @@ def double_descent_peak(runs: pd.DataFrame) -> tuple[int, float]:
     return int(pool["test_error"].idxmax()), float(pool["test_error"].max())
 
 
+def test_error_rise(runs: pd.DataFrame) -> tuple[int, float]:
+    """(width, rise) of the largest rise of one noise level's model-wise test error above its
+    running minimum over the narrower widths: 0 for a curve that only falls, the height of the
+    bump for a double descent. Unlike the peak it needs no interpolation threshold."""
+    by_width = runs.groupby("width")["test_error"].mean().sort_index()
+    rise = by_width - by_width.cummin()
+    return int(rise.idxmax()), float(rise.max())
+
+
 def interpolation_threshold(runs: pd.DataFrame) -> int | None:
     """The smallest width whose mean final train error is at most INTERPOLATION_THRESHOLD."""
     by_width = runs.groupby("width")["train_error"].mean()

@@ -18,7 +18,7 @@ from netgeom.io import atomic_write_json, publish_dir
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.report import figures, tables
-from netgeom.report.tables import INTERPOLATION_THRESHOLD, double_descent_peak, interpolation_threshold, noise_key
+from netgeom.report.tables import INTERPOLATION_THRESHOLD, double_descent_peak, interpolation_threshold, noise_key, test_error_rise
 from netgeom.provenance import git_commit
 from netgeom.report.context import Figure, ReportContext
 from netgeom.report.page import PageFigure, PageSection, csv_tables, write_report_page
@@ -127,9 +127,12 @@ def headline_metrics(context: ReportContext) -> dict:
     headline: dict[str, dict] = {}
     for noise, group in runs.groupby("noise") if len(runs) else []:
         width, error = double_descent_peak(group)
+        rise_width, rise = test_error_rise(group)
         headline[noise_key(noise)] = {
             "peak_test_error": error,
             "peak_width": width,
+            "test_error_rise": rise,
+            "rise_width": rise_width,
             "threshold_width": interpolation_threshold(group),
             "test_error_widest": float(group.groupby("width")["test_error"].mean().iloc[-1]),
         }

@@ -1,0 +1,74 @@
+"""Scaled-down copies of the real-data presets, run through the real pipeline (`netgeom repro`)
+in a temporary git + DVC repository: the same stages, the same study settings, few epochs, two
+widths, two seeds at most, a few hundred training images."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from netgeom.data import get_source
+from netgeom.data.idx import write_idx
+from tests.conftest import commit_dvc_repo, copy_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = merge(base.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
+
+
+def scaled_down(preset: dict) -> dict:
+    """The preset with its costs cut and its choices (data, model, studies, switches) kept."""
+    small = copy.deepcopy(preset)
+    small.setdefault("data", {})["train_size"] = 240
+    train = small.setdefault("train", {})
+    train.update(epochs=2, eval_every=1, checkpoints={"init": True, "epochs": [1]})
+    grid = small.setdefault("grid", {})
+    grid["widths"] = grid.get("widths", [64])[:2]
+    grid["seed_offsets"] = grid.get("seed_offsets", [0])[:2]
+    if (star := small.get("star")) and star.get("enabled", True):
+        star.update(widths=star["widths"][:2], anchors=star["anchors"][:2], held_out=star["held_out"][:2], anchor_counts=[2], epochs=2)
+    if (mli := small.get("mli")) and mli.get("enabled", True):
+        mli.update(width=32, depth=2, seeds=[0], epochs=2)
+    small["smoothness"] = {**small.get("smoothness", {}), "samples": 32}
+    small["regions"] = {**small.get("regions", {}), "paths": 2}
+    small["mlflow"] = {"enabled": False}
+    return small
+
+
+def fashion_mnist_fixture(data: Path) -> None:
+    """Small Fashion-MNIST-format files (real IDX bytes: 600 + 200 real MNIST digits of mnist5k)
+    in torchvision's layout, for machines without Debian's package; loaded by the same reader."""
+    source = get_source("mnist5k")
+    source.materialise(data)
+    raw = data / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, prefix, n in (("train", "train", 600), ("test", "t10k", 200)):
+        part = source.load(data, split)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", np.rint(part.x[:n, 0] * 255).astype(np.uint8))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", part.y[:n].astype(np.uint8))
+
+
+def run_preset(name: str, root: Path, sh) -> dict:
+    """Run the scaled-down preset `name` end to end; returns reports/summary.json."""
+    copy_pipeline(root)
+    fashion_mnist_fixture(root / "data")
+    write_merged_params(root, scaled_down(yaml.safe_load((REPO / "presets" / f"{name}.yaml").read_text())))
+    commit_dvc_repo(root, sh)
+    sh(sys.executable, "-m", "netgeom", "check", cwd=root)
+    sh(sys.executable, "-m", "netgeom", "repro", "-j", "2", "--quiet", cwd=root)
+    return json.loads((root / "reports" / "summary.json").read_text())
+
+
+def write_merged_params(root: Path, overrides: dict) -> None:
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(base, overrides), sort_keys=False))

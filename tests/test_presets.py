@@ -1,0 +1,68 @@
+"""Every preset validates; each real-data preset runs, scaled down, through the real pipeline and
+writes the headline numbers the README's findings table quotes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from tests.conftest import ok
+from tests.presets_helpers import REPO, merge, run_preset
+from tests.test_pipeline import sh
+
+PRESETS = sorted(p.stem for p in (REPO / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_validates(project, name):
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    preset = yaml.safe_load((REPO / "presets" / f"{name}.yaml").read_text())
+    merged = merge(merge(base, preset), {"mlflow": {"enabled": False}})
+    (project / "params.yaml").write_text(yaml.safe_dump(merged))
+    assert ok("preset", str(REPO / "presets" / f"{name}.yaml")).startswith("-S ")
+    assert "groups valid" in ok("check")
+
+
+def finite(*values) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def test_mnist5k_double_descent_scaled_down(tmp_path):
+    summary = run_preset("mnist5k_double_descent", tmp_path, sh)
+    for noise in ("noise_0pct", "noise_20pct"):
+        numbers = summary[noise]
+        assert finite(numbers["test_error_rise"], numbers["lipschitz_at_peak"], numbers["peak_test_error"])
+        assert numbers["test_error_rise"] >= 0 and numbers["rise_width"] in (2, 4)
+    assert "star" not in summary and "mli" not in summary
+
+
+def test_mnist5k_star_width_sweep_scaled_down(tmp_path):
+    summary = run_preset("mnist5k_star_width_sweep", tmp_path, sh)
+    star = summary["star"]
+    assert finite(star["star_barrier"], star["regular_barrier"]) and 0 <= star["p_value"] <= 1
+    assert (tmp_path / "reports" / "figures" / "star_barriers.png").exists()
+
+
+def test_fashion_mnist_mli_scaled_down(tmp_path):
+    summary = run_preset("fashion_mnist_mli", tmp_path, sh)
+    mli = summary["mli"]
+    assert {"sgd_converged", "sgd_bn_converged", "adam_converged", "adam_bn_converged"} <= set(mli)
+    assert (tmp_path / "reports" / "figures" / "mli_preset.png").exists()
+
+
+def test_fashion_mnist_hyperplanes_scaled_down(tmp_path):
+    summary = run_preset("fashion_mnist_hyperplanes", tmp_path, sh)
+    assert 0 <= summary["noise_0pct"]["hyperplane_mass"] <= 1 and 0 <= summary["noise_0pct"]["hyperplane_mass_init"] <= 1
+    rhos = summary["reinit"]
+    assert {"bias_drop_rho_seed0", "bias_drop_rho_seed1"} <= set(rhos)
+    assert all(-1 <= v <= 1 for v in rhos.values() if v == v)
+
+
+def test_fashion_mnist_regions_scaled_down(tmp_path):
+    summary = run_preset("fashion_mnist_regions", tmp_path, sh)
+    assert (tmp_path / "reports" / "figures" / "regions_vs_width.png").exists()
+    assert sorted(p.name for p in (tmp_path / "artifacts" / "studies" / "regions").iterdir()) == [
+        "cnn5_k_w1-n0.0-r0", "cnn5_k_w1-n0.2-r0", "cnn5_k_w2-n0.0-r0", "cnn5_k_w2-n0.2-r0"]
+    assert finite(summary["noise_20pct"]["test_error_rise"])
