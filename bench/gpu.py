@@ -9,9 +9,17 @@
    interpolation curve (cnn5_k k=16 with BN, 11 points, 2,000 samples, BN recomputed), and the
    exact region walk (an MLP 3072-512-512-10 in float64, 64 closed paths of 8 segments).
 
+3. One star training step (cnn_k k=16 with BN, batch 128, 8 anchors) and one smoothness batch
+   (jacobian_operator of the logits, vmap, 256 samples) on the GPU against the same on the CPU.
+
+Training FLOPs per image are counted once by torch's FlopCounterMode on a forward pass (x3 for
+forward + backward); achieved TFLOP/s = FLOPs x images/s, against the device's dense bf16 peak
+(BENCH_PEAK_TFLOPS, default 989: the H100/H200 SXM datasheet figure without sparsity).
+
 Without a visible GPU it prints one line and exits 0.
-Run: .venv/bin/python bench/gpu.py  [env BENCH_EPOCH_SAMPLES (default 50000)]
-Last line: key=value pairs (<model>_<precision>_<layout>_img_s=..., <engine>_speedup=...).
+Run: .venv/bin/python bench/gpu.py  [env BENCH_EPOCH_SAMPLES (default 50000), BENCH_BATCH (512),
+     BENCH_PEAK_TFLOPS (989)]
+Last line: key=value pairs (<model>_<precision>_<layout>_img_s=..., _tflops=..., <engine>_speedup=...).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from pathlib import Path
 import torch
 
 SAMPLES = int(os.environ.get("BENCH_EPOCH_SAMPLES", "50000"))
+BATCH = int(os.environ.get("BENCH_BATCH", "512"))
+PEAK_TFLOPS = float(os.environ.get("BENCH_PEAK_TFLOPS", "989"))
 
 
 def synthetic_bundle(n: int, device: torch.device):
@@ -45,11 +55,23 @@ def train_epoch_seconds(arch: str, precision: str, layout: str, data, device: to
 
     torch.manual_seed(0)
     model = create_model(arch, (3, 32, 32), 10, width=64)
-    p = TrainParams(epochs=1, batch_size=128, optimizer="sgd", lr=0.05, eval_every=1, eval_batch_size=1000,
+    p = TrainParams(epochs=1, batch_size=BATCH, optimizer="sgd", lr=0.05, eval_every=1, eval_batch_size=1000,
                     precision=precision, memory_format=layout, checkpoints={"init": False, "epochs": []})
     with tempfile.TemporaryDirectory() as tmp:
         result = train(model, data, p, seed=0, workdir=Path(tmp), device=device)
     return float(result.history["epoch_seconds"].iloc[-1])
+
+
+def training_flops_per_image(arch: str) -> float:
+    """Forward FLOPs of one image (counted on the CPU: the count does not depend on the device) x 3."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from netgeom.models import create_model
+
+    model = create_model(arch, (3, 32, 32), 10, width=64).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(2, 3, 32, 32))
+    return 3.0 * counter.get_total_flops() / 2
 
 
 def timed(fn, repeats: int = 3) -> float:
@@ -106,6 +128,29 @@ def engine_speedups(gpu: torch.device) -> dict[str, float]:
         paths = make_paths(images.to(device), n_anchors=8, radius=4, closed=True)
         seconds[device.type] = timed(lambda: study_paths(model, paths, batch_size=512), 1)
     out["regions_float64_speedup"] = seconds["cpu"] / seconds["cuda"]
+
+    from netgeom.studies.star import anchor_parameters, draw_anchor_and_t, star_step
+
+    for device in (cpu, gpu):
+        torch.manual_seed(0)
+        model = create_model("cnn_k", (3, 32, 32), 10, width=16, batch_norm=True).to(device).train()
+        anchors = []
+        for n in range(8):
+            torch.manual_seed(100 + n)
+            anchors.append(anchor_parameters(model, create_model("cnn_k", (3, 32, 32), 10, width=16, batch_norm=True).to(device).state_dict()))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        draws = torch.Generator().manual_seed(2)
+        xb, yb = x[:128].to(device), y[:128].to(device)
+
+        def step():
+            index, t = draw_anchor_and_t(draws, len(anchors), "uniform")
+            optimizer.zero_grad(set_to_none=True)
+            star_step(model, anchors[index], t, xb, yb)
+            optimizer.step()
+
+        seconds[device.type] = timed(step, 5)
+    out["star_step_ms_gpu"] = seconds["cuda"] * 1e3
+    out["star_step_speedup"] = seconds["cpu"] / seconds["cuda"]
     return out
 
 
@@ -119,18 +164,24 @@ def main() -> None:
     gpu = torch.device("cuda", 0)
     print(f"{torch.cuda.get_device_name(gpu)}, torch {torch.__version__}, {SAMPLES} synthetic CIFAR-10-shaped samples")
     data = synthetic_bundle(SAMPLES, gpu)
+    print(f"batch {BATCH}; achieved TFLOP/s against a dense bf16 peak of {PEAK_TFLOPS:g}")
     results = {}
     for arch in ("resnet18_k", "cnn5_k"):
+        flops = training_flops_per_image(arch)
         for precision in ("fp32", "bf16"):
             for layout in ("contiguous", "channels_last"):
                 seconds = train_epoch_seconds(arch, precision, layout, data, gpu)
                 key = f"{arch.removesuffix('_k')}_{precision}_{'cl' if layout == 'channels_last' else 'nchw'}"
+                tflops = flops * SAMPLES / seconds / 1e12
+                results[f"{key}_epoch_s"] = seconds
                 results[f"{key}_img_s"] = SAMPLES / seconds
-                print(f"{arch} k=64 {precision} {layout}: epoch {seconds:.2f} s, {SAMPLES / seconds:,.0f} images/s")
+                results[f"{key}_tflops"] = tflops
+                print(f"{arch} k=64 {precision} {layout}: epoch {seconds:.2f} s, {SAMPLES / seconds:,.0f} images/s, "
+                      f"{tflops:.1f} TFLOP/s ({100 * tflops / PEAK_TFLOPS:.1f}% of peak; {flops / 1e9:.2f} GFLOP per image)")
     for key, value in engine_speedups(gpu).items():
         results[key] = value
-        print(f"{key}: {value:.1f}x (GPU vs one CPU process)")
-    print(" ".join(f"{k}={v:.1f}" for k, v in results.items()))
+        print(f"{key}: {value:.1f}" + ("x (GPU vs one CPU process)" if key.endswith("speedup") else ""))
+    print(" ".join(f"{k}={v:.2f}" for k, v in results.items()))
 
 
 if __name__ == "__main__":

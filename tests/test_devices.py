@@ -122,3 +122,42 @@ def test_gpu_training_resumes_bit_exactly_when_deterministic(project):
     ok("train", "--fresh")
     again = load_checkpoint(read_run(project / "artifacts" / "runs" / "mlp_w16-n0.2-r0").final_checkpoint())[0]
     assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+@needs_gpu
+def test_a_gpu_checkpoint_gives_the_same_statistics_on_the_cpu_and_the_gpu(project):
+    """Studies are device-independent up to float tolerance: a GPU-trained run's smoothness and
+    interpolation summaries on the GPU equal those on the CPU."""
+    from netgeom.stages.study import read_summary
+
+    train = {"epochs": 2, "checkpoints": {"epochs": [1]}}
+    write_params(project, execution={"device": "cuda"}, train=train)
+    ok("split"), ok("corrupt"), ok("train")
+    values = {}
+    for device in ("cuda", "cpu"):
+        write_params(project, execution={"device": device}, train=train)
+        ok("smoothness"), ok("interpolation")
+        values[device] = {
+            study: read_summary(project / "artifacts" / "studies" / study / "mlp_w16-n0.2-r0").epochs
+            for study in ("smoothness", "interpolation")
+        }
+    for study, epochs in values["cuda"].items():
+        for epoch, measures in epochs.items():
+            for measure, groups in measures.items():
+                for group, value in groups.items():
+                    other = values["cpu"][study][epoch][measure][group]
+                    if value is not None and other is not None:
+                        assert abs(value - other) <= 1e-4 * max(1.0, abs(other)), (study, epoch, measure, group, value, other)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
+def test_the_gpu_check_script_says_there_is_no_gpu_and_exits_0(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script)], env={**os.environ, "OUT": str(tmp_path)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "gpu_check: no GPU visible (torch.cuda.is_available() is False here); nothing measured"
+    assert (tmp_path / "gpu_check.txt").read_text().strip() == done.stdout.strip()
