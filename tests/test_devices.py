@@ -161,3 +161,35 @@ def test_the_gpu_check_script_says_there_is_no_gpu_and_exits_0(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "gpu_check: no GPU visible (torch.cuda.is_available() is False here); nothing measured"
     assert (tmp_path / "gpu_check.txt").read_text().strip() == done.stdout.strip()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once_with_the_measured_ratio(monkeypatch, capsys):
+    from netgeom import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f"})  # an AVX-512 CPU without bf16 units
+    monkeypatch.setattr(precision, "bf16_slowdown", lambda: 38.7)
+    precision.warn_if_bf16_is_emulated.cache_clear()
+    try:
+        first, second = precision.warn_if_bf16_is_emulated(), precision.warn_if_bf16_is_emulated()
+        err = capsys.readouterr().err
+        assert err.count("netgeom: warning: train.precision: bf16") == 1 and "38.7x the time of fp32" in err
+        assert first == second and err.strip() == first
+        monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
+        precision.warn_if_bf16_is_emulated.cache_clear()
+        assert precision.warn_if_bf16_is_emulated() is None and capsys.readouterr().err == ""
+    finally:
+        precision.warn_if_bf16_is_emulated.cache_clear()
+
+
+def test_the_cpu_flags_come_from_proc_cpuinfo(tmp_path):
+    from netgeom.precision import cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx2 amx_bf16\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "amx_bf16"} and cpu_flags(tmp_path / "none") == set()
+
+
+def test_bf16_slowdown_is_a_positive_ratio():
+    from netgeom.precision import bf16_slowdown
+
+    assert 0 < bf16_slowdown(size=64, repeats=1) < 1e4

@@ -26,6 +26,7 @@ from netgeom.data.bundle import DataBundle
 from netgeom.errors import NetgeomError
 from netgeom.memory_format import in_format, preferred_format
 from netgeom.params import TrainParams
+from netgeom.precision import warn_if_bf16_is_emulated
 from netgeom.progress import note, progress
 from netgeom.training.checkpoints import (
     checkpoint_name,
@@ -133,6 +134,8 @@ def train(
     data = data.to(device)
     # A disabled autocast still costs its context switch on every step: enter it only for bf16.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if p.precision == "bf16" else contextlib.nullcontext()
+    if p.precision == "bf16" and device.type == "cpu":
+        warn_if_bf16_is_emulated()
     layout = preferred_format(p.memory_format, model, data.train.x)
     if layout != torch.contiguous_format:
         model.to(memory_format=layout)  # strides only: state_dict values and checkpoints are unchanged
