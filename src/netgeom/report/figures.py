@@ -118,7 +118,7 @@ def error_vs_width_figure(runs: pd.DataFrame) -> Figure:
         width_axis(axis, widths)
         axis.set_ylabel("error (1 - accuracy)")
         axis.set_ylim(bottom=0)
-        axis.set_title("Error against width: the test-error peak sits where train error reaches 0")
+        axis.set_title("Final train and test error against width")
         legend_outside(axis, title="final error")
     return figure
 

@@ -91,9 +91,11 @@ def _error_caption(runs: pd.DataFrame) -> str:
         by_width = group.groupby("width")["test_error"].mean()
         threshold = interpolation_threshold(group)
         width, error = double_descent_peak(group)
+        rise_width, rise = test_error_rise(group)
         parts.append(
             f"noise {noise:g}: test error {', '.join(f'{v:.2f}' for v in by_width)} over widths {', '.join(map(str, by_width.index))}"
-            + (f"; train error reaches 0 at width {threshold}, peak {error:.2f} at width {width}" if threshold else "; no width fits the training labels")
+            + (f"; train error reaches 0 at width {threshold}, highest test error from there on {error:.2f} at width {width}" if threshold else "; no width fits the training labels")
+            + (f"; largest rise above the narrower widths' best {rise:.3f} at width {rise_width}" if rise > 0 else "; the test error never rises with width")
         )
     return ". ".join(parts)
 
