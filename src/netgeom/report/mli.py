@@ -34,7 +34,8 @@ def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
     out: dict[str, float] = {}
     for row in read_parquet(root / "fractions.parquet").to_dict("records"):
         group = f"{row['optimizer']}{'_bn' if row['batch_norm'] else ''}"
-        out[f"{group}_non_monotonic"] = float(row["frac_non_monotonic"])
+        if row["n_converged"]:  # no fraction without a converged run (and no NaN in summary.json)
+            out[f"{group}_non_monotonic"] = float(row["frac_non_monotonic"])
         out[f"{group}_converged"] = int(row["n_converged"])
     runs = read_parquet(root / "runs.parquet")
     converged = runs[runs["final_train_loss"] <= context.params.mli.max_final_loss].dropna(subset=["delta"])

@@ -68,8 +68,8 @@ def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
     if pairs is None:
         return {}
     rhos = figures.rank_correlations(figures.bias_and_drop(*pairs))
-    values = {f"bias_drop_rho_seed{key if key is not None else 0}": float(rho) for key, rho in rhos.items()}
-    finite = [v for v in values.values() if v == v]
-    if finite:
-        values["bias_drop_rho_mean"] = sum(finite) / len(finite)
-    return {"reinit": values}
+    # rho needs three layers; NaN is no JSON number, so a seed without one is left out
+    values = {f"bias_drop_rho_seed{key if key is not None else 0}": float(rho) for key, rho in rhos.items() if rho == rho}
+    if values:
+        values["bias_drop_rho_mean"] = sum(values.values()) / len(values)
+    return {"reinit": values} if values else {}
