@@ -140,3 +140,23 @@ def test_bad_idx_files_are_refused_in_one_line_and_nothing_is_written(project, t
     shutil.rmtree(project / "data" / "MNIST")
     refused("data", "import", "mnist", str(elsewhere), key=path.name)
     assert not (project / "data" / "MNIST").exists()
+
+
+@needs_fashion_mnist
+def test_an_import_killed_midway_leaves_nothing_and_the_rerun_cleans_its_staging(project):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "netgeom", "data", "import", "fashion_mnist", str(DEBIAN_FASHION_MNIST)]
+    child = subprocess.Popen(cmd, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list((project / "data").glob(".import-fashion_mnist-*/*-ubyte")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (project / "data" / "FashionMNIST").exists()  # killed before publication: nothing there
+    ok("data", "import", "fashion_mnist", str(DEBIAN_FASHION_MNIST))
+    assert not list((project / "data").glob(".import-*"))
+    assert "md5: matches the published sums" in ok("data", "info", "fashion_mnist")

@@ -83,6 +83,7 @@ class IdxDataset(TorchvisionDataset):
         layout, decompressed, refusing any file whose bytes differ from the published sums.
         The folder is built aside and published whole: a refusal or a crash writes nothing."""
         source, target = Path(source), Path(root) / self.folder_name
+        _remove_stale_imports(Path(root), self.info.name)
         staging = Path(root) / f".import-{self.info.name}-{os.getpid()}"  # mkdir, not mkdtemp: the umask's mode
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -111,6 +112,25 @@ class IdxDataset(TorchvisionDataset):
     def fetch(self, root: Path) -> None:
         super().fetch(root)
         atomic_write_json(Path(root) / self.folder_name / PROVENANCE, {"source": "download (torchvision's mirrors)"})
+
+
+def _remove_stale_imports(root: Path, name: str) -> None:
+    """Staging folders a killed import left behind (its process is gone), so `dvc add data`
+    never records half an import."""
+    for folder in root.glob(f".import-{name}-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @register_dataset("mnist")
