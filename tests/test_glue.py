@@ -54,7 +54,7 @@ def test_study_groups_are_typed_and_validated_by_every_command(project, groups, 
 
 def test_params_objects_carry_typed_study_groups(project):
     from netgeom.params import load_params
-    from netgeom.stages.regions import RegionsParams
+    from netgeom.groups.regions import RegionsParams
 
     write_params(project, regions={"paths": 5})
     params = load_params(project / "params.yaml")

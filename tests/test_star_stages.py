@@ -89,7 +89,8 @@ def test_star_run_is_a_training_run_that_resumes_bit_exactly(sources, monkeypatc
 
 def test_barriers_are_symmetric_and_zero_from_a_model_to_itself(sources):
     from netgeom.runs import load_cell_data, model_for_run
-    from netgeom.stages.interpolation import InterpolationParams, barrier_curve
+    from netgeom.groups.interpolation import InterpolationParams
+    from netgeom.stages.interpolation import barrier_curve
     from netgeom.stages.star import source_params
     from netgeom.studies import curve_summaries as cs
     from netgeom.studies.interpolation import curve_values

@@ -124,7 +124,7 @@ def test_shards_over_a_process_pool_equal_the_sequential_result(trained):
     from netgeom.layout import Layout
     from netgeom.params import load_params
     from netgeom.runs import Cell
-    from netgeom.stages.smoothness import SmoothnessParams
+    from netgeom.groups.smoothness import SmoothnessParams
     from netgeom.stages.smoothness import run as run_smoothness
 
     params = load_params(trained / "params.yaml")

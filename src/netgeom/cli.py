@@ -21,6 +21,7 @@ from netgeom.cli_common import (
     guarded,
     make_cell,
     setup,
+    use_torch,
 )
 from netgeom.errors import NetgeomError
 from netgeom.io import read_json
@@ -117,7 +118,7 @@ def check(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False
     """Stage `check`: validate every params group; create the MLflow store up front."""
     from netgeom.stages.check import run_check
 
-    settings, layout = setup(params, quiet)
+    settings, layout = setup(params, quiet, torch=False)
     groups = run_check(settings, layout)
     typer.echo(f"params: {len(groups)} groups valid" + (f"; MLflow store {layout.mlflow_db}" if settings.mlflow.enabled else ""))
 
@@ -210,11 +211,12 @@ def study_command(entry):
     def run_study(params: Path, quiet: bool, cell_args: tuple | None = None, shard: str | None = None) -> None:
         from netgeom.stages.registry import stage_module
 
-        settings, layout = setup(params, quiet)
-        module = stage_module(entry)
-        if not getattr(settings, entry.name).enabled:
+        settings, layout = setup(params, quiet, torch=False)
+        if not getattr(settings, entry.name).enabled:  # costs no torch: a switched-off study is cheap
             _skip(entry, settings, layout, cell_args)
             return
+        use_torch(settings)
+        module = stage_module(entry)
         if entry.scope == "grid":
             typer.echo(module.describe(module.run(settings, layout)))
             return
@@ -262,14 +264,15 @@ def study_command(entry):
 
 
 def _skip(entry, settings, layout, cell_args) -> None:
-    from netgeom.runs import cell_name, cell_params
+    from netgeom.layout import run_name
     from netgeom.stages.study import write_skipped
 
     if entry.scope == "grid":
         folder = layout.study_root(entry.name)
     else:
         cell = make_cell(settings, *cell_args)
-        folder = layout.study_dir(entry.name, cell_name(cell_params(settings, cell), cell))
+        # = runs.cell_name (the cell's arch, width, noise, replicate) without importing the models
+        folder = layout.study_dir(entry.name, run_name(settings.model.arch, cell.width, cell.noise, cell.replicate))
     write_skipped(folder, entry.name)
     typer.echo(f"{entry.name}: skipped ({entry.name}.enabled is false)")
 

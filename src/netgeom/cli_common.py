@@ -49,14 +49,21 @@ def guarded(command):
     return wrapper
 
 
-def setup(params_path: Path, quiet: bool) -> tuple[Params, Layout]:
-    """Validated params and the layout; quiet progress if asked; torch threads from params."""
+def setup(params_path: Path, quiet: bool, torch: bool = True) -> tuple[Params, Layout]:
+    """Validated params and the layout; quiet progress if asked; torch threads from params
+    (`torch=False` for commands that run no torch code: they then never import it)."""
+    progress.set_quiet(quiet)
+    settings = load_params(params_path)
+    if torch:
+        use_torch(settings)
+    return settings, Layout.here()
+
+
+def use_torch(settings: Params) -> None:
+    """Torch threads from params (call before any torch work of a command)."""
     import torch
 
-    progress.set_quiet(quiet)
     # torch.func's own internals trigger this deprecation notice; it is not ours to act on.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    settings = load_params(params_path)
     torch.set_num_threads(settings.execution.threads)
-    return settings, Layout.here()
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from netgeom.errors import NetgeomError
+
+if TYPE_CHECKING:  # numpy and pandas are imported where used: validating params needs neither
+    import numpy as np
 
 
 _UMASK = os.umask(0)
@@ -65,6 +67,8 @@ def atomic_write_json(target: str | Path, payload: Any) -> Path:
 
 
 def atomic_save_npy(target: str | Path, array: np.ndarray) -> Path:
+    import numpy as np
+
     def write(path: Path) -> None:
         with open(path, "wb") as handle:
             np.save(handle, array, allow_pickle=False)
@@ -193,9 +197,10 @@ def _check_columns(path: Path, frame, columns: tuple[str, ...]) -> None:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
+    np = sys.modules.get("numpy")  # a numpy value can only exist once numpy is imported
+    if np is not None and isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)

@@ -213,9 +213,9 @@ class Params(Group):
 @cache
 def params_model() -> type[Params]:
     """`Params` plus every registered study's group (typed, `extra="forbid"`)."""
-    from netgeom.stages.registry import STUDIES, stage_module
+    from netgeom.stages.registry import STUDIES, params_module
 
-    groups = {entry.name: (stage_module(entry).PARAMS, stage_module(entry).PARAMS()) for entry in STUDIES}
+    groups = {entry.name: (params_module(entry).PARAMS, params_module(entry).PARAMS()) for entry in STUDIES}
     return create_model("AllParams", __base__=Params, __module__=__name__, **groups)
 
 

@@ -136,7 +136,12 @@ def _study_stage(entry: Study) -> dict:
 def stages() -> dict:
     report_modules = [entry.report for entry in STUDIES]
     core = {
-        "check": {"cmd": "netgeom check --quiet", "deps": code_deps("netgeom.stages.check"), "params": [{"params.yaml": None}]},
+        # check validates every study's group (imported by name from the registry)
+        "check": {
+            "cmd": "netgeom check --quiet",
+            "deps": code_deps("netgeom.stages.check", *(entry.params for entry in STUDIES)),
+            "params": [{"params.yaml": None}],
+        },
         "split": {
             "cmd": "netgeom split --quiet",
             "deps": [DATA, *code_deps("netgeom.stages.split")],

@@ -7,8 +7,6 @@ import sys
 from collections.abc import Iterable
 from typing import TypeVar
 
-from tqdm.auto import tqdm
-
 T = TypeVar("T")
 
 _quiet = False
@@ -25,6 +23,8 @@ def is_quiet() -> bool:
 
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **kwargs) -> Iterable[T]:
     """Wrap `iterable` in a tqdm bar unless progress output is silenced."""
+    from tqdm.auto import tqdm
+
     return tqdm(iterable, desc=desc, total=total, disable=is_quiet(), leave=False, dynamic_ncols=True, **kwargs)
 
 

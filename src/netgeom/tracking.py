@@ -1,4 +1,4 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""MLflow tracking: the only module that logs to mlflow (`netgeom.store` creates the store).
 
 One MLflow run per trained model, built from the run's DVC outputs (run.json, history.csv,
 checkpoints). Logging from outputs rather than from inside the loop makes it idempotent: DVC may
@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
-import torch
-from filelock import FileLock
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -35,12 +32,16 @@ from netgeom.errors import NetgeomError
 from netgeom.layout import RUN_FILE, Layout
 from netgeom.params import flatten
 from netgeom.provenance import git_commit
+from netgeom.store import ensure_store, store_lock, tracking_uri
+
+if TYPE_CHECKING:
+    import torch
 
 COMPLETE = "netgeom.complete"
 RUN_TAG = "netgeom.run"
 HASH_TAG = "netgeom.params_hash"
 EPOCH_TAG = "netgeom.epoch"
-PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}"]
+PIP_REQUIREMENTS = [f"torch=={version('torch').split('+')[0]}"]
 # The history columns that become MLflow metrics, by the section of the UI they belong to; the
 # per-step bookkeeping (lr, running loss, timings) stays in history.csv. The UI orders sections by
 # character code (uppercase before lowercase): capitals put training first, above the studies.
@@ -48,71 +49,10 @@ HISTORY_SECTIONS = {"train_": "Train/", "val_": "Eval/val_", "test_": "Eval/test
 NOT_LOGGED = ("lr", "train_loss_running", "epoch_seconds")
 
 
-def tracking_uri(layout: Layout) -> str:
-    """`MLFLOW_TRACKING_URI` (a server) wins; otherwise the project's SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.mlflow_db}"
-
-
 def _quiet_mlflow() -> None:
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="mlflow")
-
-
-@contextmanager
-def store_lock(layout: Layout) -> Iterator[None]:
-    """Exclusive access to the store for this process (released by the OS if it dies)."""
-    layout.mlruns.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(layout.mlflow_lock)):
-        yield
-
-
-def _local_store(layout: Layout) -> bool:
-    return tracking_uri(layout) == f"sqlite:///{layout.mlflow_db}"
-
-
-def ensure_store(layout: Layout) -> None:
-    """Create the SQLite store if it does not exist, completely or not at all; refuse a corrupt
-    one in one line. Call it holding `store_lock`."""
-    if not _local_store(layout):
-        return
-    db = layout.mlflow_db
-    if db.exists():
-        _check_store(db)
-        return
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
-    uri = f"sqlite:///{tmp}"
-    try:
-        tmp.unlink(missing_ok=True)
-        SqlAlchemyStore(uri, layout.mlflow_artifacts.as_uri())  # runs every schema migration
-        _forget_engine(uri)
-        os.replace(tmp, db)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _forget_engine(f"sqlite:///{db}")  # an engine cached for a store that was replaced underneath
-
-
-def _forget_engine(uri: str) -> None:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    engine = SqlAlchemyStore._engine_map.pop(uri, None)
-    if engine is not None:
-        engine.dispose()
-
-
-def _check_store(db: Path) -> None:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-            if connection.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("integrity check failed")
-            connection.execute("SELECT version_num FROM alembic_version").fetchone()
-            connection.execute("SELECT count(*) FROM runs").fetchone()
-    except sqlite3.Error as exc:
-        raise NetgeomError(
-            str(db), f"is not a usable MLflow store ({exc}); move it away and run `netgeom mlflow sync` to rebuild it from artifacts/"
-        ) from None
 
 
 def connect(layout: Layout, experiment: str) -> tuple[MlflowClient, str]:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Params, StudyGroup
+from netgeom.params import Params
 from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, load_state, model_for_run, open_run, study_device
 from netgeom.stages.interpolation import barrier_curve, calibration
 from netgeom.stages.study import Summary, write_summary
@@ -25,11 +25,6 @@ from netgeom.studies.interpolation import curve_values
 COLUMNS = ["run_a", "run_b", "width", "noise", "matching", "split", "loss_barrier", "accuracy_barrier"]
 
 
-class BarriersParams(StudyGroup):
-    matching: bool = True  # also after weight matching B to A
-
-
-PARAMS = BarriersParams
 
 
 def replicate_pairs(params: Params) -> list[tuple[Cell, Cell]]:

@@ -14,12 +14,14 @@ from netgeom.params import Params
 
 
 def run_check(params: Params, layout: Layout) -> list[str]:
-    """The params groups that were validated; the MLflow store exists afterwards (if enabled)."""
-    from netgeom.stages.star import check_cell
+    """The params groups that were validated; the MLflow store exists afterwards (if enabled).
+    Imports no torch, and no mlflow once the store holds the experiment."""
+    from netgeom.groups.star import check_cell
+    from netgeom.store import experiment_ready
 
     if params.star.enabled:  # a switched-off study's settings need not fit the grid
         check_cell(params)  # the one check across groups
-    if params.mlflow.enabled:
+    if params.mlflow.enabled and not experiment_ready(layout, params.mlflow.experiment):
         from netgeom import tracking
 
         tracking.connect(layout, params.mlflow.experiment)

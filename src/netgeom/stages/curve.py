@@ -10,7 +10,8 @@ from netgeom.errors import NetgeomError
 from netgeom.layout import Layout
 from netgeom.params import DataParams, NoiseParams, Params, validate
 from netgeom.runs import Run, load_cell_data, load_state, model_for_run, open_run, study_device
-from netgeom.stages.interpolation import InterpolationParams, barrier_curve, calibration, summarise_curve
+from netgeom.groups.interpolation import InterpolationParams
+from netgeom.stages.interpolation import barrier_curve, calibration, summarise_curve
 from netgeom.studies import weight_space as ws
 from netgeom.studies.alignment import align
 from netgeom.studies.interpolation import check_same_architecture

@@ -9,14 +9,13 @@ the distribution figure) and summary.json (the pooled statistics per checkpoint)
 
 from __future__ import annotations
 
-from typing import Literal
 
 import pandas as pd
-from pydantic import Field
 
 from netgeom.io import atomic_write_parquet
+from netgeom.groups.hyperplanes import HyperplanesParams
 from netgeom.layout import Layout
-from netgeom.params import Params, StudyGroup
+from netgeom.params import Params
 from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_state, model_for_run, open_run
 from netgeom.stages.study import Summary, write_summary
 from netgeom.studies.hyperplanes import hyperplane_evolution, network_evolution, projection_table
@@ -24,12 +23,6 @@ from netgeom.studies.hyperplanes import hyperplane_evolution, network_evolution,
 SUMMARY_COLUMNS = ("mass", "mean", "sign_pvalue", "distance_fro", "shift_auc")
 
 
-class HyperplanesParams(StudyGroup):
-    with_linear: bool = Field(False, description="also analyse linear layers (MLPs have nothing else)")
-    checkpoints: Literal["all", "final"] | list[int] = "all"
-
-
-PARAMS = HyperplanesParams
 
 
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:

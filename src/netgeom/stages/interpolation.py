@@ -9,60 +9,27 @@ and `netgeom curve`.
 
 from __future__ import annotations
 
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
 
 from netgeom.io import atomic_write_parquet
+from netgeom.groups.interpolation import InterpolationParams
 from netgeom.layout import Layout
-from netgeom.params import Group, Params, StudyGroup
+from netgeom.params import Params
 from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, load_state, model_for_run, open_run, study_device
 from netgeom.stages.study import Summary, write_summary
 from netgeom.studies import curve_summaries as cs
 from netgeom.studies import logit_geometry as lg
 from netgeom.studies import weight_space as ws
-from netgeom.studies.interpolation import SEEDS_BN_MOMENTUM, curve_values, interpolation_curve, plane_landscape, random_init_curves
+from netgeom.studies.interpolation import curve_values, interpolation_curve, plane_landscape, random_init_curves
 
 # Random-init baselines draw from seeds far from any run's own (runs use seed + replicate).
 RANDOM_INIT_SEED_BASE = 10_000
 RANDOM_INIT_SEEDS_PER_RUN = 100
 
 
-class LandscapeParams(Group):
-    resolution: int = Field(11, ge=0, description="grid points per axis (0 = skip the landscape)")
-    margin: float = Field(0.2, ge=0)
-
-
-class EmaParams(Group):
-    """The seeds' BN recalibration (`bn: recompute_ema`): a moving average over `batches`."""
-
-    momentum: float | None = Field(SEEDS_BN_MOMENTUM, gt=0, le=1, description="null: the cumulative average")
-    batches: int | None = Field(None, ge=1, description="calibration batches (null: one pass over the subset)")
-
-
-class InterpolationParams(StudyGroup):
-    points: int = Field(25, ge=2)
-    bn: Literal["interpolate", "recompute", "recompute_ema", "frozen"] = "recompute"
-    ema: EmaParams = EmaParams()
-    calibration_samples: int = Field(512, ge=1)
-    bn_batch_size: int = Field(256, ge=1)
-    eval_samples: int | None = Field(None, ge=1, description="cap on samples per split (null = all)")
-    tol: float = Field(0.0, ge=0, description="a curve is non-monotonic when Delta > tol")
-    gauss_samples: int = Field(64, ge=0, description="samples for the Gauss length (0 = skip)")
-    gauss_points: int = Field(51, ge=3)
-    gauss_bn: Literal["interpolate", "recompute", "recompute_ema"] = Field(
-        "interpolate", description="interpolate: BN statistics interpolated; recompute*: re-estimated at each alpha (the MLI seed)"
-    )
-    random_inits: int = Field(2, ge=0)
-    landscape: LandscapeParams = LandscapeParams()
-    logits: bool = Field(False, description="also write every example's logits along the line")
-    batch_size: int = Field(1024, ge=1)
-
-
-PARAMS = InterpolationParams
 
 
 def eval_sets(data, p: InterpolationParams) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -10,43 +10,27 @@ statistics, plus mean and std per logit under `per_logit`).
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
 
 from netgeom.errors import NetgeomError
+from netgeom.groups.regions import RegionsParams
 from netgeom.execution import shard_range
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Params, StudyGroup
+from netgeom.params import Params
 from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run, study_device
 from netgeom.stages.study import Summary, write_summary
 from netgeom.stages.study_common import SAMPLE_COLUMNS, compute_shards, sample_frame, summarise_by_noise
 from netgeom.studies.paths import Paths, choose_paths, make_paths, random_inputs
-from netgeom.studies.regions import DEFAULT_EPS, check_model, walk_paths
+from netgeom.studies.regions import check_model, walk_paths
 
 PER_LOGIT = ("variation", "signed_variation", "absolute_deviation")
 HEADLINE = ("crossings", "regions", "density", *PER_LOGIT)
 
 
-class RegionsParams(StudyGroup):
-    source: Literal["train", "val", "test", "random"] = "train"
-    closed: bool = True
-    paths: int = Field(64, ge=1)
-    anchors: int = Field(8, ge=2)
-    radius: float = Field(1, gt=0, description="pixels (or samples of a 1-D signal)")
-    path_seed: int = 4321
-    checkpoints: Literal["all", "final"] | list[int] = "all"
-    eps: float = Field(DEFAULT_EPS, gt=0)
-    batch_size: int = Field(256, ge=1)
-    per_region: bool = Field(False, description="also write every region crossed (path, segment, t range, entry logits, slopes)")
-    shards: int = Field(1, ge=1)
-
-
-PARAMS = RegionsParams
 
 
 def _path_inputs(params: Params, layout: Layout, p: RegionsParams) -> tuple[torch.Tensor, pd.DataFrame]:

@@ -42,6 +42,11 @@ def stage_module(entry: Study) -> ModuleType:
     return importlib.import_module(entry.module)
 
 
+def params_module(entry: Study) -> ModuleType:
+    """The study's params group `PARAMS` (a light module: no torch)."""
+    return importlib.import_module(entry.params)
+
+
 def report_module(entry: Study) -> ModuleType:
     """The study's part of the report: `report(context)`, optional `metrics(context)`."""
     return importlib.import_module(entry.report)

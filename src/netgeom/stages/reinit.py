@@ -13,33 +13,20 @@ mean and largest relative drop over layers, by group).
 
 from __future__ import annotations
 
-from typing import Literal
 
 import pandas as pd
 import torch
-from pydantic import Field
 
 from netgeom.errors import NetgeomError
+from netgeom.groups.reinit import ReinitParams
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.params import Params, StudyGroup
+from netgeom.params import Params
 from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, load_state, model_for_run, open_run, study_device
 from netgeom.stages.study import Summary, write_summary
 from netgeom.studies.reinit import reinit_sweep
 
 
-class ReinitParams(StudyGroup):
-    split: Literal["train", "val", "test"] = "test"
-    layers: list[str] | None = Field(None, description="module paths (null: every conv and linear layer)")
-    epochs: list[int] | None = Field(None, description="reset sources (null: every saved checkpoint before the final one)")
-    rand: bool = True
-    rand_seed: int = 0
-    reset_bn: bool = False
-    samples: int | None = Field(None, ge=1, description="the split's first n samples (null: all)")
-    batch_size: int = Field(1024, ge=1)
-
-
-PARAMS = ReinitParams
 
 
 def _evaluation_groups(data, p: ReinitParams) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

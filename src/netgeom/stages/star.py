@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
 
 from netgeom.errors import NetgeomError
+from netgeom.groups.star import StarParams, check_cell
 from netgeom.io import atomic_write_parquet
 from netgeom import layout as paths
 from netgeom.layout import IN_DVC_YAML, RUN_FILE, Layout, noise_tag
-from netgeom.params import Params, StudyGroup
+from netgeom.params import Params
 from netgeom.runs import Cell, cell_params, load_cell_data, load_state, model_for_run, read_run, study_device
 from netgeom.stages.barriers import barrier_rows
-from netgeom.stages.interpolation import InterpolationParams, barrier_curve, calibration
+from netgeom.groups.interpolation import InterpolationParams
+from netgeom.stages.interpolation import barrier_curve, calibration
 from netgeom.stages.study import Summary, write_summary
 from netgeom.stages.train import train_run
 from netgeom.studies import star as star_study
@@ -40,42 +40,6 @@ from netgeom.training.checkpoints import load_checkpoint
 SPLITS = ("train", "test")
 
 
-class StarParams(StudyGroup):
-    widths: list[int] = Field(default_factory=lambda: [64], min_length=1, description="one star cell per width")
-    noise: float = Field(0.0, ge=0, le=1)
-    anchors: list[int] = Field(default_factory=lambda: [1000, 1001, 1002, 1003], min_length=1, description="seeds of the anchors")
-    held_out: list[int] = Field(default_factory=lambda: [2000, 2001, 2002], description="seeds of the held-out models")
-    anchor_counts: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, description="stars trained on the first k anchors")
-    t: Literal["uniform", "beta", "constant"] = "uniform"
-    mu: float = Field(0.0, ge=0, description="weight of the star's own cross-entropy (0: off)")
-    epochs: int = Field(100, ge=1, description="training epochs of sources and stars (the rest of `train` applies)")
-    points: int = Field(11, ge=2)
-    matching: bool = True
-    calibration_samples: int = Field(512, ge=1)
-
-    @field_validator("noise", mode="before")
-    @classmethod
-    def _noise_written_as_a_decimal(cls, v):
-        # DVC names the stages' folders after the YAML literal (`0` renders as n0, `0.0` as n0.0).
-        if isinstance(v, int) and not isinstance(v, bool):
-            raise ValueError("write the noise level as a decimal, e.g. 0.0 rather than 0")
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> StarParams:
-        star_study.check_anchor_count(len(self.anchors))
-        star_study.check_held_out_count(len(self.held_out))
-        star_study.check_held_out_disjoint(self.anchors, self.held_out)
-        for name, values in (("anchors", self.anchors), ("held_out", self.held_out), ("widths", self.widths), ("anchor_counts", self.anchor_counts)):
-            if len(set(values)) != len(values):
-                raise NetgeomError(name, f"values must be distinct; got {values}")
-        wrong = [k for k in self.anchor_counts if not 1 <= k <= len(self.anchors)]
-        if wrong or len(self.anchors) not in self.anchor_counts:
-            raise NetgeomError("anchor_counts", f"must lie in 1..{len(self.anchors)} (the number of anchors) and include it; got {self.anchor_counts}")
-        return self
-
-
-PARAMS = StarParams
 
 
 def source_params(params: Params, width: int, seed: int) -> Params:
@@ -92,12 +56,6 @@ def source_name(params: Params, width: int, seed: int) -> str:
 
 def star_name(params: Params, width: int, count: int) -> str:
     return paths.star_name(params.model.arch, width, params.star.noise, count)
-
-
-def check_cell(params: Params) -> None:
-    """The star cell's labels come from the grid's `corrupt` stage: its noise level must be one."""
-    if params.star.noise not in params.grid.noise:
-        raise NetgeomError("star.noise", f"{params.star.noise} must be one of grid.noise {params.grid.noise} (its labels come from corrupt@<noise>)")
 
 
 def run_source(params: Params, layout: Layout, width: int, seed: int, resume: bool = True) -> Path:

@@ -1,8 +1,12 @@
 """What a study stage declares, and the one summary layout every study writes.
 
-A study is one line in `stages/registry.py`; its stage module `netgeom.stages.<name>` provides
+A study is one line in `stages/registry.py`; its params module `netgeom.groups.<name>` provides
 
     PARAMS                      the typed params group (a `Group`: unknown keys are errors)
+
+(kept light, importing no torch, so that validating params costs a command's start-up nothing),
+its stage module `netgeom.stages.<name>` provides
+
     run(params, layout, cell, shard) -> Summary | None      scope "run": one stage per grid cell
     run(params, layout) -> Summary                         scope "grid": one stage over the grid
     describe(summary) -> str    the line the CLI prints
@@ -38,7 +42,7 @@ COUNT_KEYS = ("samples", "noisy")
 @dataclass(frozen=True)
 class Study:
     """One registry line: the study's name (its params group, CLI command, DVC stage, folder under
-    artifacts/studies/, stage module `netgeom.stages.<name>` and report module
+    artifacts/studies/, params module `netgeom.groups.<name>`, stage module `netgeom.stages.<name>` and report module
     `netgeom.report.<name>`), and how the pipeline runs it."""
 
     name: str
@@ -50,6 +54,10 @@ class Study:
     reads: tuple[str, ...] = ()  # pipeline outputs it reads: "runs" (grid scope), "labels", "splits"
     params_deps: tuple[str, ...] = ()  # params read besides its own group (e.g. "seed")
     data: bool = False  # reads the raw data under data/
+
+    @property
+    def params(self) -> str:
+        return f"netgeom.groups.{self.name}"
 
     @property
     def module(self) -> str:

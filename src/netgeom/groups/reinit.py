@@ -1,0 +1,27 @@
+"""The `reinit` params group: which layers are reset to which checkpoints, evaluated on which split.
+
+Kept apart from the stage so that validating params (`netgeom check`, every command's start)
+imports no torch: the stage module `netgeom.stages.reinit` imports this group.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from netgeom.params import StudyGroup
+
+
+class ReinitParams(StudyGroup):
+    split: Literal["train", "val", "test"] = "test"
+    layers: list[str] | None = Field(None, description="module paths (null: every conv and linear layer)")
+    epochs: list[int] | None = Field(None, description="reset sources (null: every saved checkpoint before the final one)")
+    rand: bool = True
+    rand_seed: int = 0
+    reset_bn: bool = False
+    samples: int | None = Field(None, ge=1, description="the split's first n samples (null: all)")
+    batch_size: int = Field(1024, ge=1)
+
+
+PARAMS = ReinitParams

@@ -1,0 +1,93 @@
+"""The project's MLflow store as a file: where it is, its lock, creating it whole, checking it.
+
+Everything here but the one-off creation of the store uses the standard library (sqlite3,
+filelock): `netgeom check` and every stage that finds the store ready import no mlflow (a second
+of CPU per process). `netgeom.tracking` does the logging.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock
+
+from netgeom.errors import NetgeomError
+from netgeom.layout import Layout
+
+
+def tracking_uri(layout: Layout) -> str:
+    """`MLFLOW_TRACKING_URI` (a server) wins; otherwise the project's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.mlflow_db}"
+
+
+@contextmanager
+def store_lock(layout: Layout) -> Iterator[None]:
+    """Exclusive access to the store for this process (released by the OS if it dies)."""
+    layout.mlruns.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(layout.mlflow_lock)):
+        yield
+
+
+def _local_store(layout: Layout) -> bool:
+    return tracking_uri(layout) == f"sqlite:///{layout.mlflow_db}"
+
+
+def ensure_store(layout: Layout) -> None:
+    """Create the SQLite store if it does not exist, completely or not at all; refuse a corrupt
+    one in one line. Call it holding `store_lock`."""
+    if not _local_store(layout):
+        return
+    db = layout.mlflow_db
+    if db.exists():
+        _check_store(db)
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    uri = f"sqlite:///{tmp}"
+    try:
+        tmp.unlink(missing_ok=True)
+        SqlAlchemyStore(uri, layout.mlflow_artifacts.as_uri())  # runs every schema migration
+        _forget_engine(uri)
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _forget_engine(f"sqlite:///{db}")  # an engine cached for a store that was replaced underneath
+
+
+def _forget_engine(uri: str) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = SqlAlchemyStore._engine_map.pop(uri, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _check_store(db: Path) -> None:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            if connection.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("integrity check failed")
+            connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            connection.execute("SELECT count(*) FROM runs").fetchone()
+    except sqlite3.Error as exc:
+        raise NetgeomError(
+            str(db), f"is not a usable MLflow store ({exc}); move it away and run `netgeom mlflow sync` to rebuild it from artifacts/"
+        ) from None
+
+
+def experiment_ready(layout: Layout, experiment: str) -> bool:
+    """True when the local store exists and holds `experiment` (active), read with sqlite3 alone;
+    False for a tracking server or a store that still needs mlflow to set it up."""
+    if not _local_store(layout) or not layout.mlflow_db.exists():
+        return False
+    _check_store(layout.mlflow_db)
+    with sqlite3.connect(f"file:{layout.mlflow_db}?mode=ro", uri=True) as connection:
+        row = connection.execute(
+            "SELECT 1 FROM experiments WHERE name = ? AND lifecycle_stage = 'active'", (experiment,)
+        ).fetchone()
+    return row is not None
