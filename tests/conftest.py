@@ -15,6 +15,14 @@ os.environ.setdefault("NETGEOM_QUIET", "1")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri(monkeypatch):
+    """A test that calls mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; later tests in the
+    same worker (and their subprocesses) would log into that store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch) -> Path:
     """An empty project root (cwd) with the embedded datasets materialised."""

@@ -18,13 +18,13 @@ from netgeom.cli_common import (
     CellWidth,
     ParamsOption,
     QuietOption,
+    TrackOption,
     guarded,
     make_cell,
     setup,
     use_torch,
 )
 from netgeom.errors import NetgeomError
-from netgeom.io import read_json
 from netgeom.layout import Layout
 from netgeom.params import load_params
 
@@ -158,15 +158,16 @@ def train_command(
     noise: CellNoise = None,
     replicate: CellReplicate = 0,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore resumable state from a crashed run.")] = False,
+    track: TrackOption = True,
     params: ParamsOption = Path("params.yaml"),
     quiet: QuietOption = False,
 ):
-    """Stage `train`: train one grid cell, write artifacts/runs/<run>/, log it to MLflow."""
+    """Stage `train`: train one grid cell, write artifacts/runs/<run>/ (and log it to MLflow)."""
     from netgeom.cli_training import finish_training
     from netgeom.stages.train import run_train
 
     settings, layout = setup(params, quiet)
-    finish_training(settings, layout, run_train(settings, layout, make_cell(settings, width, noise, replicate), resume=not fresh))
+    finish_training(settings, layout, run_train(settings, layout, make_cell(settings, width, noise, replicate), resume=not fresh), track)
 
 
 @app.command()

@@ -20,6 +20,13 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 CellWidth = Annotated[Optional[int], typer.Option("--width", help="Model width (default: model.width, else grid.widths[0]).")]
 CellNoise = Annotated[Optional[float], typer.Option("--noise", help="Label-noise level (default: noise.label).")]
 CellReplicate = Annotated[int, typer.Option("--replicate", help="Seed offset: the run uses seed + replicate.")]
+TrackOption = Annotated[
+    bool,
+    typer.Option(
+        "--track/--no-track",
+        help="Log the run to MLflow now (dvc.yaml's stages pass --no-track: the report stage logs every training in one process).",
+    ),
+]
 
 
 def make_cell(settings: Params, width: int | None, noise: float | None, replicate: int):

@@ -157,7 +157,7 @@ def stages() -> dict:
         },
         "train": {
             "matrix": dict(CELL_MATRIX),
-            "cmd": f"netgeom train {CELL_OPTIONS} --quiet",
+            "cmd": f"netgeom train {CELL_OPTIONS} --no-track --quiet",  # the report stage logs it to MLflow
             "deps": [SPLITS, LABELS, DATA, *code_deps("netgeom.stages.train", "netgeom.stages.sync")],
             "params": ["seed", "data", "noise", "model", "train"],
             "outs": [DVC.run_dir(RUN).as_posix()],
@@ -172,7 +172,8 @@ def stages() -> dict:
     report = {
         "report": {
             "cmd": "netgeom report --quiet",
-            "deps": [RUNS, STUDY_OUTPUTS, *code_deps("netgeom.stages.report", *report_modules)],
+            # the star study's trainings too: the report stage logs every training to MLflow
+            "deps": [RUNS, DVC.star_root.as_posix(), STUDY_OUTPUTS, *code_deps("netgeom.stages.report", *report_modules)],
             "params": [{"params.yaml": None}],  # the page shows every param it came from
             "outs": [REPORTS],
         }

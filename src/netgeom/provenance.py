@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 from functools import cache
 
+# The DVC variables that say which stage and experiment produced a result (set by `dvc repro` and
+# `dvc exp run` in every stage's environment), by the name they carry in run.json and MLflow.
+DVC_ENV = {"stage": "DVC_STAGE", "exp_name": "DVC_EXP_NAME", "baseline_rev": "DVC_EXP_BASELINE_REV"}
+
 
 @cache
 def git_commit(root: str) -> str:

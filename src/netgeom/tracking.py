@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 from netgeom.errors import NetgeomError
 from netgeom.layout import RUN_FILE, Layout
 from netgeom.params import flatten
-from netgeom.provenance import git_commit
+from netgeom.provenance import DVC_ENV, git_commit
 from netgeom.store import ensure_store, store_lock, tracking_uri
 
 if TYPE_CHECKING:
@@ -55,13 +55,25 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", module="mlflow")
 
 
+def _point_mlflow_at(uri: str) -> None:
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which `tracking_uri` reads as
+    the user's choice: a second project in the same process would then log into the first
+    one's store. Keep the variable as the user left it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def connect(layout: Layout, experiment: str) -> tuple[MlflowClient, str]:
     """Point MLflow at the store and return (client, experiment id), creating both once."""
     _quiet_mlflow()
     uri = tracking_uri(layout)
     with store_lock(layout):
         ensure_store(layout)
-        mlflow.set_tracking_uri(uri)
+        _point_mlflow_at(uri)
         client = MlflowClient(uri)
         try:
             found = client.get_experiment_by_name(experiment)
@@ -86,9 +98,8 @@ def _tags(layout: Layout, info: dict) -> dict[str, str]:
     tags = {
         RUN_TAG: info["run"],
         HASH_TAG: info["params_hash"],
-        "dvc.stage": os.environ.get("DVC_STAGE", ""),
-        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
-        "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+        # where it was trained (run.json), else where it is logged (runs trained before run.json said)
+        **{f"dvc.{key}": (info.get("dvc") or {}).get(key) or os.environ.get(var, "") for key, var in DVC_ENV.items()},
         "git.commit": git_commit(str(layout.root)),
         "device": info.get("device", ""),
     }

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from netgeom import layout as paths
 from netgeom.errors import NetgeomError
 from netgeom.params import Params, StudyGroup
 
@@ -58,3 +59,13 @@ def check_cell(params: Params) -> None:
     """The star cell's labels come from the grid's `corrupt` stage: its noise level must be one."""
     if params.star.noise not in params.grid.noise:
         raise NetgeomError("star.noise", f"{params.star.noise} must be one of grid.noise {params.grid.noise} (its labels come from corrupt@<noise>)")
+
+
+def source_name(params: Params, width: int, seed: int) -> str:
+    """The folder name of a source model (an anchor or a held-out model) of the star cell."""
+    return paths.star_source_name(params.model.arch, width, params.star.noise, seed)
+
+
+def star_name(params: Params, width: int, count: int) -> str:
+    """The folder name of the star trained against the first `count` anchors."""
+    return paths.star_name(params.model.arch, width, params.star.noise, count)

@@ -23,7 +23,7 @@ from netgeom.provenance import git_commit
 from netgeom.report.context import Figure, ReportContext
 from netgeom.report.page import PageFigure, PageSection, csv_tables, write_report_page
 from netgeom.stages.registry import STUDIES, report_module
-from netgeom.stages.sync import sync_report, sync_studies
+from netgeom.stages.sync import sync_report, sync_runs
 
 def run_report(params: Params, layout: Layout) -> dict:
     staging = layout.report_staging()
@@ -32,7 +32,7 @@ def run_report(params: Params, layout: Layout) -> dict:
     summary = render(params, layout, rendered)
     publish_dir(rendered, layout.reports, staging / "replaced")
     shutil.rmtree(staging, ignore_errors=True)
-    sync_studies(params, layout)
+    sync_runs(params, layout)  # every training (grid, star), then the studies attached to them
     sync_report(params, layout)
     return summary
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from netgeom.errors import NetgeomError
-from netgeom.groups.star import StarParams, check_cell
+from netgeom.groups.star import StarParams, check_cell, source_name, star_name
 from netgeom.io import atomic_write_parquet
 from netgeom import layout as paths
 from netgeom.layout import IN_DVC_YAML, RUN_FILE, Layout, noise_tag
@@ -48,14 +48,6 @@ def source_params(params: Params, width: int, seed: int) -> Params:
     cell = cell_params(params, Cell(width, p.noise, 0))
     train = cell.train.model_copy(update={"epochs": p.epochs, "checkpoints": cell.train.checkpoints.model_copy(update={"epochs": [e for e in cell.train.checkpoints.epochs if e <= p.epochs]})})
     return cell.model_copy(update={"seed": seed, "train": train})
-
-
-def source_name(params: Params, width: int, seed: int) -> str:
-    return paths.star_source_name(params.model.arch, width, params.star.noise, seed)
-
-
-def star_name(params: Params, width: int, count: int) -> str:
-    return paths.star_name(params.model.arch, width, params.star.noise, count)
 
 
 def run_source(params: Params, layout: Layout, width: int, seed: int, resume: bool = True) -> Path:
@@ -183,7 +175,7 @@ def dvc_stages(code: list[str]) -> dict:
     inputs = [dvc.splits_dir.as_posix(), dvc.labels_dir(noise).as_posix(), dvc.data.as_posix(), *code]
     trained_with = ["data", "noise", "model", "train", "star.noise", "star.epochs"]
     source = {
-        "cmd": "netgeom star source --width ${item.width} --seed ${item.seed} --quiet",
+        "cmd": "netgeom star source --width ${item.width} --seed ${item.seed} --no-track --quiet",
         "deps": inputs,
         "params": trained_with,
         "outs": [source_out.as_posix()],
@@ -193,7 +185,7 @@ def dvc_stages(code: list[str]) -> dict:
         "star_held_out": {"matrix": {"width": "${star.widths}", "seed": "${star.held_out}"}, **source},
         "star": {
             "matrix": {"width": "${star.widths}", "count": "${star.anchor_counts}"},
-            "cmd": "netgeom star train --width ${item.width} --anchors ${item.count} --quiet",
+            "cmd": "netgeom star train --width ${item.width} --anchors ${item.count} --no-track --quiet",
             "deps": [source_out.parent.as_posix(), *inputs],
             "params": ["seed", *trained_with, "star.anchors", "star.t", "star.mu", "star.calibration_samples"],
             "outs": [star_out.as_posix()],

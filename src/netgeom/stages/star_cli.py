@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from netgeom.cli_common import ParamsOption, QuietOption, guarded, setup
+from netgeom.cli_common import ParamsOption, QuietOption, TrackOption, guarded, setup, use_torch
 from netgeom.cli_training import finish_training
 
 app = typer.Typer(help="The star-domain study: source models, star training, barriers.", no_args_is_help=True)
@@ -21,16 +21,20 @@ def source(
     width: Width,
     seed: Annotated[int, typer.Option("--seed", help="An anchor's or a held-out model's seed (star.anchors, star.held_out).")],
     fresh: Fresh = False,
+    track: TrackOption = True,
     params: ParamsOption = Path("params.yaml"),
     quiet: QuietOption = False,
 ):
     """Stage `star_source`: train one source model (an anchor or a held-out model)."""
-    from netgeom.stages.star import run_source, source_name
+    from netgeom.groups.star import source_name
 
-    settings, layout = setup(params, quiet)
+    settings, layout = setup(params, quiet, torch=False)
     if _skipped(settings, layout.star_source_dir(source_name(settings, width, seed))):
         return
-    finish_training(settings, layout, run_source(settings, layout, width, seed, resume=not fresh))
+    use_torch(settings)
+    from netgeom.stages.star import run_source
+
+    finish_training(settings, layout, run_source(settings, layout, width, seed, resume=not fresh), track)
 
 
 @app.command("train")
@@ -39,27 +43,32 @@ def train_star(
     width: Width,
     anchors: Annotated[int, typer.Option("--anchors", help="Train against the first k anchors (one of star.anchor_counts).")],
     fresh: Fresh = False,
+    track: TrackOption = True,
     params: ParamsOption = Path("params.yaml"),
     quiet: QuietOption = False,
 ):
     """Stage `star`: train a star model against the first k anchors."""
-    from netgeom.stages.star import run_star, star_name
+    from netgeom.groups.star import star_name
 
-    settings, layout = setup(params, quiet)
+    settings, layout = setup(params, quiet, torch=False)
     if _skipped(settings, layout.star_dir(star_name(settings, width, anchors))):
         return
-    finish_training(settings, layout, run_star(settings, layout, width, anchors, resume=not fresh))
+    use_torch(settings)
+    from netgeom.stages.star import run_star
+
+    finish_training(settings, layout, run_star(settings, layout, width, anchors, resume=not fresh), track)
 
 
 @app.command("barriers")
 @guarded
 def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
     """Stage `star_barriers`: star <-> held-out against regular <-> regular barriers."""
-    from netgeom.stages.star import describe, run_barriers
-
-    settings, layout = setup(params, quiet)
+    settings, layout = setup(params, quiet, torch=False)
     if _skipped(settings, layout.study_root("star")):
         return
+    use_torch(settings)
+    from netgeom.stages.star import describe, run_barriers
+
     typer.echo(describe(run_barriers(settings, layout)))
 
 

@@ -33,9 +33,19 @@ def track_run(params: Params, layout: Layout, folder: Path) -> str | None:
     )
 
 
+def training_folders(layout: Layout) -> list[Path]:
+    """Every finished training: the grid's runs, the star study's source models and stars."""
+    return [*run_folders(layout.runs_root), *run_folders(layout.star_root / "sources"), *run_folders(layout.star_root / "stars")]
+
+
 def sync_runs(params: Params, layout: Layout) -> list[str]:
-    """`netgeom mlflow sync`: make sure every run folder has its complete MLflow run."""
-    ids = [track_run(params, layout, folder) for folder in run_folders(layout.runs_root)]
+    """The report stage and `netgeom mlflow sync`: make sure every training has its complete
+    MLflow run (one process for all: mlflow's import and the first model export are paid once),
+    then attach the studies' results."""
+    from netgeom.progress import progress
+
+    folders = training_folders(layout)
+    ids = [track_run(params, layout, folder) for folder in progress(folders, desc="mlflow", total=len(folders))]
     sync_studies(params, layout)
     return ids
 

@@ -19,6 +19,7 @@ from netgeom.errors import NetgeomError
 from netgeom.data.bundle import DataBundle
 from netgeom.io import atomic_write_csv, atomic_write_json, publish_dir, read_json_object
 from netgeom.layout import RUN_FILE, Layout
+from netgeom.provenance import DVC_ENV
 from netgeom.models import count_parameters
 from netgeom.params import Params
 from netgeom.progress import note
@@ -106,6 +107,8 @@ def train_run(
         "params": params.model_dump(mode="json", include={"seed", "data", "noise", "model", "train"}),
         "started": result.started,
         "ended": result.ended,
+        # the DVC stage and experiment that trained it: MLflow's tags (logged later, by the report)
+        "dvc": {key: os.environ[var] for key, var in DVC_ENV.items() if os.environ.get(var)},
         **(info_extra or {}),
     }
     metrics = _final_metrics(result, data.info.num_classes, len(data.train))
