@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -227,3 +228,109 @@ class Untraceable(nn.Module):
 def test_an_untraceable_model_falls_back_to_registration_order():
     keys = [(layer.name, layer.stage, layer.block) for layer in hyperplane_layers(Untraceable())]
     assert keys == [("a", 0, 0), ("b", 1, 0), ("c", 1, 1)]
+
+
+# --------------------------------------------------------------------------- the vectorised tests against scipy
+
+
+def test_sign_test_pvalues_equal_scipy_binomtest_for_every_count():
+    from scipy.stats import binomtest
+
+    from netgeom.studies.hyperplanes import sign_test_pvalues
+
+    n = np.concatenate([np.arange(1, 60), [99, 100, 301]])
+    for trials in n:
+        positive = np.arange(trials + 1)
+        ours = sign_test_pvalues(positive, np.full_like(positive, trials))
+        reference = [binomtest(int(k), int(trials), 0.5).pvalue for k in positive]
+        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=0)
+    assert np.isnan(sign_test_pvalues(np.array([0]), np.array([0])))[0]  # every projection zero
+
+
+@pytest.mark.parametrize("n1", [1, 3, 6, 8, 9, 40])
+@pytest.mark.parametrize("n0", [2, 6, 8, 9, 40])
+def test_shift_tests_equal_scipy_mannwhitneyu_row_by_row(n1, n0):
+    """Exact (small samples), normal approximation (large) and tie-corrected (rounded values,
+    a row equal to the init sample) rows, all in one call."""
+    from scipy.stats import mannwhitneyu
+
+    from netgeom.studies.hyperplanes import shift_tests
+
+    rng = np.random.default_rng(n1 * 100 + n0)
+    p0 = rng.normal(size=n0)
+    rows = [rng.normal(size=n1) + shift for shift in (-1.0, 0.0, 0.3, 2.0)]
+    rows += [np.round(rng.normal(size=n1), 1), np.resize(np.round(p0, 1), n1)]
+    p = np.stack(rows)
+    for sample in (p0, np.round(p0, 1)):
+        auc, pvalue = shift_tests(p, sample)
+        for row, a, q in zip(p, auc, pvalue):
+            reference = mannwhitneyu(row, sample, alternative="two-sided")
+            assert a * n1 * n0 == pytest.approx(reference.statistic, abs=1e-9)
+            assert q == pytest.approx(reference.pvalue, rel=1e-11, abs=1e-300)
+
+
+def _reference_layer_rows(model, state, init, layers):
+    """Today's definitions, one checkpoint and one layer at a time with scipy's own tests."""
+    from scipy.stats import binomtest, mannwhitneyu
+
+    rows = []
+    for layer in layers:
+        w = state[f"{layer.name}.weight"].double().reshape(state[f"{layer.name}.weight"].shape[0], -1)
+        w0 = init[f"{layer.name}.weight"].double().reshape(w.shape)
+        p = (w.sum(1) / (w.norm(dim=1) * w.shape[1] ** 0.5)).numpy()
+        p0 = (w0.sum(1) / (w0.norm(dim=1) * w0.shape[1] ** 0.5)).numpy()
+        shift = mannwhitneyu(p, p0, alternative="two-sided")
+        rows.append({
+            "mean": p.mean(), "mass": np.mean(p <= 0), "sign_pvalue": binomtest(int((p > 0).sum()), int((p != 0).sum()), 0.5).pvalue,
+            "distance_fro": ((w - w0).norm() / w0.norm()).item(), "distance_max": ((w - w0).abs().max() / w0.abs().max()).item(),
+            "shift_auc": shift.statistic / (len(p) * len(p0)), "shift_pvalue": shift.pvalue,
+        })  # fmt: skip
+    return rows
+
+
+def test_evolution_tables_equal_the_checkpoint_by_checkpoint_definitions_on_a_trained_conv_net(monkeypatch):
+    """A LeNet trained a few Adam steps (checkpoints at init, 2, 5, 10 steps): every statistic
+    of the vectorised tables equals the one computed layer by layer with scipy; the model is
+    traced once for all checkpoints."""
+    from netgeom.studies import hyperplanes as hp
+
+    torch.manual_seed(0)
+    model = create_model("lenet", input_shape=(1, 28, 28), num_classes=10)
+    x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    checkpoints = {0: {k: v.clone() for k, v in model.state_dict().items()}}
+    for step in range(1, 11):
+        optimiser.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimiser.step()
+        if step in (2, 5, 10):
+            checkpoints[step] = {k: v.clone() for k, v in model.state_dict().items()}
+    traces = []
+    real_trace = hp.trace
+    monkeypatch.setattr(hp, "trace", lambda m: traces.append(m) or real_trace(m))
+    layers, network = hp.evolution_tables(model, checkpoints, init_epoch=0, with_linear=True)
+    assert len(traces) == 1
+    analysed = hp.hyperplane_layers(model, with_linear=True)
+    for epoch, state in checkpoints.items():
+        got = layers[layers["epoch"] == epoch].reset_index(drop=True)
+        for i, expected in enumerate(_reference_layer_rows(model, state, checkpoints[0], analysed)):
+            for key, value in expected.items():
+                assert got.loc[i, key] == pytest.approx(value, rel=1e-10, abs=1e-14), (epoch, analysed[i].name, key)
+    pooled = network.set_index("epoch")
+    assert pooled.loc[10, "filters"] == sum(int(checkpoints[10][f"{layer.name}.weight"].shape[0]) for layer in analysed)
+    flat = lambda s: torch.cat([s[f"{layer.name}.weight"].double().reshape(-1) for layer in analysed])  # noqa: E731
+    assert pooled.loc[10, "distance_fro"] == pytest.approx(((flat(checkpoints[10]) - flat(checkpoints[0])).norm() / flat(checkpoints[0]).norm()).item(), rel=1e-12)
+
+
+def test_checkpoints_are_stacked_in_chunks_with_the_same_numbers(monkeypatch):
+    """A layer too large to stack every checkpoint at once is taken a few at a time."""
+    from netgeom.studies import hyperplanes as hp
+
+    torch.manual_seed(1)
+    model = create_model("lenet", input_shape=(1, 28, 28), num_classes=10)
+    states = {e: {k: v + 0.01 * e * torch.randn_like(v) for k, v in model.state_dict().items()} for e in range(6)}
+    whole = hp.evolution_tables(model, states, with_linear=True)
+    monkeypatch.setattr(hp, "STACK_BYTES", 8 * 2000)  # fewer than two checkpoints of the big linear layer
+    chunked = hp.evolution_tables(model, states, with_linear=True)
+    for a, b in zip(whole, chunked):
+        pd.testing.assert_frame_equal(a, b, rtol=1e-13)

@@ -18,7 +18,7 @@ from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_state, model_for_run, open_run
 from netgeom.stages.study import Summary, write_summary
-from netgeom.studies.hyperplanes import hyperplane_evolution, network_evolution, projection_table
+from netgeom.studies.hyperplanes import evolution_tables, projection_table
 
 SUMMARY_COLUMNS = ("mass", "mean", "sign_pvalue", "distance_fro", "shift_auc")
 
@@ -36,8 +36,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
         selected.setdefault(0, source.init_checkpoint())
     states = {epoch: load_state(path) for epoch, path in sorted(selected.items())}  # weights only: the CPU is enough
     init_epoch = 0 if 0 in states else None
-    layers = hyperplane_evolution(model, states, init_epoch=init_epoch, with_linear=p.with_linear)
-    network = network_evolution(model, states, init_epoch=init_epoch, with_linear=p.with_linear)
+    layers, network = evolution_tables(model, states, init_epoch=init_epoch, with_linear=p.with_linear)
     ends = sorted({min(states), max(states)})
     projections = pd.concat(
         [projection_table(model, states[e], with_linear=p.with_linear).assign(epoch=e) for e in ends], ignore_index=True

@@ -14,15 +14,19 @@ unbiased). Raw and normalised projections share their sign, so `mass` is one num
 network-level row pools every analysed filter.
 
 Symmetry tests (p-values per layer and pooled):
-- `sign_pvalue`: exact two-sided sign test (scipy.stats.binomtest, p = 1/2) on the number of
-  positive projections among the non-zero ones (ties dropped, the usual sign-test convention).
-- `shift_pvalue`: two-sided Mann-Whitney U test (scipy.stats.mannwhitneyu) of the normalised
+- `sign_pvalue`: exact two-sided sign test (scipy.stats.binomtest's p-value, p = 1/2) on the
+  number of positive projections among the non-zero ones (ties dropped, the usual sign-test
+  convention).
+- `shift_pvalue`: two-sided Mann-Whitney U test (scipy.stats.mannwhitneyu's p-value) of the normalised
   projections against the same layer's at init, with `shift_auc` = U / (n n0), the probability
   that a trained projection exceeds an init one (0.5 = no shift). Mann-Whitney rather than
   Kolmogorov-Smirnov because the question is a *location* shift towards the diagonal: KS also
   fires when training only widens or narrows a still-symmetric distribution, which is not bias.
   The samples are the same filters at two times, so they are not independent; the p-value is a
   guide, not an exact level.
+  Both tests are computed for every checkpoint of a layer at once (scipy's formulas: the exact
+  binomial tail, the exact U distribution for samples of at most 8, else the normal approximation
+  with continuity and tie corrections); the tests check them against scipy's own functions.
 - With an init snapshot: `distance_fro` = ||W - W0||_F / ||W0||_F, `distance_max` =
   max|W - W0| / max|W0| (weights only, like the projections).
 
@@ -43,7 +47,9 @@ torchvision VGG/AlexNet and the zoo's vgg8_maxpool/lenet are built anyway).
 from __future__ import annotations
 
 from collections.abc import Mapping
+import weakref
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -130,8 +136,21 @@ def _layers_in_registration_order(model: nn.Module) -> list[tuple[str, int]]:
     return out
 
 
+# The layer map is a property of the architecture, but fx tracing it costs more than every
+# statistic of a small net: it is traced once per model object (a run's stage reuses one model
+# for all its checkpoints) and forgotten with the model.
+_LAYER_MAPS: weakref.WeakKeyDictionary[nn.Module, dict[bool, tuple[HyperplaneLayer, ...]]] = weakref.WeakKeyDictionary()
+
+
 def hyperplane_layers(model: nn.Module, with_linear: bool = False) -> list[HyperplaneLayer]:
     """The analysed layers of `model` in forward order with their (stage, block) keys."""
+    maps = _LAYER_MAPS.setdefault(model, {})
+    if with_linear not in maps:
+        maps[with_linear] = tuple(_find_layers(model, with_linear))
+    return list(maps[with_linear])
+
+
+def _find_layers(model: nn.Module, with_linear: bool) -> list[HyperplaneLayer]:
     gm = trace(model)
     ordered = _layers_in_trace_order(gm) if gm is not None else _layers_in_registration_order(model)
     modules = dict(model.named_modules())
@@ -149,38 +168,107 @@ def hyperplane_layers(model: nn.Module, with_linear: bool = False) -> list[Hyper
     return layers
 
 
-# --------------------------------------------------------------------------- projections
+# --------------------------------------------------------------------------- projections and tests
+# Everything below works on rows = checkpoints: one array operation per layer covers every
+# checkpoint (a run has tens of them), which is what makes the tests affordable.
 
 
 def filter_projections(weight: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(raw, normalised) projections of each row of `weight` (N, ...) on the all-ones direction."""
-    rows = weight.detach().to("cpu", torch.float64).reshape(weight.shape[0], -1)
-    raw = rows.sum(dim=1)
-    scale = rows.norm(dim=1) * rows.shape[1] ** 0.5
+    raw, normalised = _stacked_projections(weight.unsqueeze(0))
+    return raw[0], normalised[0]
+
+
+def _stacked_projections(weights: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(raw, normalised), each (E, N), of E stacked weights (E, N, ...)."""
+    rows = weights.detach().to("cpu", torch.float64).reshape(weights.shape[0], weights.shape[1], -1)
+    raw = rows.sum(dim=-1)
+    scale = torch.linalg.vector_norm(rows, dim=-1) * rows.shape[-1] ** 0.5
     # A zero filter has no direction; 0 keeps it on the "not positive" side, as its raw sum is.
     normalised = torch.where(scale > 0, raw / torch.where(scale > 0, scale, 1.0), 0.0)
-    return raw.cpu().numpy(), normalised.cpu().numpy()
+    return raw.numpy(), normalised.numpy()
 
 
-def negative_mass(p: np.ndarray) -> float:
-    """Fraction of projections <= 0 (the ECDF at 0, right-continuous: zeros are negative)."""
-    return float(np.mean(p <= 0)) if len(p) else float("nan")
+def negative_mass(p: np.ndarray) -> np.ndarray | float:
+    """Fraction of projections <= 0 along the last axis (the ECDF at 0, right-continuous: zeros
+    are negative)."""
+    p = np.asarray(p)
+    if p.shape[-1] == 0:
+        return float("nan")
+    mass = np.mean(p <= 0, axis=-1)
+    return float(mass) if mass.ndim == 0 else mass
 
 
 def sign_test_pvalue(p: np.ndarray) -> float:
     """Exact two-sided sign test of P(p > 0) = 1/2, zeros dropped; NaN when all are zero."""
-    positive, nonzero = int(np.sum(p > 0)), int(np.sum(p != 0))
-    from scipy.stats import binomtest  # imported on use: scipy.stats costs ~1 s per process
+    p = np.asarray(p)
+    return float(sign_test_pvalues(np.sum(p > 0), np.sum(p != 0)))
 
-    return float(binomtest(positive, nonzero, 0.5).pvalue) if nonzero else float("nan")
+
+def sign_test_pvalues(positive: np.ndarray, nonzero: np.ndarray) -> np.ndarray:
+    """Two-sided exact binomial test of `positive` successes in `nonzero` trials at p = 1/2,
+    elementwise: for p = 1/2 the two tails are mirror images, so scipy.stats.binomtest's p-value
+    is 2 P(X <= min(k, n - k)), capped at 1 (the tests check the two against each other)."""
+    from scipy.special import bdtr
+
+    positive, nonzero = np.asarray(positive), np.asarray(nonzero)
+    tail = np.minimum(positive, nonzero - positive)
+    with np.errstate(invalid="ignore"):
+        p = np.minimum(1.0, 2.0 * bdtr(tail, np.maximum(nonzero, 1), 0.5))
+    p = np.where(2 * positive == nonzero, 1.0, p)
+    return np.where(nonzero > 0, p, np.nan)
 
 
 def shift_test(p: np.ndarray, p0: np.ndarray) -> tuple[float, float]:
     """(AUC = U / (n n0), two-sided Mann-Whitney p-value) of `p` against the init sample `p0`."""
-    from scipy.stats import mannwhitneyu  # imported on use: scipy.stats costs ~1 s per process
+    auc, pvalue = shift_tests(np.asarray(p)[None], p0)
+    return float(auc[0]), float(pvalue[0])
 
-    result = mannwhitneyu(p, p0, alternative="two-sided")
-    return float(result.statistic) / (len(p) * len(p0)), float(result.pvalue)
+
+def shift_tests(p: np.ndarray, p0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row by row, scipy.stats.mannwhitneyu(row, p0, alternative="two-sided"): (AUC = U1 / (n n0),
+    p-value), each (E,). U1 counts the pairs a trained projection wins (ties half); without ties
+    and with both samples above 8 scipy uses the normal approximation with continuity
+    correction, otherwise (a sample of at most 8) the exact null distribution: both computed
+    here for every row at once. Rows with ties go to scipy itself (its tie-corrected test)."""
+    from scipy.special import ndtr
+
+    p, p0 = np.asarray(p, dtype=np.float64), np.sort(np.asarray(p0, dtype=np.float64))
+    n1, n0 = p.shape[-1], len(p0)
+    below, upto = np.searchsorted(p0, p, "left"), np.searchsorted(p0, p, "right")
+    u1 = (below + upto).sum(axis=-1) / 2
+    tied = (upto != below).any(axis=-1) | (np.diff(np.sort(p, axis=-1), axis=-1) == 0).any(axis=-1) | bool((np.diff(p0) == 0).any())
+    u = np.maximum(u1, n1 * n0 - u1)
+    # scipy's tie correction: sum of t^3 - t over the groups of equal values in both samples
+    # (a checkpoint at the init ties everywhere); rows with ties always take the normal approximation
+    ties = np.zeros(len(p))
+    for row in np.flatnonzero(tied):
+        counts = np.unique(np.concatenate([p[row], p0]), return_counts=True)[1].astype(np.float64)
+        ties[row] = np.sum(counts**3 - counts)
+    n = n1 + n0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (u - n1 * n0 / 2 - 0.5) / np.sqrt(n1 * n0 / 12 * ((n + 1) - ties / (n * (n - 1))))
+    pvalue = np.clip(2 * ndtr(-z), 0.0, 1.0)
+    if min(n1, n0) <= 8:
+        exact = np.minimum(1.0, 2 * _exact_mwu_tail(n1, n0)[np.where(tied, 0, u).astype(int)])
+        pvalue = np.where(tied, pvalue, exact)
+    return u1 / (n1 * n0), pvalue
+
+
+@cache
+def _exact_mwu_tail(n1: int, n0: int) -> np.ndarray:
+    """P(U >= u), u = 0 .. n1 n0, for samples of n1 and n0 without ties under the null: the
+    counts of the orderings with statistic u follow f(m, n) = f(m - 1, n) shifted by n, plus
+    f(m, n - 1) (the largest value belongs to the first sample or to the second)."""
+    counts = {(0, n): np.ones(1) for n in range(n0 + 1)} | {(m, 0): np.ones(1) for m in range(n1 + 1)}
+    for m in range(1, n1 + 1):
+        for n in range(1, n0 + 1):
+            f = np.zeros(m * n + 1)
+            f[n : n + len(counts[m - 1, n])] += counts[m - 1, n]
+            f[: len(counts[m, n - 1])] += counts[m, n - 1]
+            counts[m, n] = f
+    frequencies = counts[n1, n0]
+    return np.cumsum(frequencies[::-1])[::-1] / frequencies.sum()
 
 
 def init_distances(weight: Tensor, weight0: Tensor) -> tuple[float, float]:
@@ -191,10 +279,12 @@ def init_distances(weight: Tensor, weight0: Tensor) -> tuple[float, float]:
     return _ratio(diff.norm().item(), w0.norm().item()), _ratio(diff.abs().max().item(), w0.abs().max().item())
 
 
-def _ratio(a: float, b: float) -> float:
-    if b > 0:
-        return a / b
-    return 0.0 if a == 0 else float("inf")
+def _ratio(a, b):
+    """a / b elementwise; 0 where both are 0, inf where only b is."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(b > 0, a / np.where(b > 0, b, 1.0), np.where(a == 0, 0.0, np.inf))
+    return float(out) if out.ndim == 0 else out
 
 
 def _weight(state: StateDict, layer: HyperplaneLayer, what: str) -> Tensor:
@@ -204,27 +294,104 @@ def _weight(state: StateDict, layer: HyperplaneLayer, what: str) -> Tensor:
     return state[key]
 
 
-def _statistics(raw: np.ndarray, normalised: np.ndarray) -> dict:
+def _statistics(raw: np.ndarray, normalised: np.ndarray) -> dict[str, np.ndarray]:
+    positive = np.sum(normalised > 0, axis=-1)
     return {
-        "mean": float(normalised.mean()),
-        "mean_raw": float(raw.mean()),
+        "mean": normalised.mean(axis=-1),
+        "mean_raw": raw.mean(axis=-1),
         "mass": negative_mass(normalised),
-        "positive": int(np.sum(normalised > 0)),
-        "zero": int(np.sum(raw == 0)),
-        "sign_pvalue": sign_test_pvalue(normalised),
+        "positive": positive,
+        "zero": np.sum(raw == 0, axis=-1),
+        "sign_pvalue": sign_test_pvalues(positive, np.sum(normalised != 0, axis=-1)),
     }
 
 
-def _init_statistics(normalised: np.ndarray, normalised0: np.ndarray, distances: tuple[float, float]) -> dict:
-    auc, pvalue = shift_test(normalised, normalised0)
-    return {
-        "init_mean": float(normalised0.mean()),
-        "init_mass": negative_mass(normalised0),
-        "distance_fro": distances[0],
-        "distance_max": distances[1],
-        "shift_auc": auc,
-        "shift_pvalue": pvalue,
-    }
+def _init_statistics(normalised: np.ndarray, normalised0: np.ndarray) -> dict[str, np.ndarray]:
+    auc, pvalue = shift_tests(normalised, normalised0)
+    rows = len(normalised)
+    return {"init_mean": np.full(rows, normalised0.mean()), "init_mass": np.full(rows, negative_mass(normalised0)), "shift_auc": auc, "shift_pvalue": pvalue}
+
+
+# Checkpoints are stacked per layer up to this many bytes (float64): a VGG's 100M-weight linear
+# layer is then taken one checkpoint at a time, a LeNet's layers all at once.
+STACK_BYTES = 64 * 2**20
+
+
+@dataclass
+class _LayerArrays:
+    """One layer at every checkpoint: projections (E, N) and, against the init, the squared
+    Frobenius distance, the largest entry of |W - W0| (E,) and the init's norms."""
+
+    raw: np.ndarray
+    normalised: np.ndarray
+    sq_distance: np.ndarray | None = None
+    max_distance: np.ndarray | None = None
+    sq_norm0: float = 0.0
+    max0: float = 0.0
+
+
+def _layer_arrays(weights: list[Tensor], weight0: Tensor | None) -> _LayerArrays:
+    per_stack = max(1, STACK_BYTES // max(1, weights[0].numel() * 8))
+    raws, normals, squares, maxima = [], [], [], []
+    w0 = None if weight0 is None else weight0.detach().to("cpu", torch.float64)
+    for start in range(0, len(weights), per_stack):
+        chunk = weights[start : start + per_stack]
+        stack = torch.empty((len(chunk), *chunk[0].shape), dtype=torch.float64)
+        for slot, w in zip(stack, chunk):
+            slot.copy_(w.detach())  # converts while copying: no float32 stack in between
+        raw, normalised = _stacked_projections(stack)
+        raws.append(raw)
+        normals.append(normalised)
+        if w0 is not None:
+            diff = stack.sub_(w0).flatten(1)  # the stack is not needed after its projections
+            squares.append(torch.linalg.vector_norm(diff, dim=1).numpy() ** 2)
+            maxima.append(torch.maximum(diff.amax(dim=1), -diff.amin(dim=1)).numpy())  # max |diff|, the fastest way here
+    arrays = _LayerArrays(np.concatenate(raws), np.concatenate(normals))
+    if w0 is not None:
+        arrays.sq_distance, arrays.max_distance = np.concatenate(squares), np.concatenate(maxima)
+        arrays.sq_norm0, arrays.max0 = float(torch.linalg.vector_norm(w0)) ** 2, float(w0.abs().max())
+    return arrays
+
+
+def _tables(
+    model: nn.Module, states: list[StateDict], init_state: StateDict | None, with_linear: bool, epochs: list[int] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-layer table, pooled table) with rows = `states` in order (layers in forward order
+    within a state), led by an `epoch` column when `epochs` names the states."""
+    layers = hyperplane_layers(model, with_linear)
+    arrays = [
+        _layer_arrays([_weight(s, layer, "given") for s in states], None if init_state is None else _weight(init_state, layer, "init"))
+        for layer in layers
+    ]
+    init = None if init_state is None else [_stacked_projections(_weight(init_state, layer, "init").unsqueeze(0))[1][0] for layer in layers]
+    columns: dict[str, list[np.ndarray]] = {}
+    for layer, a, a0 in zip(layers, arrays, init or [None] * len(layers)):
+        weight = _weight(states[0], layer, "given")
+        part = {"layer": np.full(len(states), layer.name, dtype=object), "kind": np.full(len(states), layer.kind, dtype=object),
+                "stage": np.full(len(states), layer.stage), "block": np.full(len(states), layer.block),
+                "filters": np.full(len(states), int(weight.shape[0])), "fan_in": np.full(len(states), int(weight[0].numel())),
+                **_statistics(a.raw, a.normalised)}  # fmt: skip
+        if a0 is not None:
+            part |= _init_statistics(a.normalised, a0)
+            part["distance_fro"] = _ratio(np.sqrt(a.sq_distance), np.sqrt(a.sq_norm0))
+            part["distance_max"] = _ratio(a.max_distance, a.max0)
+        for key, values in part.items():
+            columns.setdefault(key, []).append(values)
+    # rows by state, then forward order: interleave the per-layer columns
+    order = LAYER_COLUMNS + STAT_COLUMNS + (INIT_COLUMNS if init_state is not None else [])
+    lead = {} if epochs is None else {"epoch": np.repeat(np.asarray(epochs), len(layers))}
+    per_layer = pd.DataFrame(lead | {key: np.stack(columns[key], axis=1).reshape(-1) for key in order})
+    raw = np.concatenate([a.raw for a in arrays], axis=1)
+    normalised = np.concatenate([a.normalised for a in arrays], axis=1)
+    pooled = {"layers": np.full(len(states), len(layers)), "filters": np.full(len(states), raw.shape[1]), **_statistics(raw, normalised)}
+    if init is not None:
+        pooled |= _init_statistics(normalised, np.concatenate(init))
+        # the distances of all analysed weights as one vector
+        pooled["distance_fro"] = _ratio(np.sqrt(sum(a.sq_distance for a in arrays)), np.sqrt(sum(a.sq_norm0 for a in arrays)))
+        pooled["distance_max"] = _ratio(np.max([a.max_distance for a in arrays], axis=0), max(a.max0 for a in arrays))
+    lead = {} if epochs is None else {"epoch": np.asarray(epochs)}
+    network = pd.DataFrame(lead | {key: pooled[key] for key in ["layers", "filters"] + STAT_COLUMNS + (INIT_COLUMNS if init_state is not None else [])})
+    return per_layer, network
 
 
 # --------------------------------------------------------------------------- tables
@@ -250,32 +417,13 @@ def layer_statistics(model: nn.Module, state: StateDict, init_state: StateDict |
     sign_pvalue; with `init_state` also init_mean, init_mass, distance_fro, distance_max,
     shift_auc, shift_pvalue (see the module docstring).
     """
-    rows = []
-    for layer in hyperplane_layers(model, with_linear):
-        weight = _weight(state, layer, "given")
-        raw, normalised = filter_projections(weight)
-        row = {"layer": layer.name, "kind": layer.kind, "stage": layer.stage, "block": layer.block,
-               "filters": int(weight.shape[0]), "fan_in": int(weight[0].numel()), **_statistics(raw, normalised)}  # fmt: skip
-        if init_state is not None:
-            weight0 = _weight(init_state, layer, "init")
-            row |= _init_statistics(normalised, filter_projections(weight0)[1], init_distances(weight, weight0))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=LAYER_COLUMNS + STAT_COLUMNS + (INIT_COLUMNS if init_state is not None else []))
+    return _tables(model, [state], init_state, with_linear)[0]
 
 
 def network_statistics(model: nn.Module, state: StateDict, init_state: StateDict | None = None, with_linear: bool = False) -> pd.DataFrame:
     """One row pooling every analysed filter: layers, filters, then the columns of
     `layer_statistics` from `mean` on (distances over all analysed weights as one vector)."""
-    layers = hyperplane_layers(model, with_linear)
-    weights = [_weight(state, layer, "given") for layer in layers]
-    raw, normalised = (np.concatenate(parts) for parts in zip(*(filter_projections(w) for w in weights)))
-    row = {"layers": len(layers), "filters": len(raw), **_statistics(raw, normalised)}
-    if init_state is not None:
-        weights0 = [_weight(init_state, layer, "init") for layer in layers]
-        normalised0 = np.concatenate([filter_projections(w)[1] for w in weights0])
-        flat, flat0 = (torch.cat([w.detach().reshape(-1).double() for w in ws]) for ws in (weights, weights0))
-        row |= _init_statistics(normalised, normalised0, init_distances(flat, flat0))
-    return pd.DataFrame([row], columns=["layers", "filters"] + STAT_COLUMNS + (INIT_COLUMNS if init_state is not None else []))
+    return _tables(model, [state], init_state, with_linear)[1]
 
 
 def _check_checkpoints(checkpoints: Mapping[int, StateDict], init_epoch: int | None) -> int:
@@ -288,22 +436,25 @@ def _check_checkpoints(checkpoints: Mapping[int, StateDict], init_epoch: int | N
     return init_epoch
 
 
+def evolution_tables(
+    model: nn.Module, checkpoints: Mapping[int, StateDict], init_epoch: int | None = None, with_linear: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(`hyperplane_evolution`, `network_evolution`) from one pass over the checkpoints."""
+    init = checkpoints[_check_checkpoints(checkpoints, init_epoch)]
+    epochs = sorted(checkpoints)
+    return _tables(model, [checkpoints[e] for e in epochs], init, with_linear, epochs)
+
+
 def hyperplane_evolution(
     model: nn.Module, checkpoints: Mapping[int, StateDict], init_epoch: int | None = None, with_linear: bool = False
 ) -> pd.DataFrame:
     """`layer_statistics` of every checkpoint {epoch: state} against the one at `init_epoch`
     (default: the earliest), stacked: an `epoch` column first, rows by epoch then forward order."""
-    init = checkpoints[_check_checkpoints(checkpoints, init_epoch)]
-    frames = [layer_statistics(model, checkpoints[e], init, with_linear).assign(epoch=e) for e in sorted(checkpoints)]
-    table = pd.concat(frames, ignore_index=True)
-    return table[["epoch"] + [c for c in table.columns if c != "epoch"]]
+    return evolution_tables(model, checkpoints, init_epoch, with_linear)[0]
 
 
 def network_evolution(
     model: nn.Module, checkpoints: Mapping[int, StateDict], init_epoch: int | None = None, with_linear: bool = False
 ) -> pd.DataFrame:
     """`network_statistics` of every checkpoint, one row per epoch (an `epoch` column first)."""
-    init = checkpoints[_check_checkpoints(checkpoints, init_epoch)]
-    frames = [network_statistics(model, checkpoints[e], init, with_linear).assign(epoch=e) for e in sorted(checkpoints)]
-    table = pd.concat(frames, ignore_index=True)
-    return table[["epoch"] + [c for c in table.columns if c != "epoch"]]
+    return evolution_tables(model, checkpoints, init_epoch, with_linear)[1]
