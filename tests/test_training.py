@@ -205,3 +205,39 @@ def test_channels_last_training_matches_nchw_and_resumes_bit_identically(tmp_pat
     train(resumed, bundle(), params(), seed=5, workdir=tmp_path / "b")
     for key, value in fast.state_dict().items():  # "auto" picked channels-last for the conv net
         assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+        {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+        {"optimizer": "sgd", "lr": 0.05, "momentum": 0.0},
+        {"optimizer": "adam", "lr": 1e-3},
+        {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4},
+        {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-2},
+    ],
+    ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()),
+)
+def test_the_foreach_optimisers_give_the_very_weights_of_the_per_tensor_ones(settings):
+    """make_optimizer's foreach kernels (faster on the CPU) change no bit of training."""
+    from netgeom.params import TrainParams
+    from netgeom.training.schedule import make_optimizer
+
+    x, y = torch.randn(256, 20, generator=torch.Generator().manual_seed(0)), torch.arange(256) % 5
+    weights = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
+        optimiser = make_optimizer(model.parameters(), TrainParams(**settings))
+        assert optimiser.defaults["foreach"] is True
+        if not foreach:
+            optimiser.defaults["foreach"] = False
+            for group in optimiser.param_groups:
+                group["foreach"] = False
+        for i in range(0, 256, 32):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i : i + 32]), y[i : i + 32]).backward()
+            optimiser.step()
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])

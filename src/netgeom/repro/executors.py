@@ -3,7 +3,8 @@
 Both executors take `Job`s (a stage's commands, cwd, env, log file) and report each finished job
 with its exit code; neither touches DVC. A job's commands run one after another in their own
 process group (a new session), their stdout and stderr going to the job's log file; stopping a
-job signals the whole group (SIGTERM, then SIGKILL after a grace period).
+job signals the whole group (SIGTERM, then SIGKILL after a grace period). Locally, `netgeom`
+commands are forked from a warm interpreter (netgeom.repro.warm), others started as processes.
 
 `ray` is imported only by `RayExecutor` / `connect_ray`: it is an optional extra.
 """
@@ -21,6 +22,8 @@ from typing import IO, Any
 
 from netgeom.errors import NetgeomError
 from netgeom.repro.pipeline import Job
+from netgeom.repro import warm
+from netgeom.repro.warm import WarmProcess, netgeom_argv
 
 #: Variables of the scheduler's environment that Ray tasks receive (the rest of a task's
 #: environment is the Ray worker's own: CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS, ...).
@@ -53,7 +56,7 @@ class _Running:
     job: Job
     log: IO[bytes]
     index: int = 0
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen | WarmProcess | None = None
 
 
 @dataclass
@@ -76,6 +79,10 @@ class LocalExecutor:
     def _start(self, slot: _Running) -> None:
         slot.log.write(f"> {slot.job.display[slot.index]}\n".encode())
         slot.log.flush()
+        argv = netgeom_argv(slot.job.commands[slot.index])
+        if argv is not None:  # forked from a warm interpreter: no cold imports (netgeom.repro.warm)
+            slot.process = WarmProcess(argv, slot.job.cwd, slot.job.env, slot.job.log)
+            return
         slot.process = subprocess.Popen(
             list(slot.job.commands[slot.index]), cwd=slot.job.cwd, env=slot.job.env, stdin=subprocess.DEVNULL,
             stdout=slot.log, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
@@ -120,6 +127,7 @@ class LocalExecutor:
 
     def close(self) -> None:
         self.stop()
+        warm.shutdown()
 
 
 # --------------------------------------------------------------------------- ray
