@@ -81,3 +81,27 @@ def test_the_light_groups_name_what_the_studies_implement():
     assert gs.OPERATOR_METHODS == smoothness.OPERATOR_METHODS and gs.TANGENT_STEP == smoothness.TANGENT_STEP
     assert gr.DEFAULT_EPS == regions.DEFAULT_EPS
     assert gi.SEEDS_BN_MOMENTUM == interpolation.SEEDS_BN_MOMENTUM
+
+
+# --------------------------------------------------------------------------- what a study needs, refused by check
+
+
+@pytest.mark.parametrize(
+    "groups, key, words",
+    [
+        ({"model": {"arch": "mlp", "width": 16, "depth": 1, "activation": "tanh"}}, "regions.enabled", "model.activation is tanh"),
+        ({"model": {"arch": "vgg8_maxpool", "width": None, "depth": None}, "grid": {"widths": [64], "noise": [0.2], "seed_offsets": [0]}},
+         "regions.enabled", "max-pools"),
+        ({"data": {"name": "random", "random": {"shape": [40]}}}, "regions.enabled", "data.random.shape"),
+        ({"hyperplanes": {"with_linear": False}}, "hyperplanes.enabled", "with_linear: true"),
+    ],
+)
+def test_check_refuses_an_enabled_study_the_model_or_data_cannot_take_in_one_line(tmp_path, groups, key, words):
+    write_params(tmp_path, **groups)
+    done = subprocess.run([sys.executable, "-c", PROBE, "check"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and words in lines[0] and f"{key}: false" in lines[0], done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"code": 2, "heavy": []}
+    study = key.split(".")[0]
+    write_params(tmp_path, **{**groups, study: {**groups.get(study, {}), "enabled": False}})
+    assert probe(tmp_path, "check", "--quiet")["code"] in (0, None)  # switched off: no cross-check

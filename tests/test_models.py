@@ -391,3 +391,22 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, writer):
         create_model("cnn_k1", IMAGE, K, pretrained=path)
     assert err.value.key == "model.pretrained"
     assert not marker.exists()
+
+
+def test_the_light_traits_match_what_every_registered_family_builds():
+    """netgeom.model_traits (read by `netgeom check` without torch) against the built modules."""
+    from netgeom.models import list_models
+    from netgeom.model_traits import CONV_FREE_FAMILIES, MAX_POOL_FAMILIES, family
+
+    from netgeom.models.registry import _BUILDERS
+
+    zoo = [arch for arch in list_models() if _BUILDERS[arch].__module__.startswith("netgeom.models.")]  # not a test's toy
+    assert len(zoo) >= 20
+    for arch in zoo:
+        name = f"{arch}8" if arch.endswith("_k") else arch
+        assert family(name) == arch
+        model = create_model(name, (3, 224, 224) if arch.startswith("tv_") else (3, 32, 32), 10)
+        pools = any(isinstance(m, (torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d)) for m in model.modules())
+        convs = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+        assert pools == (arch in MAX_POOL_FAMILIES), f"{arch}: max-pool {pools}; update netgeom/model_traits.py"
+        assert (not convs) == (arch in CONV_FREE_FAMILIES), f"{arch}: conv layers {convs}; update netgeom/model_traits.py"

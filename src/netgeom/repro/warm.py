@@ -16,6 +16,7 @@ context, as a cold process does. Other commands (not `netgeom`) run as plain pro
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -103,10 +104,13 @@ def run_command(argv: list[str], cwd: str, env: dict[str, str], log: str) -> Non
     os.environ.clear()
     os.environ.update(env)
     sys.argv = list(argv)
-    from netgeom.cli import app
+    # By name: the CLI is the stage's own command (in every stage's code deps already), not code
+    # of the modules that import this runner (netgeom.execution, for Ray), whose deps pipeline.py
+    # computes from their static imports.
+    cli = importlib.import_module("netgeom.cli")
 
     try:
-        app(args=argv[1:], prog_name="netgeom")
+        cli.app(args=argv[1:], prog_name="netgeom")
         code = 0
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)

@@ -54,6 +54,7 @@ class Study:
     reads: tuple[str, ...] = ()  # pipeline outputs it reads: "runs" (grid scope), "labels", "splits"
     params_deps: tuple[str, ...] = ()  # params read besides its own group (e.g. "seed")
     data: bool = False  # reads the raw data under data/
+    needs: tuple[str, ...] = ()  # what it needs of model and data (netgeom.groups.requirements), checked by `check`
 
     @property
     def params(self) -> str:

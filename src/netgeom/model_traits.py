@@ -1,0 +1,22 @@
+"""What the studies need to know of a model family before anything is built: which families
+contain max-pooling and which have no conv layer. Plain data outside `netgeom.models` (whose
+package imports torch), so `netgeom check` can refuse a study the model cannot take without
+importing torch; tests/test_models.py builds every registered family and checks these sets
+against the modules it really contains."""
+
+from __future__ import annotations
+
+import re
+
+MAX_POOL_FAMILIES = frozenset({
+    "cnn_k", "lenet", "vgg8_maxpool", "vgg11", "vgg13", "vgg16", "vgg19",
+    "tv_alexnet", "tv_resnet18", "tv_resnet50", "tv_vgg11", "tv_vgg13", "tv_vgg16", "tv_vgg19",
+})  # fmt: skip
+CONV_FREE_FAMILIES = frozenset({"mlp"})
+
+_WIDTH_SUFFIX = re.compile(r"^(?P<stem>.+_k)\d+$")  # resnet18_k8 -> resnet18_k (as the registry reads it)
+
+
+def family(arch: str) -> str:
+    match = _WIDTH_SUFFIX.match(arch)
+    return match["stem"] if match else arch
