@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -129,10 +130,22 @@ def fingerprint(root: Path) -> dict[str, str]:
     return found
 
 
+@contextmanager
+def scratch(prefix: str):
+    """A temporary folder for the bench's copies, removed afterwards unless BENCH_KEEP=1."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+        if os.environ.get("BENCH_KEEP") == "1":
+            print(f"copies kept under {work}")
+    finally:
+        if os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     params = reduced_params()
-    work = Path(tempfile.mkdtemp(prefix="netgeom-bench-parallel-"))
-    try:
+    with scratch("netgeom-bench-parallel-") as work:
         base = template(work / "template", params)
         sequential = copy(base, work / "dvc")
         parallel = copy(base, work / "netgeom")
@@ -151,12 +164,7 @@ def main() -> None:
             differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             print(f"differs: {differing[:10]}{' ...' if len(differing) > 10 else ''}; dvc status clean: {clean}")
         print(f"compared {len(a)} metrics/summary files and checkpoint weights")
-        if os.environ.get("BENCH_KEEP") == "1":
-            print(f"copies kept under {work}")
-        print(f"speedup={t_dvc / t_netgeom:.3f} identical={'true' if same else 'false'}")
-    finally:
-        if os.environ.get("BENCH_KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
+    print(f"speedup={t_dvc / t_netgeom:.3f} identical={'true' if same else 'false'}")
 
 
 if __name__ == "__main__":

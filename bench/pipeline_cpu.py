@@ -19,16 +19,14 @@ from __future__ import annotations
 import io
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parallel import REPO, environment, sh  # noqa: E402  (the same git/DVC set-up helpers)
+from parallel import REPO, environment, scratch, sh  # noqa: E402  (the same git/DVC set-up helpers)
 
 BEFORE = os.environ.get("BENCH_BEFORE", "5b5b5f0")
 JOBS = int(os.environ.get("BENCH_JOBS", "2"))
@@ -65,8 +63,7 @@ def cpu_of_repro(root: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="netgeom-bench-pipeline-cpu-"))
-    try:
+    with scratch("netgeom-bench-pipeline-cpu-") as work:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         copies = {"before": copy_at(BEFORE, work / "before"), "after": copy_at("HEAD", work / "after")}
         stages = {name: len(sh("dvc", "stage", "list", "--name-only", cwd=root).split()) for name, root in copies.items()}
@@ -78,12 +75,7 @@ def main() -> None:
         same = summaries[0] == summaries[1]
         if not same:
             print("reports/summary.json differs:\n" + "\n".join(s.decode()[:2000] for s in summaries))
-        if os.environ.get("BENCH_KEEP") == "1":
-            print(f"copies kept under {work}")
-        print(f"cpu_ratio={cpu['after'] / cpu['before']:.3f} identical={'true' if same else 'false'}")
-    finally:
-        if os.environ.get("BENCH_KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
+    print(f"cpu_ratio={cpu['after'] / cpu['before']:.3f} identical={'true' if same else 'false'}")
 
 
 if __name__ == "__main__":

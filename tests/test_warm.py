@@ -64,3 +64,37 @@ def test_the_child_does_not_change_the_callers_process(tmp_path):
     before = (os.getcwd(), dict(os.environ), list(sys.argv))
     WarmProcess(["netgeom", "check", "--quiet"], tmp_path, {**os.environ, "NETGEOM_PROBE": "x"}, log).wait(timeout=120)
     assert (os.getcwd(), dict(os.environ), list(sys.argv)) == before
+
+
+def test_a_forked_training_killed_with_sigkill_reruns_to_the_uninterrupted_result(tmp_path):
+    """Stopping a job kills the forked child's whole session; the rerun ends with the very run an
+    uninterrupted training writes (resume or start over, never less)."""
+    import json
+    import signal
+    import time
+
+    from netgeom.data import get_source
+
+    env = {**os.environ, "NETGEOM_QUIET": "1"}
+    roots = {}
+    for name in ("killed", "whole"):
+        root = tmp_path / name
+        root.mkdir()
+        get_source("digits").materialise(root / "data")
+        write_params(root, train={"epochs": 400, "batch_size": 64, "eval_every": 100, "checkpoints": {"epochs": [100]}})
+        (root / "log").touch()  # the executor creates the job's log before it starts the job
+        for command in (["split"], ["corrupt"]):
+            assert WarmProcess(["netgeom", *command, "--quiet"], root, env, root / "log").wait(timeout=120) == 0
+        roots[name] = root
+    train = ["netgeom", "train", "--no-track", "--quiet"]
+    process = WarmProcess(train, roots["killed"], env, roots["killed"] / "log")
+    time.sleep(3)
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    for root in roots.values():
+        assert WarmProcess(train, root, env, root / "log").wait(timeout=600) == 0
+    run = "artifacts/runs/mlp_w16-n0.2-r0"
+    metrics = [json.loads((root / run / "metrics.json").read_text()) for root in roots.values()]
+    assert metrics[0]["test_acc"] == metrics[1]["test_acc"] and metrics[0]["train_loss"] == metrics[1]["train_loss"]
+    final = [(root / run / "checkpoints" / "e0400.safetensors").read_bytes() for root in roots.values()]
+    assert final[0] == final[1]

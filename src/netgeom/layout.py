@@ -145,12 +145,20 @@ class Layout:
     def star_root(self) -> Path:
         return self.artifacts / "star"
 
+    @property
+    def star_sources_root(self) -> Path:
+        return self.star_root / "sources"
+
+    @property
+    def stars_root(self) -> Path:
+        return self.star_root / "stars"
+
     def star_source_dir(self, run: str) -> Path:
         """A source model of the star study (an anchor or a held-out model), apart from the grid."""
-        return self.star_root / "sources" / run
+        return self.star_sources_root / run
 
     def star_dir(self, run: str) -> Path:
-        return self.star_root / "stars" / run
+        return self.stars_root / run
 
     @property
     def studies_root(self) -> Path:

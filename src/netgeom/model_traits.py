@@ -14,9 +14,11 @@ MAX_POOL_FAMILIES = frozenset({
 })  # fmt: skip
 CONV_FREE_FAMILIES = frozenset({"mlp"})
 
-_WIDTH_SUFFIX = re.compile(r"^(?P<stem>.+_k)\d+$")  # resnet18_k8 -> resnet18_k (as the registry reads it)
+# A family whose width lives in its name registers the stem: resnet18_k8 is resnet18_k, width 8
+# (the model registry reads names with this same pattern).
+WIDTH_SUFFIX = re.compile(r"^(?P<stem>.+_k)(?P<width>\d+)$")
 
 
 def family(arch: str) -> str:
-    match = _WIDTH_SUFFIX.match(arch)
+    match = WIDTH_SUFFIX.match(arch)
     return match["stem"] if match else arch

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import re
 from collections.abc import Callable
 
 from torch import nn
 
 from netgeom.errors import NetgeomError
+from netgeom.model_traits import WIDTH_SUFFIX
 from netgeom.models.layers import disable_inplace
 from netgeom.models.pretrained import load_pretrained
 
 Builder = Callable[..., nn.Module]
 
 _BUILDERS: dict[str, Builder] = {}
-_WIDTH_SUFFIX = re.compile(r"^(?P<stem>.+_k)(?P<width>\d+)$")
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:
@@ -79,7 +78,7 @@ def _resolve(arch: str, options: dict) -> tuple[Builder, dict]:
     options = dict(options)
     if arch in _BUILDERS:
         return _BUILDERS[arch], options
-    match = _WIDTH_SUFFIX.match(arch) if isinstance(arch, str) else None
+    match = WIDTH_SUFFIX.match(arch) if isinstance(arch, str) else None
     if match and match["stem"] in _BUILDERS:
         width = int(match["width"])
         given = options.get("width")

@@ -319,11 +319,13 @@ STACK_BYTES = 64 * 2**20
 
 @dataclass
 class _LayerArrays:
-    """One layer at every checkpoint: projections (E, N) and, against the init, the squared
-    Frobenius distance, the largest entry of |W - W0| (E,) and the init's norms."""
+    """One layer at every checkpoint: projections (E, N) and, against the init, the init's own
+    normalised projections (N,), the squared Frobenius distance, the largest entry of |W - W0|
+    (E,) and the init's norms."""
 
     raw: np.ndarray
     normalised: np.ndarray
+    normalised0: np.ndarray | None = None
     sq_distance: np.ndarray | None = None
     max_distance: np.ndarray | None = None
     sq_norm0: float = 0.0
@@ -350,6 +352,7 @@ def _layer_arrays(weights: list[Tensor], weight0: Tensor | None) -> _LayerArrays
     if w0 is not None:
         arrays.sq_distance, arrays.max_distance = np.concatenate(squares), np.concatenate(maxima)
         arrays.sq_norm0, arrays.max0 = float(torch.linalg.vector_norm(w0)) ** 2, float(w0.abs().max())
+        arrays.normalised0 = _stacked_projections(w0.unsqueeze(0))[1][0]
     return arrays
 
 
@@ -363,16 +366,15 @@ def _tables(
         _layer_arrays([_weight(s, layer, "given") for s in states], None if init_state is None else _weight(init_state, layer, "init"))
         for layer in layers
     ]
-    init = None if init_state is None else [_stacked_projections(_weight(init_state, layer, "init").unsqueeze(0))[1][0] for layer in layers]
     columns: dict[str, list[np.ndarray]] = {}
-    for layer, a, a0 in zip(layers, arrays, init or [None] * len(layers)):
+    for layer, a in zip(layers, arrays):
         weight = _weight(states[0], layer, "given")
         part = {"layer": np.full(len(states), layer.name, dtype=object), "kind": np.full(len(states), layer.kind, dtype=object),
                 "stage": np.full(len(states), layer.stage), "block": np.full(len(states), layer.block),
                 "filters": np.full(len(states), int(weight.shape[0])), "fan_in": np.full(len(states), int(weight[0].numel())),
                 **_statistics(a.raw, a.normalised)}  # fmt: skip
-        if a0 is not None:
-            part |= _init_statistics(a.normalised, a0)
+        if init_state is not None:
+            part |= _init_statistics(a.normalised, a.normalised0)
             part["distance_fro"] = _ratio(np.sqrt(a.sq_distance), np.sqrt(a.sq_norm0))
             part["distance_max"] = _ratio(a.max_distance, a.max0)
         for key, values in part.items():
@@ -384,8 +386,8 @@ def _tables(
     raw = np.concatenate([a.raw for a in arrays], axis=1)
     normalised = np.concatenate([a.normalised for a in arrays], axis=1)
     pooled = {"layers": np.full(len(states), len(layers)), "filters": np.full(len(states), raw.shape[1]), **_statistics(raw, normalised)}
-    if init is not None:
-        pooled |= _init_statistics(normalised, np.concatenate(init))
+    if init_state is not None:
+        pooled |= _init_statistics(normalised, np.concatenate([a.normalised0 for a in arrays]))
         # the distances of all analysed weights as one vector
         pooled["distance_fro"] = _ratio(np.sqrt(sum(a.sq_distance for a in arrays)), np.sqrt(sum(a.sq_norm0 for a in arrays)))
         pooled["distance_max"] = _ratio(np.max([a.max_distance for a in arrays], axis=0), max(a.max0 for a in arrays))
