@@ -49,9 +49,8 @@ test: $(STAMP)  ## Run the test suite
 bench: $(STAMP)  ## Run every benchmark under bench/ (prints ratios against baselines)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:5000 (prints the page to open)
-	@netgeom mlflow link --port 5000
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000
+ui: $(STAMP)  ## Serve the MLflow UI on 127.0.0.1 (make ui PORT=5001); prints the runs link once it answers, Ctrl-C stops it
+	@netgeom ui --port $(or $(PORT),5000)
 
 pipeline: $(STAMP)  ## Regenerate dvc.yaml from the study registry (after adding a study or changing imports)
 	netgeom pipeline --write

@@ -17,6 +17,10 @@ from tests.conftest import write_params
 
 @pytest.fixture
 def tracked(project, monkeypatch):
+    return train_tracked(project, monkeypatch)
+
+
+def train_tracked(project, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     write_params(project, mlflow={"enabled": True, "experiment": "test", "log_models": "all"}, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
     runner = CliRunner()
@@ -112,3 +116,37 @@ def test_study_summaries_attach_to_the_training_run_once(tracked):
     assert "Eval/test_acc" in linked  # the training metrics of that epoch are linked too
     artifacts = mlflow.MlflowClient().list_artifacts(run_id, "studies/smoothness")
     assert [a.path for a in artifacts] == ["studies/smoothness/summary.json"]
+
+
+def test_the_run_names_its_data_source_and_errors_for_the_runs_table(project, monkeypatch):
+    """The runs table's Dataset, Source and comparison columns: the data (digest = the tensors'
+    content hash from run.json), the stage and commit that trained it, errors = 1 - accuracy."""
+    import json
+    import subprocess
+
+    from netgeom.runs import read_run
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "code"], cwd=project, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    from netgeom.provenance import git_commit
+
+    git_commit.cache_clear()
+    tracked = train_tracked(project, monkeypatch)
+    assert len(commit) == 40
+
+    info = read_run(tracked / "artifacts" / "runs" / "mlp_w16-n0.2-r0").info
+    run = mlflow.MlflowClient().get_run(runs_table(Layout(tracked), "test").iloc[0]["run_id"])
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "digits-noise0.2" and dataset.dataset.digest == info["dataset"]["digest"][:12]
+    assert json.loads(dataset.dataset.profile)["num_rows"] == info["dataset"]["train_size"] > 0
+    assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "train"
+    tags = run.data.tags
+    assert tags["mlflow.source.git.commit"] == tags["git.commit"] == info["git_commit"] == commit
+    assert tags["mlflow.source.name"] and tags["dvc.exp_name"] == "workspace"  # not a `dvc exp run`
+    client = mlflow.MlflowClient()
+    for acc, error in (("Eval/test_acc", "Eval/test_error"), ("Train/acc", "Train/error")):
+        accs = {m.step: m.value for m in client.get_metric_history(run.info.run_id, acc)}
+        errors = {m.step: m.value for m in client.get_metric_history(run.info.run_id, error)}
+        assert accs.keys() == errors.keys() and all(abs(errors[s] - (1 - accs[s])) < 1e-12 for s in accs)

@@ -340,13 +340,36 @@ def pipeline(
 
 @mlflow_app.command("link")
 @guarded
-def mlflow_link(port: Annotated[int, typer.Option(help="The UI's port.")] = 5000, params: ParamsOption = Path("params.yaml")):
-    """The URL of the experiment's training runs in the MLflow UI (not MLflow 3's GenAI view)."""
+def mlflow_link(
+    port: Annotated[int, typer.Option(help="The UI's port.")] = 5000,
+    host: Annotated[str, typer.Option(help="The UI's host.")] = "127.0.0.1",
+    params: ParamsOption = Path("params.yaml"),
+):
+    """The URL of the experiment's training runs in the MLflow UI, sorted by test error with the
+    columns a researcher compares (test/train error, width, noise, seed, DVC experiment)."""
     from netgeom import tracking
+    from netgeom.ui import runs_url
 
-    settings, layout = setup(params, True)
-    _, experiment_id = tracking.connect(layout, settings.mlflow.experiment)
-    typer.echo(f"open http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    settings, layout = setup(params, True, torch=False)
+    typer.echo(runs_url(host, port, tracking.open_comparison_view(layout, settings.mlflow.experiment)))
+
+
+@app.command()
+@guarded
+def ui(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to answer.", min=1)] = 180.0,
+    params: ParamsOption = Path("params.yaml"),
+):
+    """Serve the MLflow UI over the project's store; print the runs-table link once it answers.
+    Ctrl-C (or SIGTERM) stops the server and every process it started."""
+    from netgeom import tracking
+    from netgeom.ui import runs_url, serve
+
+    settings, layout = setup(params, True, torch=False)
+    url = runs_url(host, port, tracking.open_comparison_view(layout, settings.mlflow.experiment))
+    raise typer.Exit(code=serve(layout, url, host, port, timeout, typer.echo))
 
 
 @mlflow_app.command("sync")

@@ -18,3 +18,15 @@ def git_commit(root: str) -> str:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def dvc_md5(dvc_file) -> str:
+    """The md5 DVC recorded for the folder a `.dvc` file tracks ('' when there is none or it is
+    unreadable: provenance, never a reason to stop a run)."""
+    import yaml
+
+    try:
+        outs = (yaml.safe_load(open(dvc_file)) or {}).get("outs") or [{}]
+        return str(outs[0].get("md5", ""))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return ""

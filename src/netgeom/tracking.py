@@ -14,6 +14,7 @@ run, a study's results) holds the same lock: parallel stages and queued experime
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 
 from netgeom.errors import NetgeomError
@@ -47,6 +48,7 @@ PIP_REQUIREMENTS = [f"torch=={version('torch').split('+')[0]}"]
 # character code (uppercase before lowercase): capitals put training first, above the studies.
 HISTORY_SECTIONS = {"train_": "Train/", "val_": "Eval/val_", "test_": "Eval/test_"}
 NOT_LOGGED = ("lr", "train_loss_running", "epoch_seconds")
+ERROR_OF = ("train_acc", "test_acc", "val_acc")
 
 
 def _quiet_mlflow() -> None:
@@ -87,6 +89,19 @@ def connect(layout: Layout, experiment: str) -> tuple[MlflowClient, str]:
             raise NetgeomError("mlflow", f"the store at {uri} refused the request: {str(exc).splitlines()[0][:200]}") from None
 
 
+def open_comparison_view(layout: Layout, experiment: str) -> str:
+    """Store the runs-table view the UI link opens (`netgeom.ui.COMPARISON_VIEW`) on the
+    experiment, once; returns the experiment id."""
+    from netgeom.ui import VIEW_TAG, comparison_view_json
+
+    client, experiment_id = connect(layout, experiment)
+    view = comparison_view_json()
+    if client.get_experiment(experiment_id).tags.get(VIEW_TAG) != view:
+        with store_lock(layout):
+            client.set_experiment_tag(experiment_id, VIEW_TAG, view)
+    return experiment_id
+
+
 def find_run(client: MlflowClient, experiment_id: str, name: str, digest: str):
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{name}' AND tags.`{HASH_TAG}` = '{digest}'", max_results=5
@@ -95,12 +110,20 @@ def find_run(client: MlflowClient, experiment_id: str, name: str, digest: str):
 
 
 def _tags(layout: Layout, info: dict) -> dict[str, str]:
+    dvc = {key: (info.get("dvc") or {}).get(key) or os.environ.get(var, "") for key, var in DVC_ENV.items()}
+    # `dvc repro` sets no experiment name: such runs belong to the workspace (filterable as such)
+    dvc["exp_name"] = dvc["exp_name"] or "workspace"
+    commit = info.get("git_commit") or git_commit(str(layout.root))  # trained at, else logged at
     tags = {
         RUN_TAG: info["run"],
         HASH_TAG: info["params_hash"],
         # where it was trained (run.json), else where it is logged (runs trained before run.json said)
-        **{f"dvc.{key}": (info.get("dvc") or {}).get(key) or os.environ.get(var, "") for key, var in DVC_ENV.items()},
-        "git.commit": git_commit(str(layout.root)),
+        **{f"dvc.{key}": value for key, value in dvc.items()},
+        "git.commit": commit,
+        # the runs table's Source column: the stage that trained it, at which commit
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": f"dvc stage {dvc['stage']}" if dvc["stage"] else "netgeom train",
+        "mlflow.source.git.commit": commit if commit != "unknown" else "",
         "device": info.get("device", ""),
     }
     star = info.get("star") or {}
@@ -118,13 +141,31 @@ def metric_name(column: str) -> str:
 
 def _history_metrics(history: pd.DataFrame, model_ids: dict[int, str], timestamp: int) -> list[Metric]:
     """Metrics of the evaluation epochs (step = epoch); a checkpoint epoch's metrics are linked to
-    its logged model."""
+    its logged model. Errors (1 - accuracy) are logged beside accuracies: the double-descent
+    literature, and the runs table's default comparison, speak of test error."""
     metrics = []
     evaluated = history.dropna(subset=["test_loss"]) if "test_loss" in history else history
+    evaluated = evaluated.assign(**{c.removesuffix("acc") + "error": 1.0 - evaluated[c] for c in ERROR_OF if c in evaluated})
     for row in evaluated.drop(columns=list(NOT_LOGGED), errors="ignore").to_dict("records"):
         step = int(row.pop("epoch"))
         metrics += [Metric(metric_name(k), float(v), timestamp, step, model_id=model_ids.get(step)) for k, v in row.items() if pd.notna(v)]
     return metrics
+
+
+def _dataset_input(info: dict) -> DatasetInput | None:
+    """The data a run was trained on, for the runs table's Dataset column: named by dataset and
+    label noise, its digest the content hash of the tensors (run.json, recorded at training)."""
+    dataset = info.get("dataset") or {}
+    if not dataset.get("digest"):
+        return None  # trained before run.json recorded it
+    noise = (info.get("cell") or {}).get("noise", 0.0)
+    source = {"uri": "data", "dvc_md5": dataset.get("dvc_md5", ""), "labels": f"noise {noise:g}"}
+    profile = {"num_rows": dataset.get("train_size"), "num_classes": dataset.get("num_classes"), "input_shape": dataset.get("input_shape")}
+    entity = Dataset(
+        name=f"{dataset['name']}-noise{noise:g}", digest=str(dataset["digest"])[:12], source_type="dvc",
+        source=json.dumps(source), profile=json.dumps(profile),
+    )
+    return DatasetInput(entity, tags=[InputTag("mlflow.data.context", "train")])
 
 
 def run_params(info: dict) -> dict[str, Any]:
@@ -216,6 +257,9 @@ def log_training_run(
                 model_ids[epoch] = logged.model_id
             params = [Param(k, str(v)) for k, v in run_params(info).items()]
             _log_batched(client, run_id, metrics=_history_metrics(history, model_ids, ended), params=params)
+            dataset = _dataset_input(info)
+            if dataset is not None:
+                client.log_inputs(run_id, datasets=[dataset])
             mlflow.log_artifact(str(run_folder / "history.csv"))
             mlflow.log_artifact(str(run_folder / RUN_FILE))
             client.set_tag(run_id, COMPLETE, "true")
@@ -282,7 +326,7 @@ def log_report(layout: Layout, experiment: str, folder: Path, metrics: dict[str,
             return found[0].info.run_id
         name = "report" + (f" {os.environ['DVC_EXP_NAME']}" if os.environ.get("DVC_EXP_NAME") else "")
         tags = {REPORT_TAG: digest, "git.commit": git_commit(str(layout.root))}
-        tags.update({k: v for k, v in {"dvc.exp_name": os.environ.get("DVC_EXP_NAME", "")}.items() if v})
+        tags["dvc.exp_name"] = os.environ.get("DVC_EXP_NAME") or "workspace"
         run = client.create_run(experiment_id, tags=tags, run_name=name)
         now = int(time.time() * 1000)
         _log_batched(client, run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])

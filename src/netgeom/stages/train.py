@@ -19,7 +19,7 @@ from netgeom.errors import NetgeomError
 from netgeom.data.bundle import DataBundle
 from netgeom.io import atomic_write_csv, atomic_write_json, publish_dir, read_json_object
 from netgeom.layout import RUN_FILE, Layout
-from netgeom.provenance import DVC_ENV
+from netgeom.provenance import DVC_ENV, dvc_md5, git_commit
 from netgeom.models import count_parameters
 from netgeom.params import Params
 from netgeom.progress import note
@@ -74,7 +74,8 @@ def train_run(
     data = data if data is not None else load_cell_data(params, layout)
     device = resolve_device(params.execution.device)
     set_deterministic(params.execution.deterministic)
-    digest = identity_hash(params, data.digest(), device.type, identity_extra)
+    data_digest = data.digest()
+    digest = identity_hash(params, data_digest, device.type, identity_extra)
     finished = layout.finished_dir(name)
     if resume and _complete(finished, digest):  # a crash after assembly: publish what is there
         return _publish(layout, name, target)
@@ -101,7 +102,12 @@ def train_run(
         "name": display or display_name(params.model.arch, params.model.width, cell.noise, params.seed),
         "checkpoints": result.scheduled,
         "cell": {"width": cell.width, "noise": cell.noise, "replicate": cell.replicate},
-        "dataset": {"name": data.info.name, "input_shape": list(data.info.input_shape), "num_classes": data.info.num_classes},
+        "dataset": {
+            "name": data.info.name, "input_shape": list(data.info.input_shape), "num_classes": data.info.num_classes,
+            # what MLflow's Dataset column shows: the tensors' content hash, the DVC-tracked files it came from
+            "digest": data_digest, "train_size": len(data.train), "dvc_md5": dvc_md5(layout.root / "data.dvc"),
+        },
+        "git_commit": git_commit(str(layout.root)),
         "parameters": count_parameters(model),
         "device": str(device),
         "params": params.model_dump(mode="json", include={"seed", "data", "noise", "model", "train"}),

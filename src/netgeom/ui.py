@@ -1,0 +1,156 @@
+"""The MLflow UI over the project's store: served so that it answers on a busy machine, announced
+only once it answers, and stopped without leaving a process behind.
+
+Why not plain `mlflow ui`: its default four uvicorn workers each must answer a health check
+within seconds; on a loaded machine (a sweep running, which is when a researcher opens the UI)
+they miss it and are killed and restarted in a loop, and nothing ever listens. One worker has no
+supervisor to fail. MLflow's job runner (a huey consumer, for GenAI jobs netgeom never runs) is
+switched off: it outlived the server when the server was stopped by its PID.
+
+The server runs in its own process group, which `stop` signals as a whole (mlflow's CLI, its
+uvicorn child, anything they start); the CLI process also gets SIGTERM from the kernel if this
+process dies without cleaning up (Linux's parent-death signal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from netgeom.errors import NetgeomError
+from netgeom.layout import Layout
+
+# The runs table a researcher compares: sorted by test error, with the columns that explain it.
+# MLflow keeps a view a link can open as an experiment tag `mlflow.sharedViewState.<key>`; the
+# link then names the key (`viewStateShareKey`).
+VIEW_KEY = "netgeom-compare"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+COMPARED_COLUMNS = (
+    "metrics.`Eval/test_error`",
+    "metrics.`Train/error`",
+    "params.`model.width`",
+    "params.`noise.label`",
+    "params.`seed`",
+    "tags.`dvc.exp_name`",
+)
+COMPARISON_VIEW = {
+    "orderByKey": "metrics.`Eval/test_error`",
+    "orderByAsc": True,
+    "searchFilter": "",
+    "selectedColumns": list(COMPARED_COLUMNS),
+}
+
+
+def runs_url(host: str, port: int, experiment_id: str) -> str:
+    """The experiment's training runs (not MLflow 3's GenAI view) in the comparison view."""
+    return f"http://{host}:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
+
+def comparison_view_json() -> str:
+    return json.dumps(COMPARISON_VIEW)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise NetgeomError("port", f"{host}:{port} is in use (another UI?); pass --port with a free port") from None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _mlflow_executable() -> str:
+    beside = Path(sys.executable).with_name("mlflow")
+    found = str(beside) if beside.exists() else shutil.which("mlflow")
+    if not found:
+        raise NetgeomError("mlflow", "the `mlflow` command is not installed in this environment; run `make setup`")
+    return found
+
+
+def start_server(layout: Layout, host: str, port: int) -> subprocess.Popen:
+    """`mlflow server` over the project's store, one worker, its own process group."""
+    _check_port_free(host, port)
+    command = [
+        _mlflow_executable(), "server",
+        "--backend-store-uri", f"sqlite:///{layout.mlflow_db}",
+        "--default-artifact-root", str(layout.mlflow_artifacts),
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def wait_until_serving(server: subprocess.Popen, host: str, port: int, timeout: float) -> float:
+    """Seconds until `/health` answers 200; NetgeomError if the server exits or `timeout` passes."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if server.poll() is not None:
+            raise NetgeomError("ui", f"the MLflow server exited (code {server.returncode}) before it answered on {host}:{port}")
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return time.monotonic() - started
+        time.sleep(0.25)
+    raise NetgeomError("ui", f"the MLflow server did not answer on {host}:{port} within {timeout:.0f} s; raise --timeout on a busy machine")
+
+
+def stop_server(server: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL to whatever is left after `grace` s."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            server.poll()
+            if not _group_alive(server.pid):
+                return
+            time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def serve(layout: Layout, url: str, host: str, port: int, timeout: float, echo: Callable[[str], None]) -> int:
+    """Serve until Ctrl-C / SIGTERM / the server exits; print `url` once the server answers.
+    Returns the server's exit code (0 when stopped by the user)."""
+    server = start_server(layout, host, port)
+    stopped_by_user = False
+
+    def _stop(signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        seconds = wait_until_serving(server, host, port, timeout)
+        echo(f"MLflow UI ready in {seconds:.1f} s: open {url}  (Ctrl-C stops it)")
+        server.wait()
+    except KeyboardInterrupt:
+        stopped_by_user = True
+    finally:
+        stop_server(server)
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if stopped_by_user else (server.returncode or 0)
