@@ -365,9 +365,10 @@ def ui(
     """Serve the MLflow UI over the project's store; print the runs-table link once it answers.
     Ctrl-C (or SIGTERM) stops the server and every process it started."""
     from netgeom import tracking
-    from netgeom.ui import runs_url, serve
+    from netgeom.ui import check_port_free, runs_url, serve
 
     settings, layout = setup(params, True, torch=False)
+    check_port_free(host, port)  # before touching the store: a refused start changes nothing
     url = runs_url(host, port, tracking.open_comparison_view(layout, settings.mlflow.experiment))
     raise typer.Exit(code=serve(layout, url, host, port, timeout, typer.echo))
 
