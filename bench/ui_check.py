@@ -4,10 +4,11 @@
 
 PROJECT holds an MLflow store (mlruns/mlflow.db, artifacts under mlruns/artifacts). The script
 starts `mlflow server` on 127.0.0.1 at a free port over that store (read-only use: it creates
-nothing in PROJECT), opens the experiment's training runs view
-(`#/experiments/<id>/runs?workflowType=machine_learning`) in headless Chromium driven over the
+nothing in PROJECT), opens the experiment's training runs view as `netgeom ui` links it
+(`#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=netgeom-compare`) in headless Chromium driven over the
 DevTools protocol, and asserts:
-- every run of the experiment is listed, each with its logged models (the Models column is not "-");
+- every run of the experiment is listed, each with its logged models (the Models column is not "-"),
+  its dataset and its source (the Dataset and Source columns are not "-");
 - a run's model-metrics (chart) view starts with the train and eval sections.
 It saves two screenshots to --out (runs_table.png, run_charts.png), prints what it saw, and exits
 0 when every check passes, 1 when one fails, 2 on bad input. Without Chromium it prints one line
@@ -304,8 +305,10 @@ RUNS_TABLE_JS = r"""
   const rows = new Map();
   for (const cell of document.querySelectorAll('[row-id] [col-id]')) {
     const id = cell.closest('[row-id]').getAttribute('row-id');
-    const row = rows.get(id) || {id, name: null, models: [], modelsText: null};
+    const row = rows.get(id) || {id, name: null, models: [], modelsText: null, dataset: null, source: null};
     const column = cell.getAttribute('col-id');
+    if (column === 'attributes.`Dataset`') row.dataset = cell.innerText.replace(/\s+/g, ' ').trim();
+    if (column === 'attributes.`Source`') row.source = cell.innerText.replace(/\s+/g, ' ').trim();
     if (column === 'attributes.`Run Name`') row.name = (cell.querySelector('a') || cell).innerText.trim();
     if (column === 'attributes.`Models`') {
       row.modelsText = cell.innerText.replace(/\s+/g, ' ').trim();
@@ -385,6 +388,9 @@ def check_runs(rows: list[dict], expected: dict[str, dict]) -> list[str]:
             problems.append(f"run {info['name']}: Models column shows {row['modelsText'] or 'nothing'!r} ({len(info['models'])} logged)")
         elif not set(row["models"]) <= set(info["models"]):
             problems.append(f"run {info['name']}: Models column shows {row['models']}, not among its own {len(info['models'])} models")
+        for column in ("dataset", "source"):  # what it was trained on, from which code
+            if info.get("trained", True) and row.get(column) in (None, "", "-"):
+                problems.append(f"run {info['name']}: {column.capitalize()} column shows {row.get(column)!r}")
     return problems
 
 
@@ -418,7 +424,8 @@ def run_check(project: Path, experiment: str | None, out: Path, timeout: float) 
             with mlflow_server(uri, project / "mlruns" / "artifacts", scratch, scratch / "server.log") as port, chromium(binary, scratch / "profile", height=height) as tools:
                 # workflowType keeps MLflow 3 in its "Model training" mode (else: the GenAI views)
                 base = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}"
-                rows = read_runs_table(tools, f"{base}/runs?workflowType=machine_learning", expected, timeout)
+                # the comparison view `netgeom ui` prints (sorted by test error, the compared columns)
+                rows = read_runs_table(tools, f"{base}/runs?workflowType=machine_learning&viewStateShareKey=netgeom-compare", expected, timeout)
                 tools.screenshot(out / "runs_table.png")
                 sections = read_sections(tools, f"{base}/runs/{first_run}/model-metrics?workflowType=machine_learning", timeout)
                 tools.screenshot(out / "run_charts.png")

@@ -150,3 +150,11 @@ def test_the_run_names_its_data_source_and_errors_for_the_runs_table(project, mo
         accs = {m.step: m.value for m in client.get_metric_history(run.info.run_id, acc)}
         errors = {m.step: m.value for m in client.get_metric_history(run.info.run_id, error)}
         assert accs.keys() == errors.keys() and all(abs(errors[s] - (1 - accs[s])) < 1e-12 for s in accs)
+
+
+def test_model_names_are_unique_and_never_repeat_the_seed():
+    from netgeom.tracking import checkpoint_model_name
+
+    assert checkpoint_model_name({"run": "mlp_w64-n0.2-r0", "seed": 42}, 500) == "mlp_w64-n0_2-r0-s42-e0500"
+    assert checkpoint_model_name({"run": "mlp_w64-n0.0-s1000", "seed": 1000}, 10) == "mlp_w64-n0_0-s1000-e0010"
+    assert checkpoint_model_name({"run": "mlp_w64-n0.0-s10", "seed": 1000}, 10) == "mlp_w64-n0_0-s10-s1000-e0010"

@@ -191,8 +191,10 @@ def _log_batched(client: MlflowClient, run_id: str, metrics=(), params=(), tags=
 def checkpoint_model_name(info: dict, epoch: int) -> str:
     """A logged model's name identifies its run and epoch (the UI lists models by name): the run
     folder's name, the seed and the epoch, e.g. `mlp_w64-n0_2-r0-s42-e0500` (MLflow forbids '.'
-    in model names)."""
-    return f"{info['run'].replace('.', '_')}-s{info['seed']}-e{epoch:04d}"
+    in model names). A run named by its seed already (a star source, `mlp_w64-n0.0-s1000`) does
+    not repeat it."""
+    run, seed = info["run"].replace(".", "_"), f"-s{info['seed']}"
+    return f"{run}{'' if run.endswith(seed) else seed}-e{epoch:04d}"
 
 
 def key_params(info: dict) -> dict[str, str]:

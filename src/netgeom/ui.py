@@ -37,6 +37,9 @@ from netgeom.layout import Layout
 VIEW_KEY = "netgeom-compare"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 COMPARED_COLUMNS = (
+    "attributes.`Dataset`",  # MLflow's default columns: a view that names columns replaces them
+    "attributes.`Source`",
+    "attributes.`Models`",
     "metrics.`Eval/test_error`",
     "metrics.`Train/error`",
     "params.`model.width`",
@@ -61,7 +64,7 @@ def comparison_view_json() -> str:
     return json.dumps(COMPARISON_VIEW)
 
 
-def _check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int) -> None:
     with socket.socket() as probe:
         try:
             probe.bind((host, port))
@@ -86,7 +89,7 @@ def _mlflow_executable() -> str:
 
 def start_server(layout: Layout, host: str, port: int) -> subprocess.Popen:
     """`mlflow server` over the project's store, one worker, its own process group."""
-    _check_port_free(host, port)
+    check_port_free(host, port)
     command = [
         _mlflow_executable(), "server",
         "--backend-store-uri", f"sqlite:///{layout.mlflow_db}",
