@@ -329,7 +329,7 @@ def test_delta_vs_distance_shows_small_deltas_and_marks_zero():
     bottom, top = axis.get_ylim()
     assert bottom < 0 < wide_i["delta.train"].max() < top
     non_monotonic = int((~wide_i["monotone.train"].astype(bool)).sum())
-    assert f"{non_monotonic} of {len(wide_i)} runs non-monotonic" in axis.get_title()
+    assert non_monotonic > 0 and "of" not in axis.get_title()  # a title says what is plotted; the count is the caption's
     colours = {tuple(np.round(c.get_facecolor()[0][:3], 3)) for c in axis.collections if len(c.get_offsets())}
     assert len(colours) == len(NOISES) and all(sum(c) < 2.7 for c in colours)  # distinct, not near-white
 

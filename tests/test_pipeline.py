@@ -194,3 +194,57 @@ def test_a_bad_value_in_any_group_stops_dvc_exp_run(repo, override):
     assert done.returncode != 0
     assert override.split("=")[0] in done.stdout + done.stderr
     sh("git", "checkout", "--", "params.yaml", cwd=repo)
+
+
+CLAIMS = ("peak sits", "reaches 0 where", "critical ones", "double descent")
+
+
+def _figure_texts(figure) -> list[tuple[str, object]]:
+    """(text, window extent) of every title and axis label a figure draws (drawn first)."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    artists = [figure._suptitle] if figure._suptitle is not None else []
+    for axis in figure.axes:
+        artists += [axis.title, axis._left_title, axis._right_title, axis.xaxis.label, axis.yaxis.label]
+    return [(a.get_text(), a.get_window_extent(renderer)) for a in artists if a.get_visible() and a.get_text().strip()]
+
+
+def test_no_figure_or_caption_claims_what_the_run_lacks(repo, monkeypatch, tmp_path):
+    """The fixture's run lacks every finding: two epochs fit no labels, one width has no curve to
+    peak, a 2-layer MLP gives no rank correlation, few star pairs. Every figure is drawn anew:
+    no title claims a finding or overprints another title or label, and no caption reads nan."""
+    import re
+
+    from matplotlib.figure import Figure
+
+    from netgeom.layout import Layout
+    from netgeom.params import load_params
+    from netgeom.stages.report import render
+
+    drawn: list[list[tuple[str, object]]] = []
+    savefig = Figure.savefig
+
+    def recording(self, *args, **kwargs):
+        drawn.append(_figure_texts(self))
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    monkeypatch.chdir(repo)
+    render(load_params(repo / "params.yaml"), Layout(repo), tmp_path / "reports")
+    assert len(drawn) == len(list((tmp_path / "reports" / "figures").iterdir())) >= 10
+    for texts in drawn:
+        for text, _ in texts:
+            assert not re.search(r"\bnan\b", text, re.I) and not any(claim in text.lower() for claim in CLAIMS), text
+        for i, (a, box_a) in enumerate(texts):
+            for b, box_b in texts[i + 1 :]:
+                assert not box_a.overlaps(box_b), f"{a!r} overprints {b!r}"
+    page = re.sub(r'src="data:[^"]+"', "", (tmp_path / "reports" / "index.html").read_text())
+    captions = [re.sub(r"<[^>]+>", " ", c) for c in re.findall(r"<figcaption>(.*?)</figcaption>", page, re.S)]
+    titles = re.findall(r"<h3>(.*?) <a", page)
+    assert captions and titles
+    for text in captions + titles:
+        assert not re.search(r"\bnan\b", text, re.I) and "+-" not in text and not any(claim in text.lower() for claim in CLAIMS), text
+    assert any("no width fits the training labels" in c for c in captions)
+    assert any("n/a (2 layers" in c for c in captions)  # the bias-vs-drop rank correlation
+    headline = re.findall(r"<th>(.*?)</th>", page)
+    assert headline and not any("_" in row for row in headline)  # readable labels, not keys

@@ -15,6 +15,7 @@ Interpolation figures (MLI curves, Delta, barriers, landscape, MLI preset) are i
 from __future__ import annotations
 
 from pathlib import Path
+from textwrap import fill
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -32,6 +33,7 @@ from netgeom.report.figures_interpolation import (  # noqa: F401  (one import pl
     mli_preset,
     mli_preset_figure,
 )
+from netgeom.report.wording import measure_label, measure_name
 from netgeom.report.figure_style import (
     GROUP_COLOURS,
     SPLIT_STYLES,
@@ -153,7 +155,7 @@ def study_vs_width_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str) -
             for split in SPLITS:
                 stats = mean_and_std(errors[(errors["noise"] == noise) & (errors["split"] == split)], ["width"], "error")
                 plot_mean_line(axes[r, 0], stats, "width", label=f"{split} error", colour="0.15", linestyle=SPLIT_STYLES[split], marker="o", markersize=3)
-            axes[r, 0].set_title(f"{noise_label(noise)}: error")
+            axes[r, 0].set_title(f"{noise_label(noise)}\ntrain and test error", fontsize="medium")
             axes[r, 0].set_ylabel("error (1 - accuracy)")
             for c, measure in enumerate(measures, start=1):
                 part = table[(table["noise"] == noise) & (table["measure"] == measure)]
@@ -161,8 +163,8 @@ def study_vs_width_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str) -
                     stats = mean_and_std(part[part["group"] == group], ["width"], "value")
                     if len(stats):
                         plot_mean_line(axes[r, c], stats, "width", label=group, colour=GROUP_COLOURS[group], marker="o", markersize=3)
-                axes[r, c].set_title(f"{noise_label(noise)}: {measure}")
-                axes[r, c].set_ylabel(measure)
+                axes[r, c].set_title(f"{noise_label(noise)}\n{fill(measure_label(measure), 34)}", fontsize="medium")
+                axes[r, c].set_ylabel(measure_name(measure))
             for axis in axes[r]:
                 width_axis(axis, widths)
         handles = [line_handle(f"{s} error", "0.15", SPLIT_STYLES[s]) for s in SPLITS] + _group_handles(groups)
@@ -201,7 +203,7 @@ def study_vs_epoch_figure(table: pd.DataFrame, curves: pd.DataFrame, width: int,
             for split in SPLITS:
                 stats = mean_and_std(errors[(errors["noise"] == noise) & (errors["split"] == split)], ["epoch"], "error")
                 plot_mean_line(axes[0, 0], stats, "epoch", label=f"{noise_label(noise)}, {split}", colour=colours[noise], linestyle=SPLIT_STYLES[split])
-        axes[0, 0].set_title(f"width {width}: error")
+        axes[0, 0].set_title(f"width {width}\ntrain and test error", fontsize="medium")
         axes[0, 0].set_ylabel("error (1 - accuracy)")
         for c, measure in enumerate(measures, start=1):
             for noise in noises:
@@ -210,8 +212,8 @@ def study_vs_epoch_figure(table: pd.DataFrame, curves: pd.DataFrame, width: int,
                     used_groups.add(group)
                     stats = mean_and_std(part[part["group"] == group], ["epoch"], "value")
                     plot_mean_line(axes[0, c], stats, "epoch", label=f"{noise_label(noise)}, {group}", colour=colours[noise], linestyle=GROUP_STYLES[group], marker="o", markersize=3)
-            axes[0, c].set_title(f"width {width}: {measure}")
-            axes[0, c].set_ylabel(measure)
+            axes[0, c].set_title(f"width {width}\n{fill(measure_label(measure), 34)}", fontsize="medium")
+            axes[0, c].set_ylabel(measure_name(measure))
         for axis in axes[0]:
             epoch_axis(axis, max_epoch)
         handles = [line_handle(noise_label(n), colours[n]) for n in noises]

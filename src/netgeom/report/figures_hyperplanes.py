@@ -15,6 +15,7 @@ returns the Figure.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -24,6 +25,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
+from netgeom.report.wording import correlation
 from netgeom.report.figure_style import (
     epoch_axis,
     house_style,
@@ -133,35 +135,36 @@ def reinit_layers(reinit: pd.DataFrame) -> list[str]:
     return list(reinit[["layer", "position"]].drop_duplicates("layer").sort_values("position", kind="stable")["layer"])
 
 
-def _checkpoint_label(name: str) -> str:
+def checkpoint_label(name: str) -> str:
     return "rand (fresh init)" if name == RAND else f"epoch {name}"
 
 
-def reinit_heatmap_figure(reinit: pd.DataFrame) -> Figure:
+def reinit_heatmap_figure(reinit: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Figure:
     """Relative accuracy drop when one layer (column, forward order) is reset to a checkpoint
-    (row: epochs, then a fresh random init); annotated; colour scale fixed to [0, 1]."""
+    (row: epochs, then a fresh random init); annotated; colour scale fixed to [0, 1]. `labels`
+    names the layers (`report.layer_names`); the trained accuracy goes in the caption."""
     require_columns(reinit, ["layer", "position", "checkpoint", "relative_drop", "trained_accuracy"], "reinit")
     rows, layers = checkpoint_order(reinit), reinit_layers(reinit)
     table = reinit.assign(checkpoint=reinit["checkpoint"].astype(str))
     drop = table.pivot_table(index="checkpoint", columns="layer", values="relative_drop", aggfunc="mean").reindex(index=rows, columns=layers)
-    trained = reinit["trained_accuracy"].mean()
+    labels = labels or {}
     with house_style():
-        figure, axis = plt.subplots(figsize=(max(5.0, 0.9 * len(layers) + 2.5), max(2.6, 0.45 * len(rows) + 1.6)))
+        figure, axis = plt.subplots(figsize=(max(5.6, 1.1 * len(layers) + 3.0), max(2.6, 0.45 * len(rows) + 1.8)))
         sns.heatmap(
             drop, ax=axis, annot=True, fmt=".2f", cmap="rocket_r", vmin=0.0, vmax=1.0, linewidths=0.5, linecolor="white",
-            cbar_kws={"label": "relative drop (acc_trained − acc) / acc_trained"}, annot_kws={"fontsize": 8},
+            cbar_kws={"label": "relative accuracy drop"}, annot_kws={"fontsize": 8},
         )  # fmt: skip
-        axis.set_yticks(np.arange(len(rows)) + 0.5, [_checkpoint_label(r) for r in rows], rotation=0)
-        axis.set_xticks(np.arange(len(layers)) + 0.5, layers)
+        axis.set_yticks(np.arange(len(rows)) + 0.5, [checkpoint_label(r) for r in rows], rotation=0)
+        axis.set_xticks(np.arange(len(layers)) + 0.5, [labels.get(layer, layer) for layer in layers])
         _rotate_if_crowded(axis, len(layers))
         axis.set_xlabel("layer reset (forward order)")
         axis.set_ylabel("weights reset to")
-        axis.set_title(f"Layer re-initialisation: relative accuracy drop (trained accuracy {trained:.3f})")
+        axis.set_title("Accuracy drop when one layer is reset", loc="left")
     return figure
 
 
-def reinit_heatmap(reinit: pd.DataFrame, path: Path) -> Path:
-    return save(reinit_heatmap_figure(reinit), path)
+def reinit_heatmap(reinit: pd.DataFrame, path: Path, labels: Mapping[str, str] | None = None) -> Path:
+    return save(reinit_heatmap_figure(reinit, labels), path)
 
 
 # --------------------------------------------------------------------------- the seed's claim
@@ -201,11 +204,11 @@ def rank_correlations(points: pd.DataFrame) -> dict:
 REPLICATE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def bias_vs_reinit_figure(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, checkpoint: str | None = None) -> Figure:
+def bias_vs_reinit_figure(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, checkpoint: str | None = None, labels: Mapping[str, str] | None = None) -> Figure:
     """One point per layer: projection bias |mass - 0.5| (final checkpoint) against the relative
     accuracy drop when that layer is reset (to `rand`, else the init); the seed claims biased
-    layers are the critical ones (points rising to the right). Spearman's rho in the title, one
-    per seed when the tables carry a `replicate` column (one marker per seed).
+    layers are the critical ones (points rising to the right). Spearman's rho per seed in the
+    legend when the tables carry a `replicate` column (one marker per seed), in the caption else.
 
     hyperplanes: `hyperplane_evolution` (last epoch used) or `layer_statistics`; reinit: `reinit_sweep`."""
     points = bias_and_drop(hyperplanes, reinit, checkpoint)
@@ -218,25 +221,17 @@ def bias_vs_reinit_figure(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, check
         for row in points.itertuples(index=False):
             marker = REPLICATE_MARKERS[replicates.index(getattr(row, "replicate", None)) % len(REPLICATE_MARKERS)]
             axis.scatter(row.bias, row.relative_drop, s=50, marker=marker, color=colours[row.layer], edgecolor="black", linewidth=0.6, zorder=3)
-            axis.annotate(row.layer, (row.bias, row.relative_drop), xytext=(5, 4), textcoords="offset points", fontsize=8)
+            axis.annotate((labels or {}).get(row.layer, row.layer), (row.bias, row.relative_drop), xytext=(5, 4), textcoords="offset points", fontsize=8)
         if len(replicates) > 1:
             handles = [plt.Line2D([], [], marker=REPLICATE_MARKERS[i % len(REPLICATE_MARKERS)], linestyle="", color="grey", markeredgecolor="black")
                        for i in range(len(replicates))]  # fmt: skip
-            legend_outside(axis, handles, title="seed (Spearman ρ)", labels=[f"replicate {r}: {rho:.2f}" for r, rho in rhos.items()])
+            legend_outside(axis, handles, title="seed (Spearman ρ)", labels=[f"replicate {r}: {correlation(rho, points['layer'].nunique())}" for r, rho in rhos.items()])
         axis.set_xlim(left=0)
         axis.set_xlabel("projection bias |mass − 0.5| at the final checkpoint")
-        axis.set_ylabel(f"relative accuracy drop, layer reset to {_checkpoint_label(checkpoint)}")
-        layers = points["layer"].nunique()
-        finite = [rho for rho in rhos.values() if np.isfinite(rho)]
-        if not finite:
-            rho_text = "too few layers for a rank correlation"
-        elif len(rhos) == 1:
-            rho_text = f"Spearman ρ = {finite[0]:.2f}"
-        else:
-            rho_text = f"{len(rhos)} seeds, Spearman ρ {min(finite):.2f} .. {max(finite):.2f}"
-        axis.set_title(f"Are the biased layers the critical ones? ({layers} layers; {rho_text})")
+        axis.set_ylabel(f"relative accuracy drop, layer reset to {checkpoint_label(checkpoint)}")
+        axis.set_title("Projection bias against the accuracy drop when the layer is reset, per layer")
     return figure
 
 
-def bias_vs_reinit(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, path: Path, checkpoint: str | None = None) -> Path:
-    return save(bias_vs_reinit_figure(hyperplanes, reinit, checkpoint), path)
+def bias_vs_reinit(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, path: Path, checkpoint: str | None = None, labels: Mapping[str, str] | None = None) -> Path:
+    return save(bias_vs_reinit_figure(hyperplanes, reinit, checkpoint, labels), path)

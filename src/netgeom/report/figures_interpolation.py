@@ -89,12 +89,6 @@ def _marker_sizes(widths: Sequence) -> dict:
     return {w: 18 + 102 * (l - logs.min()) / (span or 1.0) for w, l in zip(widths, logs)}
 
 
-def _non_monotonic(summary: pd.DataFrame, delta: str) -> pd.Series:
-    if "monotone.train" in summary:
-        return ~summary["monotone.train"].astype(bool)
-    return summary[delta] > 0
-
-
 def delta_vs_distance_figure(summary: pd.DataFrame, delta: str = "delta.train") -> Figure:
     """Delta (largest rise of the train loss along init -> final) against ||θ_T - θ_0|| / ||θ_0||;
     colour = noise level, size = width; a symlog y axis so small rises are visible beside Δ = 0.
@@ -106,7 +100,6 @@ def delta_vs_distance_figure(summary: pd.DataFrame, delta: str = "delta.train") 
     colours, sizes = categorical_palette(noises), _marker_sizes(widths)
     positive = summary.loc[summary[delta] > 0, delta]
     linthresh = float(positive.min()) if len(positive) else 1e-3
-    bumpy = int(_non_monotonic(summary, delta).sum())
     with house_style():
         figure, axis = plt.subplots(figsize=(6.4, 4.0))
         axis.axhline(0.0, color="0.4", linewidth=1.0, linestyle="--", zorder=1)
@@ -123,7 +116,7 @@ def delta_vs_distance_figure(summary: pd.DataFrame, delta: str = "delta.train") 
         axis.set_ylim(-0.3 * linthresh, top * 3 if top > 0 else linthresh)
         axis.set_xlabel(r"distance travelled  $\|\theta_T - \theta_0\| \,/\, \|\theta_0\|$")
         axis.set_ylabel("Δ: largest rise of train loss\nalong init → final (symlog scale)")
-        axis.set_title(f"Non-monotonicity against distance travelled: {bumpy} of {len(summary)} runs non-monotonic\n(dashed line: Δ = 0, a monotonic curve)")
+        axis.set_title("Δ against distance travelled in weight space (dashed: Δ = 0, monotonic)")
         noise_handles = [plt.scatter([], [], s=60, color=colours[n], edgecolor="black", label=noise_label(n)) for n in noises]
         size_handles = [plt.scatter([], [], s=sizes[w], color="0.7", edgecolor="black", label=f"width {w}") for w in widths]
         legend_outside(axis, noise_handles + size_handles)

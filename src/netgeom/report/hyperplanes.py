@@ -8,7 +8,13 @@ import pandas as pd
 from netgeom.io import read_parquet
 from netgeom.report import figures_hyperplanes as figures
 from netgeom.report.context import Figure, ReportContext
+from netgeom.report.layer_names import run_layer_labels
 from netgeom.report.tables import noise_key
+
+HEADLINE_LABELS = {
+    "hyperplane_mass": "hyperplane mass at the final checkpoint (share of projections ≤ 0; 0.5 = unbiased)",
+    "hyperplane_mass_init": "hyperplane mass at init",
+}
 
 
 def network_table(context: ReportContext) -> pd.DataFrame:
@@ -29,10 +35,12 @@ def report(context: ReportContext) -> list[Figure]:
     if folder is None or not (folder / "layers.parquet").exists():
         return []
     layers, projections = read_parquet(folder / "layers.parquet"), read_parquet(folder / "projections.parquet")
+    labels = run_layer_labels(context.layout.run_dir(run), layers["layer"].unique())
+    layers, projections = (frame.assign(layer=frame["layer"].map(labels)) for frame in (layers, projections))
     first, last = layers["epoch"].min(), layers["epoch"].max()
     ends = layers[layers["epoch"].isin([first, last])].pivot_table(index="layer", columns="epoch", values="mass", sort=False)
-    caption = f"{run}: share of filters with projection <= 0 (mass; 0.5 = unbiased), epoch {first} -> {last}: " + ", ".join(
-        f"{layer} {row[first]:.2f} -> {row[last]:.2f}" for layer, row in ends.iterrows()
+    caption = f"{run}: share of filters with projection ≤ 0 (mass; 0.5 = unbiased), epoch {first} → {last}: " + "; ".join(
+        f"{layer}: {row[first]:.2f} → {row[last]:.2f}" for layer, row in ends.iterrows()
     )
     return [
         Figure(figures.projection_distributions(projections, context.figure_path("hyperplane_projections")),

@@ -10,6 +10,8 @@ from netgeom.report import tables
 from netgeom.report.context import Figure, ReportContext
 from netgeom.report.tables import noise_key
 
+HEADLINE_LABELS = {"mli_non_monotonic": "share of runs whose init → final train loss is not monotonic"}
+
 
 def _summary_table(context: ReportContext) -> pd.DataFrame:
     study = tables.study_table(context.layout.study_root("interpolation"), context.runs)
@@ -38,16 +40,19 @@ def report(context: ReportContext) -> list[Figure]:
         Figure(
             figures.delta_vs_distance(wide, context.figure_path("delta_vs_distance")),
             "Non-monotonicity against distance travelled",
-            f"Delta (largest rise along the curve) against ||theta_T - theta_0|| / ||theta_0||; max Delta {wide['delta.train'].max():.3g}.",
+            f"Δ (largest rise of the train loss along init → final) against ‖θ_T − θ₀‖ / ‖θ₀‖; "
+            f"{int((~wide['monotone.train'].astype(bool)).sum())} of {len(wide)} runs non-monotonic; largest Δ {wide['delta.train'].max():.3g}.",
         ),
     ]
     peak = context.peak_run
     if peak is not None and (root / peak / "landscape.parquet").exists():
+        plane_file = root / peak / "plane.parquet"
+        second = read_parquet(plane_file).set_index("point").loc["theta_0_other"] if plane_file.exists() else None
         path = figures.landscape(
             read_parquet(root / peak / "landscape.parquet"), read_parquet(root / peak / "trajectory.parquet"), peak,
-            context.figure_path("landscape"),
+            context.figure_path("landscape"), second_init=None if second is None else (float(second["x"]), float(second["y"])),
         )
-        shown.append(Figure(path, f"Loss landscape, {peak}", "Train loss on the plane through two inits and the trained weights, with the training trajectory projected on it."))
+        shown.append(Figure(path, f"Loss landscape, {peak}", "Train loss on the plane through the init θ₀, a second init θ₀′ (square) and the trained weights θ_T, with the training trajectory projected on it."))
     return shown
 
 

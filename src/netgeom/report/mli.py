@@ -6,6 +6,13 @@ from netgeom.io import read_parquet
 from netgeom.report import figures_interpolation as figures
 from netgeom.report.context import Figure, ReportContext
 
+_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+HEADLINE_LABELS = {
+    "delta_distance_spearman": "Spearman ρ over converged runs: Δ (largest rise) vs distance travelled",
+    **{f"{key}{bn}_non_monotonic": f"{name}{' + BN' if bn else ''}: share of converged runs non-monotonic" for key, name in _OPTIMIZERS.items() for bn in ("", "_bn")},
+    **{f"{key}{bn}_converged": f"{name}{' + BN' if bn else ''}: runs converged" for key, name in _OPTIMIZERS.items() for bn in ("", "_bn")},
+}
+
 
 def report(context: ReportContext) -> list[Figure]:
     root = context.layout.study_root("mli")

@@ -7,6 +7,11 @@ from netgeom.report.context import Figure, ReportContext
 from netgeom.report.tables import noise_key
 from netgeom.report.per_sample import width_and_epoch_figures
 
+HEADLINE_LABELS = {
+    "regions_density_vs_test_error_rho": "Spearman ρ over widths: linear-region density vs test error",
+    "regions_absolute_deviation_vs_test_error_rho": "Spearman ρ over widths: absolute deviation from the affine interpolation vs test error",
+}
+
 SHOWN = ["crossings", "density", "absolute_deviation"]
 
 

@@ -9,6 +9,13 @@ import pandas as pd
 from netgeom.io import read_parquet
 from netgeom.report import figures_hyperplanes as figures
 from netgeom.report.context import Figure, ReportContext
+from netgeom.report.layer_names import run_layer_labels
+from netgeom.report.wording import correlation
+
+HEADLINE_LABELS = {
+    "bias_drop_rho": "Spearman ρ of layer bias against re-init drop",
+    "bias_drop_rho_mean": "Spearman ρ of layer bias against re-init drop, mean over seeds",
+}
 
 
 def report(context: ReportContext) -> list[Figure]:
@@ -22,21 +29,26 @@ def report(context: ReportContext) -> list[Figure]:
         return []
     sweep = read_parquet(root / run / "reinit.parquet")
     sweep = sweep[sweep["group"] == "all"]
+    labels = run_layer_labels(context.layout.run_dir(run), sweep["layer"].unique())
     worst = sweep.loc[sweep.groupby("checkpoint", sort=False)["relative_drop"].idxmax()]
-    caption = f"{run}: largest relative accuracy drop per reset source: " + ", ".join(
-        f"{row.checkpoint} {row.relative_drop:.2f} ({row.layer})" for row in worst.itertuples()
+    caption = (
+        f"{run}, trained accuracy {sweep['trained_accuracy'].mean():.3f}. Relative drop = (trained − reset) / trained "
+        "accuracy; negative: the reset model does better. Largest drop per reset source: "
+        + "; ".join(f"{figures.checkpoint_label(row.checkpoint)}: {row.relative_drop:.2f} ({labels.get(row.layer, row.layer)})" for row in worst.itertuples())
+        + "."
     )
-    shown = [Figure(figures.reinit_heatmap(sweep, context.figure_path("reinit_heatmap")), f"Layer re-initialisation, {run}", caption)]
+    shown = [Figure(figures.reinit_heatmap(sweep, context.figure_path("reinit_heatmap"), labels), f"Layer re-initialisation, {run}", caption)]
     pairs = replicate_tables(context, run)
     if pairs is not None:
         hyperplanes, sweeps = pairs
         points = figures.bias_and_drop(hyperplanes, sweeps)
         rhos = figures.rank_correlations(points)
-        path = figures.bias_vs_reinit(hyperplanes, sweeps, context.figure_path("bias_vs_reinit"))
+        path = figures.bias_vs_reinit(hyperplanes, sweeps, context.figure_path("bias_vs_reinit"), labels=labels)
         seeds = f"{len(rhos)} seeds of {run}'s cell" if len(rhos) > 1 else run
-        rho_text = ", ".join(f"{rho:.2f}" for rho in rhos.values())
-        caption = f"{points['layer'].nunique()} layers of {seeds} in both studies; Spearman rho of bias against drop: {rho_text}."
-        shown.append(Figure(path, "Are the biased layers the critical ones?", caption))
+        layers = points["layer"].nunique()
+        rho_text = ", ".join(correlation(rho, layers) for rho in rhos.values())
+        caption = f"{layers} layers of {seeds} in both studies; Spearman ρ of bias against drop: {rho_text}."
+        shown.append(Figure(path, "Projection bias against re-initialisation drop", caption))
     return shown
 
 

@@ -7,6 +7,8 @@ from netgeom.report.context import Figure, ReportContext
 from netgeom.report.per_sample import width_and_epoch_figures
 from netgeom.report.tables import double_descent_peak, noise_key
 
+HEADLINE_LABELS = {"lipschitz_at_peak": "empirical Lipschitz constant (logits' input-Jacobian operator norm) at the peak width"}
+
 
 def report(context: ReportContext) -> list[Figure]:
     table = tables.study_table(context.layout.study_root("smoothness"), context.runs)

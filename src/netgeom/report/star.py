@@ -6,8 +6,14 @@ from __future__ import annotations
 from netgeom.io import read_parquet
 from netgeom.report import figures_star as figures
 from netgeom.report.context import Figure, ReportContext
+from netgeom.report.wording import mean_spread
 
 HEADLINE_SPLIT, HEADLINE_MATCHING = "train", "weights"
+HEADLINE_LABELS = {
+    "star_barrier": f"star ↔ held-out {HEADLINE_SPLIT}-loss barrier, mean ({HEADLINE_MATCHING} matched, largest star)",
+    "regular_barrier": f"regular ↔ regular {HEADLINE_SPLIT}-loss barrier, mean ({HEADLINE_MATCHING} matched)",
+    "p_value": "one-sided Mann-Whitney p (star barriers smaller)",
+}
 
 
 def report(context: ReportContext) -> list[Figure]:
@@ -19,17 +25,20 @@ def report(context: ReportContext) -> list[Figure]:
     for name, frame in (("star_barriers", barriers), ("star_tests", tests), ("star_accuracy", accuracy)):
         context.write_table(name, frame)
     lines = [
-        f"width {row.width}, {row.split}, matching {row.matching}: star {row.star_mean:.3g} +- {row.star_std:.2g} vs regular "
-        f"{row.regular_mean:.3g} +- {row.regular_std:.2g} (one-sided Mann-Whitney p = {row.p_value:.3g})"
+        f"Width {row.width}, {row.split} loss, matching {row.matching}: star ↔ held-out {mean_spread(row.star_mean, row.star_std, int(row.star_n))}"
+        f" vs regular ↔ regular {mean_spread(row.regular_mean, row.regular_std, int(row.regular_n))}; one-sided Mann-Whitney p = "
+        + (f"{row.p_value:.3g}." if row.p_value == row.p_value else "n/a (too few pairs).")
         for row in tests.itertuples()
     ]
     acc = accuracy.groupby("kind")["test_acc"].mean()
+    accuracy_text = ", ".join(f"{kind}s {acc[kind]:.3f}" for kind in ("star", "regular") if kind in acc) or "n/a"
     return [
         Figure(figures.star_barrier_distributions(barriers, context.figure_path("star_barriers")),
-               "Star <-> held-out against regular <-> regular train-loss barriers", "; ".join(lines)),
+               "Star ↔ held-out and regular ↔ regular loss barriers", "\n\n".join(lines)),
         Figure(figures.star_barrier_vs_anchors(barriers, context.figure_path("star_vs_anchors")),
-               "Barrier against the number of anchors", f"Mean test accuracy: stars {acc.get('star', float('nan')):.3f}, regular {acc.get('regular', float('nan')):.3f}."),
-        Figure(figures.star_curves(curves, context.figure_path("star_curves")), "Curves: star -> held-out vs regular -> regular", ""),
+               "Barrier against the number of anchors", f"Mean test accuracy: {accuracy_text}."),
+        Figure(figures.star_curves(curves, context.figure_path("star_curves")), "Loss along the paths: star → held-out and regular → regular",
+               "Loss along the straight line between the two models of each pair, per weight matching."),
     ]
 
 

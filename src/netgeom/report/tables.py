@@ -8,6 +8,7 @@ import pandas as pd
 
 from netgeom.io import read_csv, read_json_object
 from netgeom.layout import RUN_FILE, run_folders
+from netgeom.report.wording import measure_label
 
 
 def _run_columns(folder: Path) -> dict:
@@ -74,22 +75,32 @@ def study_table(studies_root: Path, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(final: pd.DataFrame, study: str) -> str:
-    """One sentence per measure and noise level: its range over widths (all samples), where it
-    peaks, and the noisy/clean ratio at the peak: the measured numbers behind a figure."""
-    parts = []
+    """One sentence per measure and noise level: its value at the narrowest width, its maximum over
+    widths (and where), at the widest width, and the noisy/clean ratio at that maximum: the
+    measured numbers behind a figure, one paragraph per measure. ("Peak" is kept for the
+    double-descent peak of the test error.)"""
+    paragraphs = []
     everyone = final[final["group"] == "all"]
-    for (measure, noise), group in everyone.groupby(["measure", "noise"]):
-        by_width = group.groupby("width")["value"].mean()
-        if by_width.empty:
-            continue
-        peak = int(by_width.idxmax())
-        text = f"{measure} at noise {noise:g}: {by_width.iloc[0]:.3g} (w{by_width.index[0]}) .. peak {by_width.max():.3g} (w{peak}) .. {by_width.iloc[-1]:.3g} (w{by_width.index[-1]})"
-        at_peak = final[(final["measure"] == measure) & (final["noise"] == noise) & (final["width"] == peak)]
-        groups = at_peak.groupby("group")["value"].mean()
-        if {"clean", "noisy"} <= set(groups.index) and groups["clean"]:
-            text += f"; noisy/clean {groups['noisy'] / groups['clean']:.2f}x there"
-        parts.append(text)
-    return f"{study}: " + "; ".join(parts) if parts else ""
+    for measure, by_measure in everyone.groupby("measure"):
+        parts = []
+        for noise, group in by_measure.groupby("noise"):
+            by_width = group.groupby("width")["value"].mean()
+            if by_width.empty:
+                continue
+            top = int(by_width.idxmax())
+            text = (
+                f"label noise {noise:g}: {by_width.iloc[0]:.3g} at width {by_width.index[0]}, max {by_width.max():.3g} at width {top}, "
+                f"{by_width.iloc[-1]:.3g} at width {by_width.index[-1]}"
+            )
+            at_top = final[(final["measure"] == measure) & (final["noise"] == noise) & (final["width"] == top)]
+            groups = at_top.groupby("group")["value"].mean()
+            if {"clean", "noisy"} <= set(groups.index) and groups["clean"]:
+                text += f" (noisy/clean samples {groups['noisy'] / groups['clean']:.2f}x there)"
+            parts.append(text)
+        if parts:
+            label = measure_label(measure)
+            paragraphs.append(f"{label[:1].upper()}{label[1:]}: " + "; ".join(parts) + ".")
+    return "\n\n".join(paragraphs)
 
 
 def final_epochs(table: pd.DataFrame) -> pd.DataFrame:

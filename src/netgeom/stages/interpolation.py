@@ -148,6 +148,8 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
         atomic_write_parquet(folder / "landscape.parquet", landscape)
         epochs = [e for e, _ in checkpoints]
         atomic_write_parquet(folder / "trajectory.parquet", pd.DataFrame({"epoch": epochs, "x": trajectory[:, 0], "y": trajectory[:, 1]}))
+        # the plane's three defining states (the figure marks the second init, which no checkpoint is)
+        atomic_write_parquet(folder / "plane.parquet", pd.DataFrame([{"point": k, "x": x, "y": y} for k, (x, y) in plane.points.items()]))
     result = Summary(epochs={last: {k: {"all": float(v)} for k, v in summary.items()}})
     result.extra["progress"] = {str(e): float(v) for (e, _), v in zip(checkpoints, progress)}
     write_summary(folder, result)

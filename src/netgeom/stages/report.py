@@ -21,7 +21,9 @@ from netgeom.report import figures, tables
 from netgeom.report.tables import INTERPOLATION_THRESHOLD, double_descent_peak, interpolation_threshold, noise_key, test_error_rise
 from netgeom.provenance import git_commit
 from netgeom.report.context import Figure, ReportContext
+from netgeom.report.dvc_plots import write_figure_order
 from netgeom.report.page import PageFigure, PageSection, csv_tables, write_report_page
+from netgeom.report.wording import headline_label
 from netgeom.stages.registry import STUDIES, report_module
 from netgeom.stages.sync import sync_report, sync_runs
 
@@ -49,23 +51,30 @@ def render(params: Params, layout: Layout, folder: Path) -> dict:
     if len(runs):
         shown += [replace(f, section="Training") for f in _training_figures(context)]
     for entry in STUDIES:
-        shown += [replace(f, section=f"{entry.name}: {entry.help}") for f in report_module(entry).report(context)]
+        shown += [replace(f, section=entry.name) for f in report_module(entry).report(context)]
     headline = headline_metrics(context)
     atomic_write_json(folder / "summary.json", headline)
+    labels = {key: text for module in map(report_module, STUDIES) for key, text in getattr(module, "HEADLINE_LABELS", {}).items()}
+    intros = {"Training": "Every run of the grid (widths x label-noise levels x replicates)."} | {e.name: e.help for e in STUDIES}
     write_report_page(
-        folder, _sections(folder, shown), title="netgeom report", git_commit=git_commit(str(layout.root)),
+        folder, _sections(folder, shown, intros), title="netgeom report", git_commit=git_commit(str(layout.root)),
         params_text=yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), tables=csv_tables(folder),
-        headline={f"{key.replace('_', ' ')}: {name.replace('_', ' ')}": _value_text(value) for key, values in headline.items() for name, value in values.items()},
+        headline={headline_label(key, name, labels): _value_text(value) for key, values in headline.items() for name, value in values.items()},
     )
+    write_figure_order(folder, shown, layout.reports.relative_to(layout.root).as_posix())
     return headline
 
 
-def _sections(folder: Path, shown: list[Figure]) -> list[PageSection]:
-    """One page section per study, in registry order (training first)."""
+def _sections(folder: Path, shown: list[Figure], intros: dict[str, str]) -> list[PageSection]:
+    """One page section per study, in registry order (training first), titled by the study's
+    name (short: the page's navigation) with its one-line description as the intro."""
     sections: dict[str, list[Figure]] = {}
     for figure in shown:
         sections.setdefault(figure.section, []).append(figure)
-    return [PageSection(title, [PageFigure(f.path.relative_to(folder), f.title, f.caption) for f in figures]) for title, figures in sections.items()]
+    return [
+        PageSection(title, [PageFigure(f.path.relative_to(folder), f.title, f.caption) for f in figures], text=intros.get(title, ""))
+        for title, figures in sections.items()
+    ]
 
 
 def _value_text(value) -> str:
@@ -80,7 +89,7 @@ def _training_figures(context: ReportContext) -> list[Figure]:
     by_width = figures.error_vs_width(runs, context.figure_path("error_vs_width"))
     learning = figures.learning_curves(curves, context.figure_path("learning_curves"))
     return [
-        Figure(by_width, "Model-wise double descent", _error_caption(runs)),
+        Figure(by_width, "Final train and test error against width", _error_caption(runs)),
         Figure(learning, "Learning curves", "Train and test error per epoch, one panel per noise level."),
     ]
 
@@ -93,11 +102,11 @@ def _error_caption(runs: pd.DataFrame) -> str:
         width, error = double_descent_peak(group)
         rise_width, rise = test_error_rise(group)
         parts.append(
-            f"noise {noise:g}: test error {', '.join(f'{v:.2f}' for v in by_width)} over widths {', '.join(map(str, by_width.index))}"
+            f"Label noise {noise:g}: test error {', '.join(f'{v:.2f}' for v in by_width)} over widths {', '.join(map(str, by_width.index))}"
             + (f"; train error reaches 0 at width {threshold}, highest test error from there on {error:.2f} at width {width}" if threshold else "; no width fits the training labels")
-            + (f"; largest rise above the narrower widths' best {rise:.3f} at width {rise_width}" if rise > 0 else "; the test error never rises with width")
+            + (f"; largest rise above the narrower widths' best {rise:.3f} at width {rise_width}." if rise > 0 else "; the test error never rises with width.")
         )
-    return ". ".join(parts)
+    return "\n\n".join(parts)
 
 
 def peak_run(runs: pd.DataFrame) -> pd.Series:
