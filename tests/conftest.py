@@ -118,6 +118,8 @@ def commit_dvc_repo(root: Path, run, track_data: bool = True) -> Path:
     run("git", "config", "user.name", "netgeom tests", cwd=root)
     run("git", "config", "user.email", "tests@netgeom.invalid", cwd=root)
     run("dvc", "init", "-q", cwd=root)
+    # the project's DVC settings (autostage, the offline `dvc plots` template), as a clone has them
+    shutil.copy(Path(__file__).resolve().parents[1] / ".dvc" / "config", root / ".dvc" / "config")
     if track_data:
         run("dvc", "add", "-q", "data", cwd=root)
     run("git", "add", "-A", cwd=root)

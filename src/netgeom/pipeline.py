@@ -54,7 +54,11 @@ def module_file(name: str) -> Path | None:
 def _imported_modules(path: Path) -> set[str]:
     """Every netgeom module `path` imports (function-level imports included)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    # The package's own __init__ imports the notebook API lazily, on attribute access
+    # (`netgeom.open_run`), which no stage makes: only its module-level imports run for a stage.
+    nodes = tree.body if path == PACKAGE_DIR / "__init__.py" else ast.walk(tree)
+    for node in nodes:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

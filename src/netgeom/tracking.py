@@ -89,13 +89,35 @@ def connect(layout: Layout, experiment: str) -> tuple[MlflowClient, str]:
             raise NetgeomError("mlflow", f"the store at {uri} refused the request: {str(exc).splitlines()[0][:200]}") from None
 
 
-def open_comparison_view(layout: Layout, experiment: str) -> str:
-    """Store the runs-table view the UI link opens (`netgeom.ui.COMPARISON_VIEW`) on the
-    experiment, once; returns the experiment id."""
-    from netgeom.ui import VIEW_TAG, comparison_view_json
+# The runs table a researcher compares: sorted by test error, with the columns that explain it.
+# MLflow keeps a view a link can open as an experiment tag `mlflow.sharedViewState.<key>`; the
+# link then names the key (`viewStateShareKey`).
+VIEW_KEY = "netgeom-compare"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+COMPARED_COLUMNS = (
+    "attributes.`Dataset`",  # MLflow's default columns: a view that names columns replaces them
+    "attributes.`Source`",
+    "attributes.`Models`",
+    "metrics.`Eval/test_error`",
+    "metrics.`Train/error`",
+    "params.`model.width`",
+    "params.`noise.label`",
+    "params.`seed`",
+    "tags.`dvc.exp_name`",
+)
+COMPARISON_VIEW = {
+    "orderByKey": "metrics.`Eval/test_error`",
+    "orderByAsc": True,
+    "searchFilter": "",
+    "selectedColumns": list(COMPARED_COLUMNS),
+}
 
+
+def open_comparison_view(layout: Layout, experiment: str) -> str:
+    """Store the runs-table view the UI link opens (COMPARISON_VIEW) on the experiment, once;
+    returns the experiment id."""
     client, experiment_id = connect(layout, experiment)
-    view = comparison_view_json()
+    view = json.dumps(COMPARISON_VIEW)
     if client.get_experiment(experiment_id).tags.get(VIEW_TAG) != view:
         with store_lock(layout):
             client.set_experiment_tag(experiment_id, VIEW_TAG, view)

@@ -15,7 +15,6 @@ process dies without cleaning up (Linux's parent-death signal).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -30,38 +29,11 @@ from pathlib import Path
 
 from netgeom.errors import NetgeomError
 from netgeom.layout import Layout
-
-# The runs table a researcher compares: sorted by test error, with the columns that explain it.
-# MLflow keeps a view a link can open as an experiment tag `mlflow.sharedViewState.<key>`; the
-# link then names the key (`viewStateShareKey`).
-VIEW_KEY = "netgeom-compare"
-VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-COMPARED_COLUMNS = (
-    "attributes.`Dataset`",  # MLflow's default columns: a view that names columns replaces them
-    "attributes.`Source`",
-    "attributes.`Models`",
-    "metrics.`Eval/test_error`",
-    "metrics.`Train/error`",
-    "params.`model.width`",
-    "params.`noise.label`",
-    "params.`seed`",
-    "tags.`dvc.exp_name`",
-)
-COMPARISON_VIEW = {
-    "orderByKey": "metrics.`Eval/test_error`",
-    "orderByAsc": True,
-    "searchFilter": "",
-    "selectedColumns": list(COMPARED_COLUMNS),
-}
-
+from netgeom.tracking import VIEW_KEY
 
 def runs_url(host: str, port: int, experiment_id: str) -> str:
     """The experiment's training runs (not MLflow 3's GenAI view) in the comparison view."""
     return f"http://{host}:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
-
-
-def comparison_view_json() -> str:
-    return json.dumps(COMPARISON_VIEW)
 
 
 def check_port_free(host: str, port: int) -> None:

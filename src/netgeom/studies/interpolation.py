@@ -55,7 +55,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from netgeom.errors import NetgeomError
 from netgeom.memory_format import MEMORY_FORMATS, in_format, preferred_format, state_in_format
-from netgeom.progress import progress
+from netgeom.progress import progress as progress_bar
 from netgeom.studies.weight_space import Plane, plane_grid, plane_point
 
 StateDict = Mapping[str, Tensor]
@@ -373,6 +373,7 @@ def interpolation_curve(
     alphas: Sequence[float] | None = None,
     memory_format: str = "auto",
     return_logits: bool = False,
+    progress: bool | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, Tensor]]:
     """Loss and accuracy at t in linspace(0, 1, n) on every evaluation set.
 
@@ -382,6 +383,7 @@ def interpolation_curve(
     and are read by that mode only. With `return_logits=True` returns (curve, logits):
     logits[split] is the network's output for every sample of that split at every point,
     shape (points, samples, *output shape), points in the order of the curve's t.
+    `progress`: a bar over the points (None: see `netgeom.progress.shows_progress`; False: none).
     """
     check_same_architecture(state_a, state_b)
     check_model_state(model, state_a)
@@ -417,7 +419,7 @@ def interpolation_curve(
             state = state_a if ts[i] == 0.0 else state_b
             keep([i], _evaluate_in_place(model, state, eval_sets, loss_fn, batch_size, False, 1, return_logits))
         chunks = [calibrated[j : j + points_per_pass] for j in range(0, len(calibrated), points_per_pass)]
-        for chunk in progress(chunks, desc="interpolation", total=len(chunks)):
+        for chunk in progress_bar(chunks, desc="interpolation", total=len(chunks), enabled=progress):
             states = [_point_state(model, state_a, state_b, float(ts[i]), bn, buffers) for i in chunk]
             stacked = len(states) > 1
             state = {k: torch.stack([s[k] for s in states]) for k in states[0]} if stacked else states[0]
@@ -455,7 +457,8 @@ def random_init_curves(
     repeats: int = 10,
     **curve_options,
 ) -> pd.DataFrame:
-    """Curves from `repeats` fresh initialisations init_fn(r), r = 0..repeats-1, to the same theta_T.
+    """Curves from `repeats` fresh initialisations init_fn(r), r = 0..repeats-1, to the same theta_T
+    (`curve_options`, `progress` included, go to `interpolation_curve`).
 
     `init_fn` owns the seeding (e.g. `lambda r: create_model(..., seed=r).state_dict()`). Returns
     the concatenated curves with an extra column `init` = r.
@@ -484,13 +487,14 @@ def plane_landscape(
     bn_batch_size: int = BN_BATCH_SIZE,
     bn_momentum: float | None = SEEDS_BN_MOMENTUM,
     bn_batches: int | None = None,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Loss and accuracy on a grid over the plane (columns x, y, split, loss, accuracy).
 
     The grid covers the plane's three points (and `trajectory` coordinates, e.g. from
     `project_onto_plane`) with a margin. Non-weight entries come from `buffers_from` (usually
     theta_T); with bn="recompute" (or "recompute_ema") BN statistics are re-estimated at every
-    grid point instead.
+    grid point instead. `progress` as `interpolation_curve`.
     """
     _choice(bn, ("frozen", *RECOMPUTE_MODES), "interpolation.bn")
     check_model_state(model, buffers_from)
@@ -503,7 +507,7 @@ def plane_landscape(
     rows = []
     with _borrowed(model):
         grid = [(x, y) for y in ys for x in xs]
-        for x, y in progress(grid, desc="plane", total=len(grid)):
+        for x, y in progress_bar(grid, desc="plane", total=len(grid), enabled=progress):
             state = plane_point(plane, float(x), float(y), like=buffers_from)
             if recompute:
                 state = _with_fresh_bn_stats(model, state)

@@ -64,7 +64,7 @@ import torch
 from torch import nn
 
 from netgeom.errors import NetgeomError
-from netgeom.progress import progress
+from netgeom.progress import progress as progress_bar
 from netgeom.studies.paths import Paths
 
 _LINEAR_LEAVES = (
@@ -293,11 +293,13 @@ def walk_segments(
     eps: float = DEFAULT_EPS,
     batch_size: int = 256,
     check_end: bool = True,
+    progress: bool | None = None,
 ) -> SegmentRegions:
     """Find every linear region on the segments x0[i] -> x1[i] (inputs (S, *input_shape)).
 
     Runs on CPU in float64 on copies of `model` (eval mode). Segments walk `batch_size` at a time; within a batch all walk at once and finished ones drop
     out. `check_end` compares the walked output at t = 1 with a direct forward of x1.
+    `progress`: a bar over the batches (None: see `netgeom.progress.shows_progress`; False: none).
     """
     if x0.shape != x1.shape:
         raise NetgeomError("x1", f"must have the shape of x0 {tuple(x0.shape)}, got {tuple(x1.shape)}")
@@ -311,7 +313,7 @@ def walk_segments(
     tables: list[np.ndarray] = []
     starts = range(0, len(x0), batch_size)
     with torch.inference_mode():
-        for start in progress(starts, desc="regions", total=len(starts)):
+        for start in progress_bar(starts, desc="regions", total=len(starts), enabled=progress):
             stop = start + batch_size
             tables.append(_walk_batch(prep, x0[start:stop], d[start:stop], start, eps, check_end).numpy())
     table = np.concatenate(tables) if tables else np.zeros((0, 3))
@@ -551,27 +553,35 @@ def path_statistics(segments: RegionStatistics, segments_per_path: int) -> Regio
 
 
 def _walk_path_chunks(
-    prep: PreparedModel, paths: Paths, eps: float, batch_size: int, check_end: bool
+    prep: PreparedModel, paths: Paths, eps: float, batch_size: int, check_end: bool, progress: bool | None = None
 ) -> Iterator[SegmentRegions]:
     """The regions of consecutive groups of whole paths, about `batch_size` segments a group."""
     step = max(1, batch_size // paths.segments_per_path)
     if not paths.n_paths:
         raise NetgeomError("regions.n_paths", "no paths to walk")
-    for start in progress(range(0, paths.n_paths, step), desc="paths", total=-(-paths.n_paths // step)):
+    chunks = range(0, paths.n_paths, step)
+    for start in progress_bar(chunks, desc="paths", total=len(chunks), enabled=progress):
         x0, x1 = paths.select(range(start, min(start + step, paths.n_paths))).segments()
-        yield walk_segments(prep, x0, x1, eps=eps, batch_size=len(x0), check_end=check_end)
+        # one batch per chunk: the bar over the chunks is the only one worth drawing
+        yield walk_segments(prep, x0, x1, eps=eps, batch_size=len(x0), check_end=check_end, progress=False)
 
 
 def study_paths(
-    model: nn.Module, paths: Paths, *, eps: float = DEFAULT_EPS, batch_size: int = 256, check_end: bool = True
+    model: nn.Module,
+    paths: Paths,
+    *,
+    eps: float = DEFAULT_EPS,
+    batch_size: int = 256,
+    check_end: bool = True,
+    progress: bool | None = None,
 ) -> RegionStatistics:
     """Per-path statistics (rows in the order of `paths`), walking about `batch_size` segments
     at a time and keeping only the statistics, so memory stays bounded for any number of paths
-    (`walk_paths` keeps every region)."""
+    (`walk_paths` keeps every region). `progress` as `walk_segments`."""
     per_path = paths.segments_per_path
     results = [
         path_statistics(segment_statistics(regions), per_path)
-        for regions in _walk_path_chunks(prepare_model(model), paths, eps, batch_size, check_end)
+        for regions in _walk_path_chunks(prepare_model(model), paths, eps, batch_size, check_end, progress)
     ]
     return _concat_statistics(results)
 
@@ -633,11 +643,17 @@ class PathRegions:
 
 
 def walk_paths(
-    model: nn.Module, paths: Paths, *, eps: float = DEFAULT_EPS, batch_size: int = 256, check_end: bool = True
+    model: nn.Module,
+    paths: Paths,
+    *,
+    eps: float = DEFAULT_EPS,
+    batch_size: int = 256,
+    check_end: bool = True,
+    progress: bool | None = None,
 ) -> PathRegions:
     """Every region along `paths` (memory grows with the regions found); `.statistics()` equals
-    `study_paths`, `.to_frame()` is the per-region table."""
-    parts = list(_walk_path_chunks(prepare_model(model), paths, eps, batch_size, check_end))
+    `study_paths`, `.to_frame()` is the per-region table. `progress` as `walk_segments`."""
+    parts = list(_walk_path_chunks(prepare_model(model), paths, eps, batch_size, check_end, progress))
     offsets = np.cumsum([0] + [p.n_segments for p in parts[:-1]])
     regions = SegmentRegions(
         segment=np.concatenate([p.segment + o for p, o in zip(parts, offsets)]),

@@ -46,7 +46,7 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from netgeom.errors import NetgeomError
-from netgeom.progress import progress
+from netgeom.progress import progress as progress_bar
 from netgeom.studies.hyperplanes import is_conv, trace
 
 StateDict = Mapping[str, Tensor]
@@ -263,6 +263,7 @@ def reinit_sweep(
     rand_seed: int | None = None,
     reset_bn: bool = False,
     batch_size: int = 256,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Accuracy and loss with one layer at a time reset to a checkpoint's (or a fresh) value.
 
@@ -276,6 +277,7 @@ def reinit_sweep(
     `rand`. Columns: layer, position (index among the model's eligible layers), checkpoint
     (str: the epoch or 'rand'), epoch (Int64, <NA> for rand), accuracy, loss (mean
     cross-entropy), trained_accuracy, trained_loss, relative_drop, prefix_cached (bool).
+    `progress`: a bar over the batches (None: see `netgeom.progress.shows_progress`; False: none).
     """
     chosen = _check_layers(model, layers)
     epoch_list = _check_epochs(checkpoints, epochs)
@@ -294,9 +296,9 @@ def reinit_sweep(
     targets = _targets(net, gm, chosen, all_layers, reset_bn)
     replacements = _replacements(sources, targets, net.state_dict())
     if gm is None:
-        tallies, trained_tally = _sweep_full(net, targets, sources, replacements, x, y, batch_size)
+        tallies, trained_tally = _sweep_full(net, targets, sources, replacements, x, y, batch_size, progress)
     else:
-        tallies, trained_tally = _sweep_cached(gm, targets, sources, replacements, x, y, batch_size)
+        tallies, trained_tally = _sweep_cached(gm, targets, sources, replacements, x, y, batch_size, progress)
     return _table(targets, sources, tallies, trained_tally, len(x), cached=gm is not None)
 
 
@@ -325,14 +327,14 @@ def _targets(net: nn.Module, gm, chosen: list[str], all_layers: list[str], reset
 
 
 @torch.no_grad()
-def _sweep_cached(gm, targets, sources, replacements, x, y, batch_size):
+def _sweep_cached(gm, targets, sources, replacements, x, y, batch_size, progress=None):
     """One trained forward per batch through the chained cuts; one suffix per (layer, checkpoint)."""
     cuts = _cuts(gm, [t.cut for t in targets])
     by_cut = {index: [t for t in targets if t.cut == index] for index in cuts}
     tallies = {key: _Tally() for key in replacements}
     trained_tally = _Tally()
     device = _device(gm)
-    for lo in progress(range(0, len(x), batch_size), desc="reinit batches"):
+    for lo in progress_bar(range(0, len(x), batch_size), desc="reinit batches", enabled=progress):
         xb, yb = x[lo : lo + batch_size].to(device), y[lo : lo + batch_size].to(device)
         values: tuple = (xb,)
         for index, cut in cuts.items():
@@ -345,12 +347,12 @@ def _sweep_cached(gm, targets, sources, replacements, x, y, batch_size):
 
 
 @torch.no_grad()
-def _sweep_full(net, targets, sources, replacements, x, y, batch_size):
+def _sweep_full(net, targets, sources, replacements, x, y, batch_size, progress=None):
     """Fallback for untraceable models: a full forward pass per (layer, checkpoint) and batch."""
     tallies = {key: _Tally() for key in replacements}
     trained_tally = _Tally()
     device = _device(net)
-    for lo in progress(range(0, len(x), batch_size), desc="reinit batches"):
+    for lo in progress_bar(range(0, len(x), batch_size), desc="reinit batches", enabled=progress):
         xb, yb = x[lo : lo + batch_size].to(device), y[lo : lo + batch_size].to(device)
         for key, tensors in replacements.items():
             tallies[key].add(functional_call(net, tensors, (xb,)), yb)

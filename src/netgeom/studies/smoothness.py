@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netgeom.errors import NetgeomError
-from netgeom.progress import progress
+from netgeom.progress import progress as progress_bar
 from netgeom.studies.channels import ChannelStats
 from netgeom.studies.jitter import VARIANTS, draw_jitter, jitter_images
 from netgeom.studies.volumes import PointValues, Volume, perturb, segment_lengths
@@ -431,6 +431,7 @@ def compute_point_values(
     tangent_seed: int = 0,
     tangent_step: float | str = TANGENT_STEP,
     desc: str = "smoothness",
+    progress: bool | None = None,
 ) -> PointValues:
     """Per-sample `metric` of `model` at every point of `volume` (default: the point itself)
     around x (N, *input_shape, standardised), against `targets` (N,); `.integrate()` gives what
@@ -445,6 +446,8 @@ def compute_point_values(
     needed by the tangent metrics and by SVD erasure in the raw space. sample_ids (N,) integers
     >= 0 (default: 0..N-1) key the colour jitter with tangent_seed, so pass the dataset's ids for
     values that do not depend on sharding. tangent_step: the divisor s_j, or "distance".
+    progress: draw a bar labelled `desc` (None: only on a terminal or in a notebook, never under
+    --quiet or CI; see `netgeom.progress.shows_progress`); False silences it.
     """
     settings = Settings(
         JacobianSettings(normalization, backend, class_chunk, operator_method, power_iters, power_tol),
@@ -465,7 +468,7 @@ def compute_point_values(
     values, lengths = [], []
     with frozen_eval(model):
         _check_targets(model, x, targets, device)
-        for start in progress(starts, desc=desc, total=len(starts)):
+        for start in progress_bar(starts, desc=desc, total=len(starts), enabled=progress):
             xb = x[start : start + samples_per_chunk].to(device)
             yb = targets[start : start + samples_per_chunk].to(device)
             points = perturb(xb, volume, channel_stats)
@@ -487,10 +490,19 @@ def compute_point_values(
     return PointValues(volume, torch.cat(values).cpu().numpy(), torch.cat(lengths).cpu().numpy() if lengths else None)
 
 
-def compute_metric(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, metric: str, normalization: str = "crossentropy", **options) -> np.ndarray:
+def compute_metric(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    metric: str,
+    normalization: str = "crossentropy",
+    *,
+    progress: bool | None = None,
+    **options,
+) -> np.ndarray:
     """Per-sample `metric` integrated over the volume: float64 (N,), or (N, A-1) for a
-    cumulative geodesic volume, in the order of x. Options as `compute_point_values`."""
-    return compute_point_values(model, x, targets, metric, normalization, **options).integrate()
+    cumulative geodesic volume, in the order of x. Options (and `progress`) as `compute_point_values`."""
+    return compute_point_values(model, x, targets, metric, normalization, progress=progress, **options).integrate()
 
 
 def _check_targets(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, device: torch.device) -> None:
