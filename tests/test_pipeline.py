@@ -248,6 +248,10 @@ def test_no_figure_or_caption_claims_what_the_run_lacks(repo, monkeypatch, tmp_p
     assert any("n/a (2 layers" in c for c in captions)  # the bias-vs-drop rank correlation
     headline = re.findall(r"<th>(.*?)</th>", page)
     assert headline and not any("_" in row for row in headline)  # readable labels, not keys
+    from tests.test_report_page import CHROMIUM, images_loaded
+
+    if CHROMIUM:  # and every figure of the page loads in a real browser
+        assert images_loaded(tmp_path / "reports" / "index.html", tmp_path) == (len(drawn), len(drawn))
 
 
 def test_dvc_plots_show_renders_offline_in_the_reports_order(repo, tmp_path):
