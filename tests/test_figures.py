@@ -120,7 +120,7 @@ def star_tables():
             for matching in ("none", "weights"):
                 base = (0.3 / (1 + (anchors if kind == "star" else 0))) + (0.4 if kind == "regular" else 0)
                 barrier = base * (0.3 if matching == "weights" else 1) + 0.02 * rng.random()
-                rows.append({"kind": kind, "anchors": anchors, "model_a": a, "model_b": b, "split": split, "matching": matching,
+                rows.append({"kind": kind, "anchors": anchors, "width": 64, "model_a": a, "model_b": b, "split": split, "matching": matching,
                              "loss_barrier": barrier, "accuracy_barrier": -barrier / 3})  # fmt: skip
                 for t in np.linspace(0, 1, 7):
                     curve_rows.append({"kind": kind, "anchors": anchors, "model_a": a, "model_b": b, "split": split, "matching": matching,
@@ -388,11 +388,27 @@ def test_bias_vs_reinit_with_replicates_gives_one_point_and_one_rho_per_seed():
 
 def test_star_distributions_use_the_largest_star_and_carry_p_values():
     figure = figures_star.star_barrier_distributions_figure(star_barriers)
-    assert [a.get_title() for a in figure.axes] == ["train split", "test split"]
+    width = star_barriers["width"].iloc[0]
+    assert [a.get_title() for a in figure.axes] == [f"width {width}, train split", f"width {width}, test split"]
     ticks = [t.get_text() for t in figure.axes[0].get_xticklabels()]
     assert ticks[0].startswith("none\np = ") and ticks[1].startswith("weights\np = ")
     assert "8 anchors" in figure._suptitle.get_text()
     assert set(figures_star.largest_star(star_barriers).query("kind == 'star'")["anchors"]) == {8}
+
+
+def test_star_distributions_show_the_stages_tests_not_a_recomputation():
+    """The p-values come from the tests the star stage wrote (tests.parquet), per width: the figure
+    and the table never disagree, also on a width sweep."""
+    from netgeom.studies.star import hypothesis_test
+
+    sweep = pd.concat([star_barriers, star_barriers.assign(width=star_barriers["width"] * 2)], ignore_index=True)
+    tests = hypothesis_test(figures_star.largest_star(sweep), by=["width", "split", "matching"], value="loss_barrier")
+    tests.loc[tests["width"] == tests["width"].max(), "p_value"] = 0.0123
+    figure = figures_star.star_barrier_distributions_figure(sweep, tests)
+    assert len(figure.axes) == 4
+    wide = [t.get_text() for axis in figure.axes[2:] for t in axis.get_xticklabels()]
+    narrow = [t.get_text() for axis in figure.axes[:2] for t in axis.get_xticklabels()]
+    assert all(t.endswith("p = 0.012") for t in wide) and not any(t.endswith("p = 0.012") for t in narrow)
 
 
 def test_star_vs_anchors_axis_is_the_anchor_counts():

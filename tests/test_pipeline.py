@@ -286,3 +286,39 @@ def html_unescape(text: str) -> str:
     import html
 
     return html.unescape(text)
+
+
+def test_headline_and_caption_numbers_match_the_artifacts(repo):
+    """Every number the report states, recomputed here from the files it came from (metrics.json
+    of each run, the studies' parquet tables), by plain pandas rather than the report's code."""
+    import re
+
+    import pandas as pd
+
+    summary = json.loads((repo / "reports" / "summary.json").read_text())
+    runs = pd.DataFrame(
+        [{**json.loads((f / "run.json").read_text())["cell"], **json.loads((f / "metrics.json").read_text())} for f in (repo / "artifacts" / "runs").iterdir()]
+    )
+    runs["test_error"], runs["train_error"] = 1 - runs["test_acc"], 1 - runs["train_acc"]
+    noisy = runs[runs["noise"] == 0.2].groupby("width")[["test_error", "train_error"]].mean()
+    fitted = noisy[noisy["train_error"] <= 0.01]
+    pool = fitted if len(fitted) else noisy
+    headline = summary["noise_20pct"]
+    assert headline["peak_test_error"] == pytest.approx(pool["test_error"].max())
+    assert headline["peak_width"] == pool["test_error"].idxmax()
+    assert headline["test_error_widest"] == pytest.approx(noisy["test_error"].iloc[-1])
+    final = [pd.read_parquet(f / "network.parquet") for f in (repo / "artifacts" / "studies" / "hyperplanes").iterdir()]
+    assert headline["hyperplane_mass"] == pytest.approx(sum(t.loc[t["epoch"].idxmax(), "mass"] for t in final) / len(final))
+    star = repo / "artifacts" / "studies" / "star"
+    barriers, tests = pd.read_parquet(star / "barriers.parquet"), pd.read_parquet(star / "tests.parquet")
+    chosen = barriers[(barriers["split"] == "train") & (barriers["matching"] == "weights")]
+    stars = chosen[(chosen["kind"] == "star") & (chosen["anchors"] == chosen["anchors"].max())]
+    assert summary["star"]["star_barrier"] == pytest.approx(stars["loss_barrier"].mean())
+    assert summary["star"]["regular_barrier"] == pytest.approx(chosen.loc[chosen["kind"] == "regular", "loss_barrier"].mean())
+    row = tests[(tests["split"] == "train") & (tests["matching"] == "weights")].iloc[0]
+    assert summary["star"]["p_value"] == pytest.approx(row["p_value"])
+    page = (repo / "reports" / "index.html").read_text()
+    errors = ", ".join(f"{v:.2f}" for v in noisy["test_error"])
+    assert f"Label noise 0.2: test error {errors} over widths {', '.join(map(str, noisy.index))}" in page
+    star_line = re.search(r"Width \d+, train loss, matching weights: star ↔ held-out ([\d.e+-]+)", page)
+    assert star_line and float(star_line.group(1)) == pytest.approx(stars["loss_barrier"].mean(), rel=1e-2)

@@ -33,7 +33,7 @@ from netgeom.studies.star import hypothesis_test
 KINDS = ("star", "regular")
 KIND_COLOURS = {"star": "#de8f05", "regular": "#0173b2"}
 KIND_LABELS = {"star": "star ↔ held-out", "regular": "regular ↔ regular"}
-BARRIER_COLUMNS = ["kind", "anchors", "split", "matching"]
+BARRIER_COLUMNS = ["kind", "anchors", "width", "split", "matching"]
 VALUE_LABELS = {"loss_barrier": "loss barrier", "accuracy_barrier": "accuracy barrier"}
 
 
@@ -65,8 +65,8 @@ def _kind_legend(figure: Figure) -> None:
     legend_right(figure, [Patch(facecolor=KIND_COLOURS[k], edgecolor="black", label=KIND_LABELS[k]) for k in KINDS], title="pairs")
 
 
-def _p_value_label(tests: pd.DataFrame, split: str, matching: str) -> str:
-    row = tests[(tests["split"] == split) & (tests["matching"] == matching)]
+def _p_value_label(tests: pd.DataFrame, width, split: str, matching: str) -> str:
+    row = tests[(tests["width"] == width) & (tests["split"] == split) & (tests["matching"] == matching)]
     if row.empty or pd.isna(row["p_value"].iloc[0]):
         return f"{matching}\n(no test)"
     return f"{matching}\np = {row['p_value'].iloc[0]:.2g}"
@@ -86,29 +86,34 @@ def box_and_points(axis, x: float, values: np.ndarray, colour, half_width: float
     axis.scatter(x + jitter, values, s=16, color=colour, edgecolor="black", linewidth=0.4, alpha=0.85, zorder=3)
 
 
-def star_barrier_distributions_figure(barriers: pd.DataFrame, value: str = "loss_barrier") -> Figure:
-    """The two barrier populations side by side: one panel per split, boxes + points per matching,
-    star <-> held-out (orange) against regular <-> regular (blue); each tick label carries the
-    one-sided Mann-Whitney p-value of "star barriers are smaller" (`studies.star.hypothesis_test`)."""
+def star_barrier_distributions_figure(barriers: pd.DataFrame, tests: pd.DataFrame | None = None, value: str = "loss_barrier") -> Figure:
+    """The two barrier populations side by side: one panel per width (row) and split (column),
+    boxes + points per matching, star <-> held-out (orange) against regular <-> regular (blue);
+    each tick label carries the one-sided Mann-Whitney p-value of "star barriers are smaller" from
+    `tests` (the star stage's tests.parquet: by width, split, matching), computed the same way
+    (`studies.star.hypothesis_test`) when not given."""
     require_columns(barriers, [*BARRIER_COLUMNS, value], "star barriers")
     data = largest_star(barriers)
-    tests = hypothesis_test(data, by=["split", "matching"], value=value)
-    splits, matchings = _splits(data), _matchings(data)
+    if tests is None:
+        tests = hypothesis_test(data, by=["width", "split", "matching"], value=value)
+    require_columns(tests, ["width", "split", "matching", "p_value"], "star tests")
+    widths, splits, matchings = sorted_values(data["width"]), _splits(data), _matchings(data)
     anchors = data.loc[data["kind"] == "star", "anchors"].max()
     with house_style():
-        figure, axes = plt.subplots(1, len(splits), figsize=(4.4 * len(splits), 3.8), sharey=True, squeeze=False)
-        for axis, split in zip(axes[0], splits):
-            part = data[data["split"] == split]
-            for x, matching in enumerate(matchings):
-                for offset, kind in zip((-0.2, 0.2), KINDS):
-                    values = part.loc[(part["matching"] == matching) & (part["kind"] == kind), value].dropna().to_numpy()
-                    box_and_points(axis, x + offset, values, KIND_COLOURS[kind])
-            axis.axhline(0.0, color="0.4", linewidth=0.8)
-            axis.set_xlim(-0.6, len(matchings) - 0.4)
-            axis.set_xticks(range(len(matchings)), [_p_value_label(tests, split, m) for m in matchings])
-            axis.set_xlabel("weight matching  (p: one-sided Mann-Whitney U,\nstar barriers smaller than regular ones)")
-            axis.set_ylabel(f"{VALUE_LABELS.get(value, value)} on {split}")
-            axis.set_title(f"{split} split")
+        figure, axes = plt.subplots(len(widths), len(splits), figsize=(4.4 * len(splits), 3.6 * len(widths)), sharey=True, squeeze=False)
+        for r, width in enumerate(widths):
+            for axis, split in zip(axes[r], splits):
+                part = data[(data["split"] == split) & (data["width"] == width)]
+                for x, matching in enumerate(matchings):
+                    for offset, kind in zip((-0.2, 0.2), KINDS):
+                        values = part.loc[(part["matching"] == matching) & (part["kind"] == kind), value].dropna().to_numpy()
+                        box_and_points(axis, x + offset, values, KIND_COLOURS[kind])
+                axis.axhline(0.0, color="0.4", linewidth=0.8)
+                axis.set_xlim(-0.6, len(matchings) - 0.4)
+                axis.set_xticks(range(len(matchings)), [_p_value_label(tests, width, split, m) for m in matchings])
+                axis.set_xlabel("weight matching  (p: one-sided Mann-Whitney U,\nstar barriers smaller than regular ones)")
+                axis.set_ylabel(f"{VALUE_LABELS.get(value, value)} on {split}")
+                axis.set_title(f"width {width}, {split} split")
         _kind_legend(figure)
         star_note = f"star trained on {anchors:g} anchors" if pd.notna(anchors) else "no star pairs"
         figure.suptitle(f"Barriers: star ↔ held-out vs regular ↔ regular ({star_note})")
@@ -116,8 +121,8 @@ def star_barrier_distributions_figure(barriers: pd.DataFrame, value: str = "loss
     return figure
 
 
-def star_barrier_distributions(barriers: pd.DataFrame, path: Path, value: str = "loss_barrier") -> Path:
-    return save(star_barrier_distributions_figure(barriers, value), path)
+def star_barrier_distributions(barriers: pd.DataFrame, path: Path, tests: pd.DataFrame | None = None, value: str = "loss_barrier") -> Path:
+    return save(star_barrier_distributions_figure(barriers, tests, value), path)
 
 
 def star_barrier_vs_anchors_figure(barriers: pd.DataFrame, value: str = "loss_barrier") -> Figure:

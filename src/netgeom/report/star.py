@@ -33,7 +33,7 @@ def report(context: ReportContext) -> list[Figure]:
     acc = accuracy.groupby("kind")["test_acc"].mean()
     accuracy_text = ", ".join(f"{kind}s {acc[kind]:.3f}" for kind in ("star", "regular") if kind in acc) or "n/a"
     return [
-        Figure(figures.star_barrier_distributions(barriers, context.figure_path("star_barriers")),
+        Figure(figures.star_barrier_distributions(barriers, context.figure_path("star_barriers"), tests),
                "Star ↔ held-out and regular ↔ regular loss barriers", "\n\n".join(lines)),
         Figure(figures.star_barrier_vs_anchors(barriers, context.figure_path("star_vs_anchors")),
                "Barrier against the number of anchors", f"Mean test accuracy: {accuracy_text}."),
