@@ -142,3 +142,35 @@ def test_the_hyperplanes_preset_runs_its_studies_on_a_fixed_width_family(project
 
     layers = pd.read_parquet(project / "artifacts" / "studies" / "hyperplanes" / "vgg8_maxpool_w64-n0.0-r0" / "layers.parquet")
     assert set(layers["stage"]) == {0, 1, 2, 3}  # three max-pools; the classifier as stage 3
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_each_framework_is_imported_only_where_the_house_says():
+    """typer only in the command-line modules (cli*.py); mlflow only in tracking and the store;
+    DVC only where DVC's graph is read and its plots page is written; Ray only in the execution
+    back ends; the studies none of them (inside functions too)."""
+    allowed = {
+        "typer": lambda rel: rel.startswith("netgeom/cli"),
+        "mlflow": lambda rel: rel in {"netgeom/tracking.py", "netgeom/store.py"},
+        "dvc": lambda rel: rel in {"netgeom/repro/pipeline.py"},
+        "dvc_render": lambda rel: rel in {"netgeom/report/dvc_plots.py"},
+        "ray": lambda rel: rel in {"netgeom/execution.py", "netgeom/repro/executors.py"},
+    }
+    wrong = []
+    for path in sorted((REPO / "src" / "netgeom").rglob("*.py")):
+        rel = path.relative_to(REPO / "src").as_posix()
+        for framework in _top_level_imports(path) & set(allowed):
+            if not allowed[framework](rel) or rel.startswith("netgeom/studies/"):
+                wrong.append(f"{rel} imports {framework}")
+    assert wrong == []

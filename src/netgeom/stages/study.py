@@ -47,7 +47,7 @@ class Study:
 
     name: str
     # one stage per grid cell (matrix), one over the grid, or the module's own stages and commands
-    # (`dvc_stages(code_deps)` in the stage module, a typer app in `netgeom.stages.<name>_cli`)
+    # (`dvc_stages(code_deps)` in the stage module, a typer app in `netgeom.cli_<name>`: typer lives only in the cli modules)
     scope: Literal["run", "grid", "custom"]
     help: str
     shards: bool = False  # the stage takes --shard i/n
@@ -70,7 +70,7 @@ class Study:
 
     @property
     def cli(self) -> str:
-        return f"netgeom.stages.{self.name}_cli"
+        return f"netgeom.cli_{self.name}"
 
 
 @dataclass
