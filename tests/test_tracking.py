@@ -158,3 +158,22 @@ def test_model_names_are_unique_and_never_repeat_the_seed():
     assert checkpoint_model_name({"run": "mlp_w64-n0.2-r0", "seed": 42}, 500) == "mlp_w64-n0_2-r0-s42-e0500"
     assert checkpoint_model_name({"run": "mlp_w64-n0.0-s1000", "seed": 1000}, 10) == "mlp_w64-n0_0-s1000-e0010"
     assert checkpoint_model_name({"run": "mlp_w64-n0.0-s10", "seed": 1000}, 10) == "mlp_w64-n0_0-s10-s1000-e0010"
+
+
+def test_a_library_call_of_the_training_stage_logs_its_own_run(project, monkeypatch):
+    """`run_train(..., track=True)` logs the run itself (no CLI needed); the default leaves it to
+    the report stage, as the pipeline does."""
+    from netgeom.params import load_params
+    from netgeom.stages.train import run_train
+    from tests.conftest import ok
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write_params(project, mlflow={"enabled": True, "experiment": "lib"}, train={"epochs": 1, "checkpoints": {"epochs": []}})
+    ok("split")
+    ok("corrupt")
+    layout, params = Layout(project), load_params(project / "params.yaml")
+    folder = run_train(params, layout)
+    assert not (project / "mlruns" / "mlflow.db").exists()  # untracked: nothing logged, no store
+    assert run_train(params, layout, track=True) == folder  # done already: only logged now
+    runs = runs_table(layout, "lib")
+    assert list(runs["tags.netgeom.run"]) == [folder.name]

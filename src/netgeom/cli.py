@@ -163,11 +163,11 @@ def train_command(
     quiet: QuietOption = False,
 ):
     """Stage `train`: train one grid cell, write artifacts/runs/<run>/ (and log it to MLflow)."""
-    from netgeom.cli_training import finish_training
+    from netgeom.cli_training import report_training
     from netgeom.stages.train import run_train
 
     settings, layout = setup(params, quiet)
-    finish_training(settings, layout, run_train(settings, layout, make_cell(settings, width, noise, replicate), resume=not fresh), track)
+    report_training(run_train(settings, layout, make_cell(settings, width, noise, replicate), resume=not fresh, track=track))
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from netgeom.cli_common import ParamsOption, QuietOption, TrackOption, guarded, setup, use_torch
-from netgeom.cli_training import finish_training
+from netgeom.cli_training import report_training
 
 app = typer.Typer(help="The star-domain study: source models, star training, barriers.", no_args_is_help=True)
 Width = Annotated[int, typer.Option("--width", help="The star cell's width (one of star.widths).")]
@@ -34,7 +34,7 @@ def source(
     use_torch(settings)
     from netgeom.stages.star import run_source
 
-    finish_training(settings, layout, run_source(settings, layout, width, seed, resume=not fresh), track)
+    report_training(run_source(settings, layout, width, seed, resume=not fresh, track=track))
 
 
 @app.command("train")
@@ -56,7 +56,7 @@ def train_star(
     use_torch(settings)
     from netgeom.stages.star import run_star
 
-    finish_training(settings, layout, run_star(settings, layout, width, anchors, resume=not fresh), track)
+    report_training(run_star(settings, layout, width, anchors, resume=not fresh, track=track))
 
 
 @app.command("barriers")

@@ -32,7 +32,7 @@ from netgeom.stages.barriers import barrier_rows
 from netgeom.groups.interpolation import InterpolationParams
 from netgeom.stages.interpolation import barrier_curve, calibration
 from netgeom.stages.study import Summary, write_summary
-from netgeom.stages.train import train_run
+from netgeom.stages.train import finished, train_run
 from netgeom.studies import star as star_study
 from netgeom.studies.alignment import align
 from netgeom.training.checkpoints import load_checkpoint
@@ -50,7 +50,7 @@ def source_params(params: Params, width: int, seed: int) -> Params:
     return cell.model_copy(update={"seed": seed, "train": train})
 
 
-def run_source(params: Params, layout: Layout, width: int, seed: int, resume: bool = True) -> Path:
+def run_source(params: Params, layout: Layout, width: int, seed: int, resume: bool = True, track: bool = False) -> Path:
     """Train one source model (an anchor or a held-out model) of the star cell."""
     p: StarParams = params.star
     check_cell(params)
@@ -59,10 +59,11 @@ def run_source(params: Params, layout: Layout, width: int, seed: int, resume: bo
     settings = source_params(params, width, seed)
     name = source_name(params, width, seed)
     role = "anchor" if seed in p.anchors else "held_out"
-    return train_run(
+    folder = train_run(
         settings, layout, name=name, target=layout.star_source_dir(name), cell=Cell(width, p.noise, 0),
         info_extra={"star": {"role": role}}, resume=resume,
     )
+    return finished(params, layout, folder, track)
 
 
 def _anchor_runs(params: Params, layout: Layout, width: int, count: int) -> list:
@@ -75,7 +76,7 @@ def _anchor_runs(params: Params, layout: Layout, width: int, count: int) -> list
     return runs
 
 
-def run_star(params: Params, layout: Layout, width: int, count: int, resume: bool = True) -> Path:
+def run_star(params: Params, layout: Layout, width: int, count: int, resume: bool = True, track: bool = False) -> Path:
     """Train a star model against the first `count` anchors."""
     p: StarParams = params.star
     if count not in p.anchor_counts:
@@ -103,11 +104,12 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
     identity = {"anchors": [run.info["params_hash"] for run in anchors], "t": p.t, "mu": p.mu}
     info = {"star": {"anchors": [run.name for run in anchors], "t": p.t, "mu": p.mu}}
     display = f"star{count} {params.model.arch} w{width} {noise_tag(p.noise)} s{settings.seed}"
-    return train_run(
+    folder = train_run(
         settings, layout, name=name, target=layout.star_dir(name), cell=Cell(width, p.noise, 0), data=data,
         identity_extra=identity, info_extra=info, make_objective=make_objective, before_evaluation=refresh, resume=resume,
         display=display,
     )
+    return finished(params, layout, folder, track)
 
 
 def _curve_settings(p: StarParams) -> InterpolationParams:

@@ -41,13 +41,28 @@ from netgeom.training.loop import TrainResult, train
 CHANCE_SIGMAS = 3.0
 
 
-def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: bool = True) -> Path:
-    """Train one grid cell; returns its run folder. The folder appears whole or not at all."""
+def run_train(params: Params, layout: Layout, cell: Cell | None = None, resume: bool = True, track: bool = False) -> Path:
+    """Train one grid cell; returns its run folder. The folder appears whole or not at all.
+    `track`: log its MLflow run now (the pipeline leaves that to the report stage: see
+    `finished`)."""
     cell = cell or default_cell(params)
     settings = cell_params(params, cell)
     name = cell_name(settings, cell)
     fresh = f"netgeom train --width {cell.width} --noise {cell.noise} --replicate {cell.replicate} --fresh"
-    return train_run(settings, layout, name=name, target=layout.run_dir(name), cell=cell, resume=resume, fresh_command=fresh)
+    return finished(params, layout, train_run(settings, layout, name=name, target=layout.run_dir(name), cell=cell, resume=resume, fresh_command=fresh), track)
+
+
+def finished(params: Params, layout: Layout, folder: Path, track: bool) -> Path:
+    """A trained run folder, with its MLflow run logged when `track` (and mlflow.enabled).
+
+    The pipeline's training stages do not track: importing mlflow and the first pt2 export in a
+    process cost several times the training of a small model, so the report stage (and
+    `netgeom mlflow sync`) logs every training in one process, paying that once."""
+    if track:
+        from netgeom.stages.sync import track_run
+
+        track_run(params, layout, folder)
+    return folder
 
 
 def train_run(
