@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import warnings
 from pathlib import Path
@@ -43,8 +44,13 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+# Out of disk space or quota: the writes are atomic, so what was there is intact and a rerun
+# after freeing space picks up from it; a traceback would only hide that.
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
 def guarded(command):
-    """Report a NetgeomError as one line and exit 2 (used on every command)."""
+    """Report a NetgeomError, or a full disk, as one line and exit 2 (used on every command)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -52,6 +58,11 @@ def guarded(command):
             return command(*args, **kwargs)
         except NetgeomError as exc:
             raise fail(str(exc)) from None
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise fail(f"disk full{where} ({exc.strerror}); the last complete results are intact: free space and rerun") from None
 
     return wrapper
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from netgeom.errors import NetgeomError
 from netgeom.layout import Layout
+from netgeom.processes import dies_with_this_process
 from netgeom.tracking import VIEW_KEY
 
 def runs_url(host: str, port: int, experiment_id: str) -> str:
@@ -42,13 +43,6 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError:
             raise NetgeomError("port", f"{host}:{port} is in use (another UI?); pass --port with a free port") from None
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _mlflow_executable() -> str:
@@ -69,7 +63,7 @@ def start_server(layout: Layout, host: str, port: int) -> subprocess.Popen:
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=dies_with_this_process())
 
 
 def wait_until_serving(server: subprocess.Popen, host: str, port: int, timeout: float) -> float:

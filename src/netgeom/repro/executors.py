@@ -11,6 +11,8 @@ commands are forked from a warm interpreter (netgeom.repro.warm), others started
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import signal
 import socket
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from netgeom.errors import NetgeomError
+from netgeom.processes import dies_with_this_process
 from netgeom.repro.pipeline import Job
 from netgeom.repro import warm
 from netgeom.repro.warm import WarmProcess, netgeom_argv
@@ -86,6 +89,7 @@ class LocalExecutor:
         slot.process = subprocess.Popen(
             list(slot.job.commands[slot.index]), cwd=slot.job.cwd, env=slot.job.env, stdin=subprocess.DEVNULL,
             stdout=slot.log, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
+            preexec_fn=dies_with_this_process(),  # a SIGKILLed scheduler leaves no stage running
         )
 
     def poll(self, timeout: float) -> list[Finished]:
@@ -164,7 +168,13 @@ def connect_ray(address: str | None, key: str = "RAY_ADDRESS", num_cpus: int | N
         return ray, False
     options: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
     if not address or address == "local":
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
+        except Exception as exc:  # noqa: BLE001 - a local Ray that does not come up (a busy machine: its start times out)
+            with contextlib.suppress(Exception):
+                ray.shutdown()  # and takes the half-started processes (raylet, agents) with it
+            text = " ".join(str(exc).split())[:300]
+            raise NetgeomError(key, f"the local Ray cluster did not start: {text}; rerun, or use the local backend") from None
         return ray, True
     target = _host_port(address)
     if target is not None:

@@ -26,6 +26,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from netgeom.processes import die_with
+
 PRELOAD = ["netgeom.repro.warm_preload"]  # imported once by the server
 _context: multiprocessing.context.BaseContext | None = None
 
@@ -91,6 +93,9 @@ class WarmProcess:
 def run_command(argv: list[str], cwd: str, env: dict[str, str], log: str) -> None:
     """The child: become a fresh process for `argv`, run the CLI, exit with its code."""
     os.setsid()
+    # The forkserver is the parent, and it exits when the scheduler dies (multiprocessing's design):
+    # this child then gets SIGTERM instead of running on as an orphan.
+    die_with(os.getppid())
     sys.stdout.flush()
     sys.stderr.flush()
     out = os.open(log, os.O_WRONLY | os.O_APPEND)
