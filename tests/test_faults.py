@@ -96,3 +96,98 @@ def test_a_local_ray_that_does_not_come_up_is_one_line_and_shuts_down(monkeypatc
     with pytest.raises(NetgeomError, match="local Ray cluster did not start: Timed out") as raised:
         connect_ray(None, key="--backend")
     assert str(raised.value).startswith("--backend: ") and "\n" not in str(raised.value) and shutdowns == [True]
+
+
+@pytest.mark.parametrize(
+    ("group", "value", "key"),
+    [
+        ({"execution": {"threads": 100000}}, None, "execution.threads"),
+        ({"execution": {"address": "x y"}}, None, "execution.address"),
+        ({"hyperplanes": {"checkpoints": [999]}}, None, "hyperplanes.checkpoints"),
+        ({"smoothness": {"checkpoints": [3]}}, None, "smoothness.checkpoints"),
+    ],
+)
+def test_check_refuses_what_only_the_machine_or_the_schedule_can_tell(project, group, value, key):
+    write_params(project, train={"epochs": 30, "checkpoints": {"epochs": [10]}}, **group)
+    refused("check", key=key)
+
+
+def test_check_refuses_a_gpu_the_machine_does_not_have(project, monkeypatch):
+    from netgeom.stages import check
+
+    write_params(project, execution={"device": "cuda:1"})
+    monkeypatch.setattr(check, "visible_nvidia_gpus", lambda: 1)
+    assert "1 visible NVIDIA GPU" in refused("check", key="execution.device")
+    monkeypatch.setattr(check, "visible_nvidia_gpus", lambda: 2)
+    ok("check")
+
+
+def test_a_switched_off_studys_checkpoints_are_not_checked(project):
+    write_params(project, train={"epochs": 30, "checkpoints": {"epochs": [10]}}, hyperplanes={"enabled": False, "checkpoints": [999]})
+    ok("check")
+
+
+def test_netgeom_repro_runs_check_first_even_for_targets(tmp_path):
+    """DVC has no order-only dependency: the scheduler gates every stage on `check`, with targets
+    too (then check, up to date or not targeted, runs on its own first)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import commit_dvc_repo, copy_pipeline
+    from tests.test_pipeline import sh
+
+    root = copy_pipeline(tmp_path / "repo")
+    write_params(root, train={"epochs": 1, "checkpoints": {"epochs": []}}, grid={"widths": [8], "noise": [0.2], "seed_offsets": [0]})
+    commit_dvc_repo(root, sh)
+    write_params(root, execution={"threads": 100000}, train={"epochs": 1, "checkpoints": {"epochs": []}})
+    for targets in ([], ["split"]):
+        done = subprocess.run([sys.executable, "-m", "netgeom", "repro", "--quiet", *targets], cwd=root, capture_output=True, text=True)
+        # stale, check runs as the first stage and blocks the rest (exit 1: a stage failed); else
+        # it runs before the targets and its refusal is the command's (exit 2)
+        assert done.returncode == (2 if targets else 1), done.stdout + done.stderr
+        assert "netgeom: error: execution.threads" in done.stdout + done.stderr
+        assert not (root / "artifacts" / "splits").exists()
+
+
+def test_a_stuck_store_lock_holder_is_named_in_one_line_after_the_timeout(project, monkeypatch, capsys):
+    import subprocess
+    import sys
+    import time
+
+    from netgeom.errors import NetgeomError
+    from netgeom.layout import Layout
+    from netgeom.store import store_lock
+
+    layout = Layout(project)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom netgeom.layout import Layout\nfrom netgeom.store import store_lock\n"
+         "with store_lock(Layout(Path(sys.argv[1]))):\n    print('held', flush=True)\n    time.sleep(60)", str(project)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("NETGEOM_LOCK_TIMEOUT", "1")
+        started = time.monotonic()
+        with pytest.raises(NetgeomError, match=rf"held by pid {holder.pid} .* for over 1 s") as raised:
+            with store_lock(layout):
+                pass
+        assert "\n" not in str(raised.value) and time.monotonic() - started < 30
+        assert f"held by pid {holder.pid}" in capsys.readouterr().err  # it said whom it waited for
+    finally:
+        holder.kill()
+        holder.wait()
+    with store_lock(layout):  # the OS released the dead holder's lock
+        pass
+
+
+def test_a_killed_store_creation_leaves_no_temporary_file_for_good(project):
+    from netgeom.layout import Layout
+    from netgeom.store import ensure_store, store_lock
+
+    layout = Layout(project)
+    layout.mlruns.mkdir(parents=True)
+    leftover = layout.mlruns / ".mlflow.db.99999.tmp"
+    leftover.write_bytes(b"half a database")
+    with store_lock(layout):
+        ensure_store(layout)
+    assert layout.mlflow_db.exists() and not leftover.exists()

@@ -182,11 +182,23 @@ class MlflowParams(Group):
     log_models: Literal["final", "all", "none"] = "final"
 
 
+def checkpoint_epochs(p: TrainParams) -> list[int]:
+    """The scheduled checkpoint epochs: init (0), listed epochs, every E, final."""
+    epochs = set(p.checkpoints.epochs)
+    if p.checkpoints.init:
+        epochs.add(0)
+    if p.checkpoints.every:
+        epochs.update(range(p.checkpoints.every, p.epochs + 1, p.checkpoints.every))
+    if p.checkpoints.final:
+        epochs.add(p.epochs)
+    return sorted(epochs)
+
+
 class ExecutionParams(Group):
     backend: Literal["local", "ray"] = "local"
     workers: int = Field(1, ge=1)
     threads: int = Field(1, ge=1, description="torch threads per process (1 is fastest for small models)")
-    address: str | None = None
+    address: str | None = Field(None, pattern=r"^\S+$", description="the Ray cluster (host:port, ray://host:port, auto)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = the first GPU if one is visible, else cpu")
     deterministic: bool = Field(False, description="deterministic kernels (bit-exact GPU reruns, slower)")
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from netgeom.errors import NetgeomError
 from netgeom.layout import Layout
+from netgeom.progress import note
 
 
 def tracking_uri(layout: Layout) -> str:
@@ -24,12 +26,53 @@ def tracking_uri(layout: Layout) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.mlflow_db}"
 
 
+# Writers hold the lock for seconds (one training's run and models); after LOCK_PATIENCE_S a
+# waiter says whom it waits for, after NETGEOM_LOCK_TIMEOUT (default LOCK_TIMEOUT_S) it gives up.
+LOCK_PATIENCE_S = 5.0
+LOCK_TIMEOUT_S = 600.0
+
+
+def lock_timeout() -> float:
+    try:
+        return float(os.environ.get("NETGEOM_LOCK_TIMEOUT", LOCK_TIMEOUT_S))
+    except ValueError:
+        raise NetgeomError("NETGEOM_LOCK_TIMEOUT", f"must be a number of seconds, got {os.environ['NETGEOM_LOCK_TIMEOUT']!r}") from None
+
+
+def _owner_file(layout: Layout) -> Path:
+    return layout.mlflow_lock.with_name(layout.mlflow_lock.name + ".owner")
+
+
+def lock_holder(layout: Layout) -> str:
+    """Who holds the store lock, as its holder wrote it ('an unknown process' if it did not)."""
+    try:
+        return _owner_file(layout).read_text().strip() or "an unknown process"
+    except OSError:
+        return "an unknown process"
+
+
 @contextmanager
 def store_lock(layout: Layout) -> Iterator[None]:
-    """Exclusive access to the store for this process (released by the OS if it dies)."""
+    """Exclusive access to the store for this process (released by the OS if it dies). Waiting
+    says so after a few seconds and ends in one line naming the holder after `lock_timeout()`."""
     layout.mlruns.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(layout.mlflow_lock)):
+    lock, limit = FileLock(str(layout.mlflow_lock)), lock_timeout()
+    try:
+        lock.acquire(timeout=min(LOCK_PATIENCE_S, limit))
+    except Timeout:
+        note(f"waiting for the MLflow store lock {layout.mlflow_lock}, held by {lock_holder(layout)}")
+        try:
+            lock.acquire(timeout=max(limit - LOCK_PATIENCE_S, 0.0))
+        except Timeout:
+            raise NetgeomError(
+                str(layout.mlflow_lock),
+                f"held by {lock_holder(layout)} for over {limit:.0f} s; stop that process (its writes are atomic) or raise NETGEOM_LOCK_TIMEOUT",
+            ) from None
+    try:
+        _owner_file(layout).write_text(f"pid {os.getpid()} ({' '.join(sys.argv)[:120]})\n")
         yield
+    finally:
+        lock.release()
 
 
 def _local_store(layout: Layout) -> bool:
@@ -47,10 +90,11 @@ def ensure_store(layout: Layout) -> None:
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    for stale in db.parent.glob(f".{db.name}.*.tmp"):  # a killed creation's (creators hold the lock)
+        stale.unlink(missing_ok=True)
     tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
     uri = f"sqlite:///{tmp}"
     try:
-        tmp.unlink(missing_ok=True)
         SqlAlchemyStore(uri, layout.mlflow_artifacts.as_uri())  # runs every schema migration
         _forget_engine(uri)
         os.replace(tmp, db)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from netgeom.repro.history import DURATIONS, Durations
 from netgeom.repro.pipeline import Action, Pipeline, read_settings
 
 BACKENDS = ("local", "ray")
+GATE_STAGE = "check"  # runs before every other stage (validation, the MLflow store)
 @dataclass
 class Outcome:
     stage: str
@@ -99,6 +101,8 @@ def repro(
         raise NetgeomError("--backend", f"unknown {backend!r}; allowed: {', '.join(BACKENDS)}")
     pipeline = Pipeline.open(targets, root)
     try:
+        if GATE_STAGE not in {s.addressing for s in pipeline.stages}:
+            run_gate(pipeline.root)  # up to date, or not among the targets: it still gates them
         if backend == "ray":
             from netgeom.repro.executors import RayExecutor
 
@@ -114,6 +118,41 @@ def repro(
             executor.close()
     finally:
         pipeline.close()
+
+
+def error_line(log: Path | None, tail_bytes: int = 8192) -> str:
+    """The last `netgeom: error: ...` line a failed stage wrote to its log ('' if none): the one
+    line that says why, shown where the failure is reported."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - tail_bytes))
+            lines = handle.read().decode(errors="replace").splitlines()
+    except (OSError, TypeError):
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.startswith("netgeom: error: ")), "")
+
+
+def run_gate(root: Path) -> None:
+    """`netgeom check` in `root` when its dvc.yaml has the stage: params valid, the study inputs
+    supported, the MLflow store created once, before any stage starts. Its one line, if it
+    refuses, becomes this command's (exit 2, nothing run)."""
+    import yaml
+
+    dvc_yaml = Path(root) / "dvc.yaml"
+    try:
+        declared = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return  # DVC itself reports a missing or broken dvc.yaml
+    if GATE_STAGE not in declared:
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "netgeom", "check", "--quiet"], cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        message = lines[-1].removeprefix("netgeom: error: ") if lines else f"exit code {done.returncode}"
+        key, _, text = message.partition(": ")
+        raise NetgeomError(key if text else GATE_STAGE, text or message)
 
 
 class Scheduler:
@@ -132,6 +171,12 @@ class Scheduler:
         self.started: dict[str, float] = {}
         self.by_name = {s.addressing: s for s in pipeline.stages}
         self.waiting = {s: set(pipeline.upstream[s]) for s in pipeline.stages}
+        gate = self.by_name.get(GATE_STAGE)
+        if gate is not None:  # `check` first: DVC has no order-only dependency, so the scheduler adds it
+            for stage in pipeline.stages:
+                if stage is not gate and gate not in self.waiting[stage]:
+                    self.waiting[stage].add(gate)
+                    pipeline.downstream[gate] = [*pipeline.downstream[gate], stage]
         self.pending = list(pipeline.stages)
         self.history = Durations(pipeline.root / DURATIONS)
         self.priority = self.history.critical_paths(pipeline.stages, pipeline.downstream)
@@ -174,7 +219,11 @@ class Scheduler:
         self.result.outcomes.append(outcome)
         self.bar.update(1)
         if outcome.status == "failed":
-            self._line(f"{outcome.stage}: FAILED after {outcome.seconds:.1f}s ({outcome.reason}); log: {self._log_rel(outcome.log)}")
+            said = error_line(outcome.log)
+            self._line(
+                f"{outcome.stage}: FAILED after {outcome.seconds:.1f}s ({outcome.reason}); log: {self._log_rel(outcome.log)}"
+                + (f"\n  {said}" if said else "")
+            )
             self._block(stage, outcome.stage)
             return
         for down in self.pipeline.downstream[stage]:

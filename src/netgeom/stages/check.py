@@ -12,9 +12,13 @@ store once, before stages run in parallel.
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 from netgeom.errors import NetgeomError
 from netgeom.layout import Layout
-from netgeom.params import Params
+from netgeom.params import Params, checkpoint_epochs
 
 
 def run_check(params: Params, layout: Layout) -> list[str]:
@@ -28,6 +32,8 @@ def run_check(params: Params, layout: Layout) -> list[str]:
     for entry in STUDIES:  # a switched-off study's settings need not fit the model or the grid
         if getattr(params, entry.name).enabled and (reason := unmet(entry.name, entry.needs, params)):
             raise NetgeomError(f"{entry.name}.enabled", reason)
+        check_checkpoints(params, entry.name)
+    check_machine(params)
     if params.star.enabled:
         check_cell(params)  # the one check across groups
     if params.mlflow.enabled and not experiment_ready(layout, params.mlflow.experiment):
@@ -35,3 +41,49 @@ def run_check(params: Params, layout: Layout) -> list[str]:
 
         tracking.connect(layout, params.mlflow.experiment)
     return sorted(type(params).model_fields)
+
+
+def check_checkpoints(params: Params, study: str) -> None:
+    """An enabled study's listed checkpoint epochs must be ones training saves."""
+    group = getattr(params, study)
+    wanted = getattr(group, "checkpoints", None)
+    if not group.enabled or not isinstance(wanted, list):
+        return
+    scheduled = checkpoint_epochs(params.train)
+    missing = [e for e in wanted if e not in scheduled]
+    if missing:
+        raise NetgeomError(
+            f"{study}.checkpoints", f"epochs {missing} are not saved by training; the saved ones are {scheduled} (train.checkpoints, train.epochs)"
+        )
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def visible_nvidia_gpus() -> int | None:
+    """NVIDIA GPUs the driver lists, less any hidden by CUDA_VISIBLE_DEVICES; None where this
+    cannot be told without torch (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    gpus = Path("/proc/driver/nvidia/gpus")
+    count = len(list(gpus.iterdir())) if gpus.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([d for d in visible.split(",") if d.strip() and not d.strip().startswith("-")]))
+    return count
+
+
+def check_machine(params: Params) -> None:
+    """What only this machine can tell: the cores for `execution.threads`, the GPU for
+    `execution.device: cuda[:N]` (light: read from the driver, no torch)."""
+    cores = usable_cores()
+    if params.execution.threads > cores:
+        raise NetgeomError("execution.threads", f"{params.execution.threads} exceeds the {cores} cores this process may use")
+    device = params.execution.device
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        gpus = visible_nvidia_gpus()
+        if gpus is not None and index >= gpus:
+            found = f"{gpus} visible NVIDIA GPU{'s' if gpus != 1 else ''}" if gpus else "no visible NVIDIA GPU"
+            raise NetgeomError("execution.device", f"{device} asked for, but this machine has {found}; use auto or cpu")

@@ -7,7 +7,7 @@ import math
 import torch
 
 from netgeom.errors import NetgeomError
-from netgeom.params import TrainParams
+from netgeom.params import TrainParams, checkpoint_epochs  # noqa: F401  (re-exported: the loop's import)
 
 
 def make_optimizer(parameters, p: TrainParams) -> torch.optim.Optimizer:
@@ -51,13 +51,3 @@ def make_scheduler(optimizer, steps_per_epoch: int, p: TrainParams) -> torch.opt
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, p))
 
 
-def checkpoint_epochs(p: TrainParams) -> list[int]:
-    """The scheduled checkpoint epochs: init (0), listed epochs, every E, final."""
-    epochs = set(p.checkpoints.epochs)
-    if p.checkpoints.init:
-        epochs.add(0)
-    if p.checkpoints.every:
-        epochs.update(range(p.checkpoints.every, p.epochs + 1, p.checkpoints.every))
-    if p.checkpoints.final:
-        epochs.add(p.epochs)
-    return sorted(epochs)
