@@ -390,14 +390,14 @@ def preset(path: Annotated[Path, typer.Argument(help="A preset YAML of params ov
     """Print a preset as `-S key=value` arguments for `dvc exp run` (validated first)."""
     import json
 
-    import yaml
+    from netgeom.params import flatten, read_params_yaml, validate
 
-    from netgeom.params import flatten, validate
-
-    if not path.exists():
+    if not path.is_file():
         raise NetgeomError("preset", f"{path} does not exist; see presets/")
-    overrides = yaml.safe_load(path.read_text()) or {}
-    base = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").exists() else {}
+    overrides = read_params_yaml(path) or {}
+    if not isinstance(overrides, dict):
+        raise NetgeomError("preset", f"{path} must hold a mapping of params overrides (like presets/*.yaml)")
+    base = read_params_yaml(Path("params.yaml")) if Path("params.yaml").exists() else {}
     validate(_merge(base, overrides))
     # Compact JSON (valid YAML, no spaces) survives the shell's word splitting in `$(...)`;
     # Hydra (behind `dvc exp run -S`) appends a key the params file lacks only when asked with `+`.

@@ -150,6 +150,8 @@ def read_json(path: str | Path, hint: str = "") -> Any:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise _corrupt(path, "JSON", exc) from None
+    except RecursionError:  # nested deeper than any file we write: hostile or broken
+        raise _corrupt(path, "JSON", ValueError("nested too deeply")) from None
 
 
 def read_json_object(path: str | Path, required: tuple[str, ...] = (), hint: str = "") -> dict:

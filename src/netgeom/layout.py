@@ -27,9 +27,24 @@ def store_root(root: Path) -> Path:
 RUN_FILE = "run.json"  # written last into a run folder: its presence marks the run complete
 
 
-def run_folders(root: Path) -> list[Path]:
-    """The complete run folders directly under `root` (those holding RUN_FILE), sorted."""
-    return sorted(folder for folder in Path(root).glob("*") if (folder / RUN_FILE).exists())
+def check_inside(path: Path, root: Path) -> Path:
+    """`path` unless it resolves (through a symlink) outside `root`: the project reads and writes
+    its own files only, whatever a link in artifacts/ points to."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if resolved != base and base not in resolved.parents:
+        from netgeom.errors import NetgeomError
+
+        raise NetgeomError(str(path), f"leads outside the project (to {resolved}); replace the link with the folder itself")
+    return Path(path)
+
+
+def run_folders(root: Path, project: Path | None = None) -> list[Path]:
+    """The complete run folders directly under `root` (those holding RUN_FILE), sorted; one
+    leading outside `project` (default: root's grandparent, the project of artifacts/runs) is refused."""
+    found = sorted(folder for folder in Path(root).glob("*") if (folder / RUN_FILE).exists())
+    for folder in found:
+        check_inside(folder, project or Path(root).resolve().parent.parent)
+    return found
 
 
 # Every name and path below also takes DVC templates (`"${item.noise}"`) in place of values:

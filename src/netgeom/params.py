@@ -270,14 +270,26 @@ def validate(raw: dict[str, Any], model: type[BaseModel] | None = None, prefix: 
         raise NetgeomError(prefix + key, problem) from None
 
 
+# A params file is a few KB; parsing a huge one (50 MB, millions of keys) would take minutes.
+MAX_PARAMS_BYTES = 1 << 20
+
+
+def read_params_yaml(path: Path) -> Any:
+    """A params (or preset) YAML file parsed safely (no tags that build objects), size-capped."""
+    size = path.stat().st_size
+    if size > MAX_PARAMS_BYTES:
+        raise NetgeomError("params", f"{path} is {size / 2**20:.1f} MB; a params file is a few KB (limit {MAX_PARAMS_BYTES >> 20} MB)")
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise NetgeomError("params", f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise NetgeomError("params", f"{path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise NetgeomError("params", f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+    raw = read_params_yaml(path)
     if raw is None:
         raise NetgeomError("params", f"{path} is empty; copy the repository's params.yaml (an empty file is not 'all defaults')")
     if not isinstance(raw, dict):

@@ -21,7 +21,7 @@ from netgeom.cell import Cell
 from netgeom.data.bundle import DataBundle, load_bundle, read_labels, read_split
 from netgeom.errors import NetgeomError
 from netgeom.io import read_csv, read_json_object
-from netgeom.layout import RUN_FILE, Layout, noise_tag, run_name
+from netgeom.layout import RUN_FILE, Layout, check_inside, noise_tag, run_name
 from netgeom.models import accepted_options, create_model
 from netgeom.params import ModelParams, NoiseParams, Params, validate
 from netgeom.training.checkpoints import list_checkpoints
@@ -173,7 +173,10 @@ def read_run(folder: Path) -> Run:
 
 
 def open_run(layout: Layout, name: str) -> Run:
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise NetgeomError("run", f"{name!r} is not a run name: give a folder name under {layout.runs_root} (e.g. mlp_w64-n0.2-r0)")
     folder = layout.run_dir(name)
+    check_inside(folder, layout.root)
     if not folder.exists():
         raise NetgeomError("run", f"{folder} is missing; run `dvc repro` (or `netgeom train`) first")
     return read_run(folder)
