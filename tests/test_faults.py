@@ -191,3 +191,48 @@ def test_a_killed_store_creation_leaves_no_temporary_file_for_good(project):
     with store_lock(layout):
         ensure_store(layout)
     assert layout.mlflow_db.exists() and not leftover.exists()
+
+
+def test_a_full_disk_while_a_study_writes_its_shards_is_one_line_and_the_rerun_completes(prepared, monkeypatch):
+    from netgeom.stages import study_common
+
+    write_params(prepared, train={"epochs": 2, "checkpoints": {"epochs": [1]}}, smoothness={"shards": 2})
+    ok("train")
+    with monkeypatch.context() as patched:
+        disk_full_at(patched, study_common, "atomic_write_parquet", "shard-001")
+        line = refused("smoothness", key="disk full")
+    assert "shard-001-of-002" in line
+    ok("smoothness")
+    summary = prepared / "artifacts" / "studies" / "smoothness" / "mlp_w16-n0.2-r0" / "summary.json"
+    assert summary.exists()
+
+
+def test_a_sync_killed_inside_the_store_lock_is_repaired_by_the_next_sync(prepared, monkeypatch):
+    """A writer killed mid-run leaves an MLflow run without its `netgeom.complete` tag (RUNNING);
+    the next sync replaces it with one complete, finished run."""
+    import mlflow
+
+    from netgeom.layout import Layout
+    from netgeom.tracking import runs_table
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write_params(prepared, mlflow={"enabled": True, "experiment": "killed"}, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
+    ok("train", "--no-track")
+    real = mlflow.log_artifact
+
+    def killed(path, *args, **kwargs):
+        if str(path).endswith("history.csv"):
+            raise KeyboardInterrupt  # SIGINT/SIGKILL between the model and the artifacts
+        return real(path, *args, **kwargs)
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(mlflow, "log_artifact", killed)
+        from netgeom.params import load_params
+        from netgeom.stages.sync import sync_runs
+
+        sync_runs(load_params(prepared / "params.yaml"), Layout(prepared))
+    left = runs_table(Layout(prepared), "killed")
+    assert len(left) == 1 and left.iloc[0].get("tags.netgeom.complete") != "true"
+    ok("mlflow", "sync")
+    runs = runs_table(Layout(prepared), "killed")
+    assert len(runs) == 1 and runs.iloc[0]["tags.netgeom.complete"] == "true" and runs.iloc[0]["status"] == "FINISHED"
