@@ -91,7 +91,7 @@ def timed(fn, repeats: int = 3) -> float:
 def engine_speedups(gpu: torch.device) -> dict[str, float]:
     from netgeom.models import create_model
     from netgeom.studies.interpolation import interpolation_curve
-    from netgeom.studies.paths import make_paths
+    from netgeom.studies.input_paths import make_paths
     from netgeom.studies.regions import study_paths
     from netgeom.studies.smoothness import compute_metric
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netgeom.studies.paths import choose_paths, make_paths, random_inputs
+from netgeom.studies.input_paths import choose_paths, make_paths, random_inputs
 from netgeom.studies.regions import DEFAULT_EPS, count_regions_dense, prepare_model, walk_segments
 
 SEED_CAPACITY = 30_000  # regions per segment the seed preallocates

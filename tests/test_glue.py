@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from netgeom.cli import app
-from netgeom.pipeline import code_deps, import_closure, render
+from netgeom.dvc_yaml import code_deps, import_closure, render
 from netgeom.stages.registry import STUDIES
 from tests.conftest import refused, write_params
 

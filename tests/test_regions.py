@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from netgeom.errors import NetgeomError
-from netgeom.studies.paths import Paths
+from netgeom.studies.input_paths import Paths
 from netgeom.studies.regions import (
     PathRegions,
     count_regions_dense,

@@ -18,7 +18,7 @@ Where to start
     metric, e.g. ``"jacobian_frobenius"`` (the input-gradient norm of the loss).
   - ``netgeom.studies.regions.study_paths(model, paths, *, eps=1e-9, batch_size=256,
     check_end=True, progress=None)``: exact linear regions crossed along closed paths of
-    shifted copies of inputs (``netgeom.studies.paths.make_paths(inputs, n_anchors=8,
+    shifted copies of inputs (``netgeom.studies.input_paths.make_paths(inputs, n_anchors=8,
     radius=4)``), for ReLU nets; ``.crossings`` per path.
   - ``netgeom.studies.interpolation.interpolation_curve(model, state_a, state_b, eval_sets, *,
     n=50, bn="recompute", calibration_inputs=None, ..., progress=None)``: loss and accuracy

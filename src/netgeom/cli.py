@@ -320,7 +320,7 @@ def pipeline(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 if dvc.yaml differs from the generated one.")] = False,
 ):
     """dvc.yaml from the study registry: every stage with the code it runs as dependencies."""
-    from netgeom.pipeline import render
+    from netgeom.dvc_yaml import render
 
     text = render()
     target = Path("dvc.yaml")

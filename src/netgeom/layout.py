@@ -48,7 +48,7 @@ def run_folders(root: Path, project: Path | None = None) -> list[Path]:
 
 
 # Every name and path below also takes DVC templates (`"${item.noise}"`) in place of values:
-# pipeline.py builds dvc.yaml's paths with these same functions (on `IN_DVC_YAML`), so the paths a
+# dvc_yaml.py builds dvc.yaml's paths with these same functions (on `IN_DVC_YAML`), so the paths a
 # stage writes and the outs DVC records cannot drift apart.
 Template = str
 

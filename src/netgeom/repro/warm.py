@@ -110,7 +110,7 @@ def run_command(argv: list[str], cwd: str, env: dict[str, str], log: str) -> Non
     os.environ.update(env)
     sys.argv = list(argv)
     # By name: the CLI is the stage's own command (in every stage's code deps already), not code
-    # of the modules that import this runner (netgeom.execution, for Ray), whose deps pipeline.py
+    # of the modules that import this runner (netgeom.execution, for Ray), whose deps dvc_yaml.py
     # computes from their static imports.
     cli = importlib.import_module("netgeom.cli")
 

@@ -24,7 +24,7 @@ from netgeom.params import Params
 from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run, study_device
 from netgeom.stages.study import Summary, write_summary
 from netgeom.stages.study_common import SAMPLE_COLUMNS, compute_shards, sample_frame, summarise_by_noise
-from netgeom.studies.paths import Paths, choose_paths, make_paths, random_inputs
+from netgeom.studies.input_paths import Paths, choose_paths, make_paths, random_inputs
 from netgeom.studies.regions import check_model, walk_paths
 
 PER_LOGIT = ("variation", "signed_variation", "absolute_deviation")

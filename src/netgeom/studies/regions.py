@@ -65,7 +65,7 @@ from torch import nn
 
 from netgeom.errors import NetgeomError
 from netgeom.progress import progress as progress_bar
-from netgeom.studies.paths import Paths
+from netgeom.studies.input_paths import Paths
 
 _LINEAR_LEAVES = (
     nn.Linear,

@@ -7,7 +7,7 @@ from torch import nn
 
 from netgeom.errors import NetgeomError
 from netgeom.execution import shard_range
-from netgeom.studies.paths import anchor_shifts, choose_paths, make_paths, random_inputs
+from netgeom.studies.input_paths import anchor_shifts, choose_paths, make_paths, random_inputs
 from netgeom.studies.shifts import shift
 from netgeom.studies.regions import study_paths
 
