@@ -128,7 +128,7 @@ def test_gpu_training_resumes_bit_exactly_when_deterministic(project):
 def test_a_gpu_checkpoint_gives_the_same_statistics_on_the_cpu_and_the_gpu(project):
     """Studies are device-independent up to float tolerance: a GPU-trained run's smoothness and
     interpolation summaries on the GPU equal those on the CPU."""
-    from netgeom.stages.study import read_summary
+    from netgeom.summary import read_summary
 
     train = {"epochs": 2, "checkpoints": {"epochs": [1]}}
     write_params(project, execution={"device": "cuda"}, train=train)

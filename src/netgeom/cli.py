@@ -266,7 +266,7 @@ def study_command(entry):
 
 def _skip(entry, settings, layout, cell_args) -> None:
     from netgeom.layout import run_name
-    from netgeom.stages.study import write_skipped
+    from netgeom.summary import write_skipped
 
     if entry.scope == "grid":
         folder = layout.study_root(entry.name)

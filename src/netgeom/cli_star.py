@@ -76,7 +76,7 @@ def _skipped(settings, folder) -> bool:
     """With star.enabled false each stage leaves a summary saying so where its output goes."""
     if settings.star.enabled:
         return False
-    from netgeom.stages.study import write_skipped
+    from netgeom.summary import write_skipped
 
     write_skipped(folder, "star")
     typer.echo("star: skipped (star.enabled is false)")

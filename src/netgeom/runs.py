@@ -172,6 +172,13 @@ def read_run(folder: Path) -> Run:
     return Run(folder.name, folder, info, metrics, history)
 
 
+def cell_run(params: Params, layout: Layout, cell: Cell) -> tuple[Params, Run]:
+    """What a per-run study stage starts from: the cell's settings (`cell_params`) and its finished
+    training run (`run.name` is the run folder's name, `cell_name`)."""
+    settings = cell_params(params, cell)
+    return settings, open_run(layout, cell_name(settings, cell))
+
+
 def open_run(layout: Layout, name: str) -> Run:
     if not name or Path(name).name != name or name in (".", ".."):
         raise NetgeomError("run", f"{name!r} is not a run name: give a folder name under {layout.runs_root} (e.g. mlp_w64-n0.2-r0)")

@@ -56,7 +56,7 @@ def grid_table(runs: pd.DataFrame, values: list[str]) -> pd.DataFrame:
 
 def study_table(studies_root: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """A study's summaries in long form: run columns + epoch, measure, group (all/clean/noisy), value."""
-    from netgeom.stages.study import read_summary
+    from netgeom.summary import read_summary
 
     rows = []
     for summary_file in sorted(Path(studies_root).glob("*/summary.json")):

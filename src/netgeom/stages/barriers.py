@@ -15,12 +15,19 @@ import pandas as pd
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
 from netgeom.params import Params
-from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, load_state, model_for_run, open_run, study_device
+from netgeom.runs import (
+    Cell,
+    cell_run,
+    load_cell_data,
+    load_state,
+    model_for_run,
+    study_device,
+)
 from netgeom.stages.interpolation import barrier_curve, calibration
-from netgeom.stages.study import Summary, write_summary
 from netgeom.studies import curve_summaries as cs
 from netgeom.studies.alignment import align
 from netgeom.studies.interpolation import curve_values
+from netgeom.summary import Summary, write_summary
 
 COLUMNS = ["run_a", "run_b", "width", "noise", "matching", "split", "loss_barrier", "accuracy_barrier"]
 
@@ -51,8 +58,7 @@ def run(params: Params, layout: Layout) -> Summary:
     rows, curves = [], []
     device = study_device(params)
     for cell_a, cell_b in replicate_pairs(params):
-        pa, pb = cell_params(params, cell_a), cell_params(params, cell_b)
-        run_a, run_b = open_run(layout, cell_name(pa, cell_a)), open_run(layout, cell_name(pb, cell_b))
+        (pa, run_a), (_, run_b) = cell_run(params, layout, cell_a), cell_run(params, layout, cell_b)
         data = load_cell_data(pa, layout, device)
         state_a, state_b = load_state(run_a.final_checkpoint(), device), load_state(run_b.final_checkpoint(), device)
         model = model_for_run(run_a.info, device=device)

@@ -9,16 +9,15 @@ the distribution figure) and summary.json (the pooled statistics per checkpoint)
 
 from __future__ import annotations
 
-
 import pandas as pd
 
-from netgeom.io import atomic_write_parquet
 from netgeom.groups.hyperplanes import HyperplanesParams
+from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
 from netgeom.params import Params
-from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_state, model_for_run, open_run
-from netgeom.stages.study import Summary, write_summary
+from netgeom.runs import Cell, cell_run, checkpoint_selection, load_state, model_for_run
 from netgeom.studies.hyperplanes import evolution_tables, projection_table
+from netgeom.summary import Summary, write_summary
 
 SUMMARY_COLUMNS = ("mass", "mean", "sign_pvalue", "distance_fro", "shift_auc")
 
@@ -27,9 +26,8 @@ SUMMARY_COLUMNS = ("mass", "mean", "sign_pvalue", "distance_fro", "shift_auc")
 
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     p: HyperplanesParams = params.hyperplanes
-    params = cell_params(params, cell)
-    name = cell_name(params, cell)
-    source = open_run(layout, name)
+    params, source = cell_run(params, layout, cell)
+    name = source.name
     model = model_for_run(source.info)
     selected = dict(checkpoint_selection(source, p.checkpoints, "hyperplanes.checkpoints"))
     if 0 in source.scheduled_epochs:  # the reference for distances and shift tests

@@ -9,21 +9,32 @@ and `netgeom curve`.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import torch
 
-from netgeom.io import atomic_write_parquet
 from netgeom.groups.interpolation import InterpolationParams
+from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
 from netgeom.params import Params
-from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, load_state, model_for_run, open_run, study_device
-from netgeom.stages.study import Summary, write_summary
+from netgeom.runs import (
+    Cell,
+    cell_run,
+    load_cell_data,
+    load_state,
+    model_for_run,
+    study_device,
+)
 from netgeom.studies import curve_summaries as cs
 from netgeom.studies import logit_geometry as lg
 from netgeom.studies import weight_space as ws
-from netgeom.studies.interpolation import curve_values, interpolation_curve, plane_landscape, random_init_curves
+from netgeom.studies.interpolation import (
+    curve_values,
+    interpolation_curve,
+    plane_landscape,
+    random_init_curves,
+)
+from netgeom.summary import Summary, write_summary
 
 # Random-init baselines draw from seeds far from any run's own (runs use seed + replicate).
 RANDOM_INIT_SEED_BASE = 10_000
@@ -90,9 +101,8 @@ def _logit_table(logits: dict[str, torch.Tensor], alphas: np.ndarray) -> pd.Data
 
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     p: InterpolationParams = params.interpolation
-    params = cell_params(params, cell)
-    name = cell_name(params, cell)
-    source = open_run(layout, name)
+    params, source = cell_run(params, layout, cell)
+    name = source.name
     device = study_device(params)
     data = load_cell_data(params, layout, device)
     source.init_checkpoint()  # refuses a run without an epoch-0 checkpoint

@@ -23,7 +23,7 @@ from netgeom.models import create_model
 from netgeom.params import Params, TrainParams, validate
 from netgeom.progress import progress
 from netgeom.runs import study_device
-from netgeom.stages.study import Summary, write_summary
+from netgeom.summary import Summary, write_summary
 from netgeom.studies import curve_summaries as cs
 from netgeom.studies import weight_space as ws
 from netgeom.studies.interpolation import curve_values, interpolation_curve

@@ -16,16 +16,29 @@ import pandas as pd
 import torch
 
 from netgeom.errors import NetgeomError
-from netgeom.groups.regions import RegionsParams
 from netgeom.execution import shard_range
+from netgeom.groups.regions import RegionsParams
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
 from netgeom.params import Params
-from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run, study_device
-from netgeom.stages.study import Summary, write_summary
-from netgeom.stages.study_common import SAMPLE_COLUMNS, compute_shards, sample_frame, summarise_by_noise
+from netgeom.runs import (
+    Cell,
+    cell_name,
+    cell_run,
+    checkpoint_selection,
+    load_cell_data,
+    model_for_run,
+    study_device,
+)
+from netgeom.stages.study_common import (
+    SAMPLE_COLUMNS,
+    compute_shards,
+    sample_frame,
+    summarise_by_noise,
+)
 from netgeom.studies.input_paths import Paths, choose_paths, make_paths, random_inputs
 from netgeom.studies.regions import check_model, walk_paths
+from netgeom.summary import Summary, write_summary
 
 PER_LOGIT = ("variation", "signed_variation", "absolute_deviation")
 HEADLINE = ("crossings", "regions", "density", *PER_LOGIT)
@@ -70,8 +83,7 @@ def compute_shard(params: Params, layout: Layout, cell: Cell, folder, index: int
     """Per-path rows of shard `index` of `count` for every selected checkpoint (and, with
     `per_region`, the shard's regions written beside it)."""
     p: RegionsParams = params.regions
-    params = cell_params(params, cell)
-    run = open_run(layout, cell_name(params, cell))
+    params, run = cell_run(params, layout, cell)
     paths, rows = build_paths(params, layout, p)
     span = shard_range(index, count, paths.n_paths)
     paths, rows = paths.select(np.arange(span.start, span.stop)), rows.iloc[span.start : span.stop].reset_index(drop=True)
@@ -105,7 +117,7 @@ def run(params: Params, layout: Layout, cell: Cell, shard: str | None = None) ->
     With `per_region` the walk keeps every region of a shard's paths in memory (it grows with
     the regions found); the default keeps only per-path statistics."""
     p: RegionsParams = params.regions
-    folder = layout.study_dir("regions", cell_name(cell_params(params, cell), cell))
+    folder = layout.study_dir("regions", cell_name(params, cell))
     merged = compute_shards(folder, shard, p.shards, partial(compute_shard, params, layout, cell, folder), params.execution)
     if merged is None:
         return None

@@ -13,7 +13,6 @@ mean and largest relative drop over layers, by group).
 
 from __future__ import annotations
 
-
 import pandas as pd
 import torch
 
@@ -22,11 +21,16 @@ from netgeom.groups.reinit import ReinitParams
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
 from netgeom.params import Params
-from netgeom.runs import Cell, cell_name, cell_params, load_cell_data, load_state, model_for_run, open_run, study_device
-from netgeom.stages.study import Summary, write_summary
+from netgeom.runs import (
+    Cell,
+    cell_run,
+    load_cell_data,
+    load_state,
+    model_for_run,
+    study_device,
+)
 from netgeom.studies.reinit import reinit_sweep
-
-
+from netgeom.summary import Summary, write_summary
 
 
 def _evaluation_groups(data, p: ReinitParams) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -47,9 +51,8 @@ def _evaluation_groups(data, p: ReinitParams) -> dict[str, tuple[torch.Tensor, t
 
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     p: ReinitParams = params.reinit
-    params = cell_params(params, cell)
-    name = cell_name(params, cell)
-    source = open_run(layout, name)
+    params, source = cell_run(params, layout, cell)
+    name = source.name
     checkpoints = source.checkpoints
     final_epoch, final_path = checkpoints[-1]
     earlier = {epoch: path for epoch, path in checkpoints[:-1]}

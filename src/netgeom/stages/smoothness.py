@@ -15,19 +15,25 @@ import pandas as pd
 import torch
 
 from netgeom.errors import NetgeomError
-from netgeom.groups.smoothness import SmoothnessParams
 from netgeom.execution import shard_range
+from netgeom.groups.smoothness import SmoothnessParams
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
 from netgeom.params import Params
-from netgeom.runs import Cell, cell_name, cell_params, checkpoint_selection, load_cell_data, model_for_run, open_run, study_device
-from netgeom.stages.study import Summary, write_summary
+from netgeom.runs import (
+    Cell,
+    cell_name,
+    cell_run,
+    checkpoint_selection,
+    load_cell_data,
+    model_for_run,
+    study_device,
+)
 from netgeom.stages.study_common import compute_shards, sample_frame, summarise_by_noise
 from netgeom.studies.channels import ChannelStats
 from netgeom.studies.smoothness import choose_targets, compute_point_values
 from netgeom.studies.volumes import Volume
-
-
+from netgeom.summary import Summary, write_summary
 
 
 def _backend(choice: str, device: torch.device) -> str:
@@ -54,8 +60,7 @@ def _points(data, split: str) -> tuple[torch.Tensor, pd.DataFrame]:
 def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Per-sample values (and per-point values, if asked) of shard `index` of `count`."""
     p: SmoothnessParams = params.smoothness
-    params = cell_params(params, cell)
-    run = open_run(layout, cell_name(params, cell))
+    params, run = cell_run(params, layout, cell)
     device = study_device(params)
     data = load_cell_data(params, layout, device)
     x_all, columns = _points(data, p.split)
@@ -92,7 +97,7 @@ def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count:
 def run(params: Params, layout: Layout, cell: Cell, shard: str | None = None) -> Summary | None:
     """Compute one shard (`shard="i/n"`) or all of them; writes the summary once all are there."""
     p: SmoothnessParams = params.smoothness
-    folder = layout.study_dir("smoothness", cell_name(cell_params(params, cell), cell))
+    folder = layout.study_dir("smoothness", cell_name(params, cell))
     merged = compute_shards(folder, shard, p.shards, partial(_per_sample_shard, params, layout, cell, folder), params.execution)
     if merged is None:
         return None

@@ -31,7 +31,7 @@ from netgeom.runs import Cell, cell_params, load_cell_data, load_state, model_fo
 from netgeom.stages.barriers import barrier_rows
 from netgeom.groups.interpolation import InterpolationParams
 from netgeom.stages.interpolation import barrier_curve, calibration
-from netgeom.stages.study import Summary, write_summary
+from netgeom.summary import Summary, write_summary
 from netgeom.stages.train import finished, train_run
 from netgeom.studies import star as star_study
 from netgeom.studies.alignment import align

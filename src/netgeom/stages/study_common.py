@@ -11,7 +11,7 @@ import pandas as pd
 from netgeom.execution import parse_shard, run_units
 from netgeom.io import atomic_write_parquet, read_parquet
 from netgeom.params import ExecutionParams
-from netgeom.stages.study import Summary
+from netgeom.summary import Summary
 
 
 def shard_file(folder: Path, index: int, count: int) -> Path:

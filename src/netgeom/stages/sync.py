@@ -57,7 +57,7 @@ def sync_studies(params: Params, layout: Layout) -> int:
     if not params.mlflow.enabled:
         return 0
     from netgeom import tracking
-    from netgeom.stages.study import read_summary
+    from netgeom.summary import read_summary
 
     attached = 0
     for summary_path in sorted(layout.artifacts.glob("studies/*/*/summary.json")):
