@@ -84,6 +84,8 @@ class ModelParams(Group):
 
 class CheckpointParams(Group):
     init: bool = True
+    # Not in params.yaml: every study reads the final weights, so it is always saved. Still accepted
+    # (true only) so that older params files validate, and part of the run identity as before.
     final: bool = Field(True, description="always true: every study reads the final weights")
     epochs: list[int] = Field(default_factory=list, description="explicit checkpoint epochs")
     every: int | None = Field(None, ge=1, description="also checkpoint every E epochs")
