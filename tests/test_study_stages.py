@@ -4,6 +4,7 @@ bad input as one line with exit code 2."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -215,3 +216,39 @@ def test_reinit_stage_resets_each_layer_to_each_checkpoint_and_a_fresh_draw(trai
     assert everyone["trained_accuracy"].iloc[0] == pytest.approx(metrics["train_acc"], abs=1e-6)
     clean = table[table["group"] == "clean"]["trained_accuracy"].iloc[0]
     assert clean == pytest.approx(metrics["train_acc_clean"], abs=1e-6)
+
+
+def _read_categories(opened: list[str], root: Path) -> set[str]:
+    """What a stage read of the pipeline's inputs, from the files it opened: the raw data, the
+    label files, the split, the training runs."""
+    found = set()
+    for path in opened:
+        try:
+            rel = Path(path).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue
+        for prefix, category in (("data/", "data"), ("artifacts/labels/", "labels"), ("artifacts/splits/", "splits"), ("artifacts/runs/", "runs")):
+            if rel.startswith(prefix):
+                found.add(category)
+    return found
+
+
+@pytest.mark.parametrize("study", ["smoothness", "regions", "interpolation", "hyperplanes", "reinit", "barriers"])
+def test_a_stage_reads_only_the_inputs_its_registry_entry_declares(trained, study):
+    """The registry's `reads` and `data` become the stage's DVC dependencies: a stage that reads
+    data or labels its entry does not declare would not rerun when they change. The files it
+    opens (an audit hook) must be declared."""
+    import shutil
+
+    from netgeom.stages.registry import STUDIES
+    from tests.test_security import opened_files
+
+    entry = next(e for e in STUDIES if e.name == study)
+    shutil.rmtree(trained / "artifacts" / "studies" / study, ignore_errors=True)
+    args = [study] if entry.scope == "grid" else [study, "--width", "8", "--noise", "0.2"]
+    with opened_files() as opened:
+        ok(*args)
+    used = _read_categories(opened, trained)
+    declared = set(entry.reads) | ({"data"} if entry.data else set()) | ({"runs"} if entry.scope == "run" else set())
+    assert used <= declared, f"{study} reads {sorted(used - declared)} without declaring it in stages/registry.py"
+    assert used, "the audit saw no input at all: the check would be vacuous"
