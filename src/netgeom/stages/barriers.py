@@ -9,6 +9,7 @@ curves.parquet.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -53,6 +54,28 @@ def barrier_rows(curve: pd.DataFrame, pair: dict) -> list[dict]:
     return rows
 
 
+def pair_barriers(
+    run_a, run_b, data, settings, *, match: bool, seed: int, device, pair: dict, splits: Sequence[str] | None = None
+) -> tuple[list[pd.DataFrame], list[dict]]:
+    """The linear path between two finished runs' final weights, as is and (with `match`) after
+    weight matching B to A: (curves, barrier rows), each tagged with `pair` and its `matching`
+    ("none" / "weights"); `splits` keeps only those splits of the curve."""
+    model = model_for_run(run_a.info, device=device)
+    state_a, state_b = load_state(run_a.final_checkpoint(), device), load_state(run_b.final_checkpoint(), device)
+    candidates = {"none": state_b}
+    if match:
+        candidates["weights"] = align(model, state_a, state_b, calibration_inputs=calibration(data, settings), seed=seed).state
+    curves, rows = [], []
+    for matching, state in candidates.items():
+        curve = barrier_curve(model, state_a, state, data, settings)
+        if splits is not None:
+            curve = curve[curve["split"].isin(splits)]
+        tagged = {**pair, "matching": matching}
+        curves.append(curve.assign(**tagged))
+        rows += barrier_rows(curve, tagged)
+    return curves, rows
+
+
 def run(params: Params, layout: Layout) -> Summary:
     p, curve_settings = params.barriers, params.interpolation
     rows, curves = [], []
@@ -60,16 +83,10 @@ def run(params: Params, layout: Layout) -> Summary:
     for cell_a, cell_b in replicate_pairs(params):
         (pa, run_a), (_, run_b) = cell_run(params, layout, cell_a), cell_run(params, layout, cell_b)
         data = load_cell_data(pa, layout, device)
-        state_a, state_b = load_state(run_a.final_checkpoint(), device), load_state(run_b.final_checkpoint(), device)
-        model = model_for_run(run_a.info, device=device)
-        candidates = {"none": state_b}
-        if p.matching:
-            candidates["weights"] = align(model, state_a, state_b, calibration_inputs=calibration(data, curve_settings), seed=params.seed).state
-        for matching, state in candidates.items():
-            curve = barrier_curve(model, state_a, state, data, curve_settings)
-            pair = {"run_a": run_a.name, "run_b": run_b.name, "width": cell_a.width, "noise": cell_a.noise, "matching": matching}
-            curves.append(curve.assign(**pair))
-            rows += barrier_rows(curve, pair)
+        pair = {"run_a": run_a.name, "run_b": run_b.name, "width": cell_a.width, "noise": cell_a.noise}
+        more_curves, more_rows = pair_barriers(run_a, run_b, data, curve_settings, match=p.matching, seed=params.seed, device=device, pair=pair)
+        curves += more_curves
+        rows += more_rows
     table = pd.DataFrame(rows, columns=COLUMNS)
     folder = layout.study_root("barriers")
     atomic_write_parquet(folder / "barriers.parquet", table)

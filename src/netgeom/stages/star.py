@@ -27,14 +27,12 @@ from netgeom.io import atomic_write_parquet
 from netgeom import layout as paths
 from netgeom.layout import IN_DVC_YAML, RUN_FILE, Layout, noise_tag
 from netgeom.params import Params
-from netgeom.runs import Cell, cell_params, load_cell_data, load_state, model_for_run, read_run, study_device
-from netgeom.stages.barriers import barrier_rows
+from netgeom.runs import Cell, cell_params, load_cell_data, read_run, study_device
+from netgeom.stages.barriers import pair_barriers
 from netgeom.groups.interpolation import InterpolationParams
-from netgeom.stages.interpolation import barrier_curve, calibration
 from netgeom.summary import Summary, write_summary
 from netgeom.stages.train import finished, train_run
 from netgeom.studies import star as star_study
-from netgeom.studies.alignment import align
 from netgeom.training.checkpoints import load_checkpoint
 
 SPLITS = ("train", "test")
@@ -129,17 +127,12 @@ def run_barriers(params: Params, layout: Layout) -> Summary:
         pairs = [("star", count, stars[count], h) for count in p.anchor_counts for h in held_out]
         pairs += [("regular", None, a, b) for a, b in itertools.combinations(held_out, 2)]
         for kind, count, run_a, run_b in pairs:
-            model = model_for_run(run_a.info, device=device)
-            state_a, state_b = (load_state(r.final_checkpoint(), device) for r in (run_a, run_b))
-            candidates = {"none": state_b}
-            if p.matching:
-                candidates["weights"] = align(model, state_a, state_b, calibration_inputs=calibration(data, settings), seed=params.seed).state
-            for matching, state in candidates.items():
-                curve = barrier_curve(model, state_a, state, data, settings)
-                curve = curve[curve["split"].isin(SPLITS)]
-                pair = {"kind": kind, "anchors": count, "width": width, "model_a": run_a.name, "model_b": run_b.name, "matching": matching}
-                curves.append(curve.assign(**pair))
-                rows += barrier_rows(curve, pair)
+            pair = {"kind": kind, "anchors": count, "width": width, "model_a": run_a.name, "model_b": run_b.name}
+            more_curves, more_rows = pair_barriers(
+                run_a, run_b, data, settings, match=p.matching, seed=params.seed, device=device, pair=pair, splits=SPLITS
+            )
+            curves += more_curves
+            rows += more_rows
     table = pd.DataFrame(rows)
     tests = star_study.hypothesis_test(
         table[(table["kind"] == "regular") | (table["anchors"] == max(p.anchor_counts))], by=["width", "split", "matching"], value="loss_barrier"
