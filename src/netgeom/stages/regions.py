@@ -9,7 +9,6 @@ statistics, plus mean and std per logit under `per_logit`).
 
 from __future__ import annotations
 
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -23,22 +22,16 @@ from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.runs import (
     Cell,
-    cell_name,
     cell_run,
     checkpoint_selection,
     load_cell_data,
     model_for_run,
     study_device,
 )
-from netgeom.stages.study_common import (
-    SAMPLE_COLUMNS,
-    compute_shards,
-    sample_frame,
-    summarise_by_noise,
-)
+from netgeom.stages.study_common import SAMPLE_COLUMNS, run_sharded, sample_frame, summarise_by_noise
 from netgeom.studies.input_paths import Paths, choose_paths, make_paths, random_inputs
 from netgeom.studies.regions import check_model, walk_paths
-from netgeom.summary import Summary, write_summary
+from netgeom.summary import Summary
 
 PER_LOGIT = ("variation", "signed_variation", "absolute_deviation")
 HEADLINE = ("crossings", "regions", "density", *PER_LOGIT)
@@ -116,14 +109,12 @@ def run(params: Params, layout: Layout, cell: Cell, shard: str | None = None) ->
 
     With `per_region` the walk keeps every region of a shard's paths in memory (it grows with
     the regions found); the default keeps only per-path statistics."""
-    p: RegionsParams = params.regions
-    folder = layout.study_dir("regions", cell_name(params, cell))
-    merged = compute_shards(folder, shard, p.shards, partial(compute_shard, params, layout, cell, folder), params.execution)
-    if merged is None:
-        return None
+    return run_sharded("regions", params, layout, cell, shard, compute_shard, summarise=_summarise)
+
+
+def _summarise(merged: pd.DataFrame) -> Summary:
     summary = summarise_by_noise(merged[[*SAMPLE_COLUMNS, *HEADLINE]])
     summary.extra["per_logit"] = _per_logit_summary(merged)
-    write_summary(folder, summary)
     return summary
 
 

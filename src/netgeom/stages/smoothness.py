@@ -8,7 +8,6 @@ samples per checkpoint and measure).
 
 from __future__ import annotations
 
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -22,18 +21,17 @@ from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.runs import (
     Cell,
-    cell_name,
     cell_run,
     checkpoint_selection,
     load_cell_data,
     model_for_run,
     study_device,
 )
-from netgeom.stages.study_common import compute_shards, sample_frame, summarise_by_noise
+from netgeom.stages.study_common import run_sharded, sample_frame
 from netgeom.studies.channels import ChannelStats
 from netgeom.studies.smoothness import choose_targets, compute_point_values
 from netgeom.studies.volumes import Volume
-from netgeom.summary import Summary, write_summary
+from netgeom.summary import Summary
 
 
 def _backend(choice: str, device: torch.device) -> str:
@@ -96,14 +94,7 @@ def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count:
 
 def run(params: Params, layout: Layout, cell: Cell, shard: str | None = None) -> Summary | None:
     """Compute one shard (`shard="i/n"`) or all of them; writes the summary once all are there."""
-    p: SmoothnessParams = params.smoothness
-    folder = layout.study_dir("smoothness", cell_name(params, cell))
-    merged = compute_shards(folder, shard, p.shards, partial(_per_sample_shard, params, layout, cell, folder), params.execution)
-    if merged is None:
-        return None
-    summary = summarise_by_noise(merged)
-    write_summary(folder, summary)
-    return summary
+    return run_sharded("smoothness", params, layout, cell, shard, _per_sample_shard)
 
 
 def _per_sample_shard(params: Params, layout: Layout, cell: Cell, folder, index: int, count: int) -> pd.DataFrame:

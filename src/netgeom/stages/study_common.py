@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import pandas as pd
 
 from netgeom.execution import parse_shard, run_units
 from netgeom.io import atomic_write_parquet, read_parquet
-from netgeom.params import ExecutionParams
-from netgeom.summary import Summary
+from netgeom.layout import Layout, run_name
+from netgeom.params import ExecutionParams, Params
+from netgeom.summary import Summary, write_summary
 
 
 def shard_file(folder: Path, index: int, count: int) -> Path:
@@ -46,6 +48,21 @@ def compute_shards(
     for i, table in tables.items():
         write_shard(folder, i, count, table)
     return read_shards(folder, count)
+
+
+def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | None, compute, summarise=None) -> Summary | None:
+    """A sharded per-run study's `run`: shard `shard` ("i/n") or all `<study>.shards` of them with
+    `compute(params, layout, cell, folder, index, count)` (module level: it pickles), and once
+    every shard is there the summary, `summarise(merged)` (default: `summarise_by_noise`),
+    written beside them. Returns None while shards are missing."""
+    folder = layout.study_dir(study, run_name(params.model.arch, cell.width, cell.noise, cell.replicate))
+    count = getattr(params, study).shards
+    merged = compute_shards(folder, shard, count, partial(compute, params, layout, cell, folder), params.execution)
+    if merged is None:
+        return None
+    summary = (summarise or summarise_by_noise)(merged)
+    write_summary(folder, summary)
+    return summary
 
 
 SAMPLE_COLUMNS = ("epoch", "sample_id", "label", "clean_label", "is_noisy")
