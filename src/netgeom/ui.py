@@ -112,7 +112,9 @@ def serve(layout: Layout, url: str, host: str, port: int, timeout: float, echo: 
     def _stop(signum, _frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _stop)
+    # Our own handlers for both: a process started with SIGINT ignored (a pytest-xdist worker,
+    # some launchers) would otherwise never see Ctrl-C, and the default SIGTERM skips `finally`.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         seconds = wait_until_serving(server, host, port, timeout)
         echo(f"MLflow UI ready in {seconds:.1f} s: open {url}  (Ctrl-C stops it)")
@@ -121,5 +123,6 @@ def serve(layout: Layout, url: str, host: str, port: int, timeout: float, echo: 
         stopped_by_user = True
     finally:
         stop_server(server)
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0 if stopped_by_user else (server.returncode or 0)
