@@ -281,14 +281,15 @@ def test_a_corrupt_store_is_one_line_naming_the_file(trained, monkeypatch):
 
 
 def test_concurrent_first_trainings_and_syncs_make_one_complete_run_each(prepared):
-    """Two first trainings create the store at once; two syncs race on the same runs."""
+    """Four first trainings started by hand at once create the store and log into it; two syncs
+    race on the same runs."""
     write_params(prepared, mlflow={"enabled": True, "experiment": "race"}, train={"epochs": 2, "checkpoints": {"epochs": [1]}},
-                 grid={"widths": [8, 16], "noise": [0.2], "seed_offsets": [0]})
+                 grid={"widths": [4, 8, 16, 32], "noise": [0.2], "seed_offsets": [0]})
     env = {"MLFLOW_TRACKING_URI": ""}
     processes = [
         subprocess.Popen([sys.executable, "-m", "netgeom", "train", "--width", str(w), "--quiet"], cwd=prepared,
                          env={**os.environ, **env, "NETGEOM_QUIET": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for w in (8, 16)
+        for w in (4, 8, 16, 32)
     ]
     for process in processes:
         _, err = process.communicate(timeout=300)
@@ -308,13 +309,13 @@ def test_concurrent_first_trainings_and_syncs_make_one_complete_run_each(prepare
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err[-2000:]
     runs = client.search_runs([experiment])
-    assert sorted(r.data.tags["netgeom.run"] for r in runs) == ["mlp_w16-n0.2-r0", "mlp_w8-n0.2-r0"]
+    assert sorted(r.data.tags["netgeom.run"] for r in runs) == ["mlp_w16-n0.2-r0", "mlp_w32-n0.2-r0", "mlp_w4-n0.2-r0", "mlp_w8-n0.2-r0"]
     assert all(r.data.tags.get("netgeom.complete") == "true" for r in runs)
     models = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")
     by_run = {}
     for model in models:
         by_run.setdefault(model.source_run_id, []).append(model)
-    assert sorted(len(v) for k, v in by_run.items() if k in {r.info.run_id for r in runs}) == [1, 1]  # the final checkpoints
+    assert sorted(len(v) for k, v in by_run.items() if k in {r.info.run_id for r in runs}) == [1, 1, 1, 1]  # the final checkpoints
 
 
 # --------------------------------------------------------------------------- 7. missing checkpoints
