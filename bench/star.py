@@ -53,7 +53,7 @@ from netgeom.studies.star import (
     star_objective,
     star_step,
 )
-from netgeom.training.loop import train
+from netgeom.training.loop import TrainingHooks, train
 from netgeom.training.schedule import make_optimizer
 
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))  # the 2-core CPU is shared: one thread measures steadily
@@ -166,7 +166,7 @@ def loop_epoch_seconds(arch, shape, options, star: bool) -> float:
 
     p = TrainParams(epochs=EPOCH_REPEATS, batch_size=BATCH, optimizer="adam", lr=1e-3, eval_every=EPOCH_REPEATS, checkpoints={"init": False, "epochs": []})
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(build(arch, shape, options, 0), data, p, seed=0, workdir=Path(tmp), make_objective=make_objective if star else None)
+        result = train(build(arch, shape, options, 0), data, p, seed=0, workdir=Path(tmp), hooks=TrainingHooks(make_objective if star else None))
     return float(result.history["epoch_seconds"].dropna().min())
 
 

@@ -47,7 +47,7 @@ def test_star_training_with_t_zero_is_regular_training(sources):
     from netgeom.runs import build_model, load_cell_data
     from netgeom.stages.star import source_params
     from netgeom.studies import star as star_study
-    from netgeom.training.loop import train
+    from netgeom.training.loop import TrainingHooks, train
 
     params = source_params(load_params(sources / "params.yaml"), 8, 7)
     data = load_cell_data(params, Layout(sources))
@@ -64,8 +64,8 @@ def test_star_training_with_t_zero_is_regular_training(sources):
 
     regular, star = build_model(params, data), build_model(params, data)
     train(regular, data, params.train, seed=params.seed, workdir=sources / "w-regular")
-    train(star, data, params.train, seed=params.seed, workdir=sources / "w-star", make_objective=make_objective,
-          before_evaluation=lambda m: star_study.refresh_bn_statistics(m, data.train.x[:256]))
+    train(star, data, params.train, seed=params.seed, workdir=sources / "w-star", hooks=TrainingHooks(make_objective,
+          lambda m: star_study.refresh_bn_statistics(m, data.train.x[:256])))
     for (name, a), (_, b) in zip(regular.named_parameters(), star.named_parameters()):
         assert torch.equal(a, b), name
 

@@ -12,7 +12,7 @@ from netgeom.data.sources import DatasetInfo
 from netgeom.errors import NetgeomError
 from netgeom.models import create_model
 from netgeom.params import TrainParams, validate
-from netgeom.training import list_checkpoints, load_checkpoint, train
+from netgeom.training import TrainingHooks, list_checkpoints, load_checkpoint, train
 from netgeom.training.schedule import checkpoint_epochs, lr_factor, make_optimizer, make_scheduler
 
 
@@ -100,7 +100,7 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path):
 
     interrupted = model()
     with pytest.raises(Crash):
-        train(interrupted, bundle(), params(), seed=5, workdir=tmp_path / "b", metadata={"h": 1}, on_epoch=crash_after_3)
+        train(interrupted, bundle(), params(), seed=5, workdir=tmp_path / "b", metadata={"h": 1}, hooks=TrainingHooks(on_epoch=crash_after_3))
     resumed = model(seed=99)  # a fresh process would build a different net; the state overrides it
     result = train(resumed, bundle(), params(), seed=5, workdir=tmp_path / "b", metadata={"h": 1})
     assert list(result.history["epoch"]) == list(range(7))
@@ -200,7 +200,7 @@ def test_channels_last_training_matches_nchw_and_resumes_bit_identically(tmp_pat
             raise Crash
 
     with pytest.raises(Crash):
-        train(conv_model(), bundle(), params(), seed=5, workdir=tmp_path / "b", on_epoch=crash_after_3)
+        train(conv_model(), bundle(), params(), seed=5, workdir=tmp_path / "b", hooks=TrainingHooks(on_epoch=crash_after_3))
     resumed = conv_model(seed=99)
     train(resumed, bundle(), params(), seed=5, workdir=tmp_path / "b")
     for key, value in fast.state_dict().items():  # "auto" picked channels-last for the conv net

@@ -32,6 +32,7 @@ from netgeom.stages.barriers import pair_barriers
 from netgeom.groups.interpolation import InterpolationParams
 from netgeom.summary import Summary, write_summary
 from netgeom.stages.train import finished, train_run
+from netgeom.training import TrainingHooks
 from netgeom.studies import star as star_study
 from netgeom.training.checkpoints import load_checkpoint
 
@@ -104,7 +105,7 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
     display = f"star{count} {params.model.arch} w{width} {noise_tag(p.noise)} s{settings.seed}"
     folder = train_run(
         settings, layout, name=name, target=layout.star_dir(name), cell=Cell(width, p.noise, 0), data=data,
-        identity_extra=identity, info_extra=info, make_objective=make_objective, before_evaluation=refresh, resume=resume,
+        identity_extra=identity, info_extra=info, hooks=TrainingHooks(make_objective, refresh), resume=resume,
         display=display,
     )
     return finished(params, layout, folder, track)

@@ -35,7 +35,7 @@ from netgeom.runs import (
     load_cell_data,
     read_run,
 )
-from netgeom.training.loop import TrainResult, train
+from netgeom.training.loop import TrainingHooks, TrainResult, train
 
 # Final train accuracy within this many binomial standard errors of 1/K reads as "learnt nothing".
 CHANCE_SIGMAS = 3.0
@@ -75,8 +75,7 @@ def train_run(
     data: DataBundle | None = None,
     identity_extra: dict | None = None,
     info_extra: dict | None = None,
-    make_objective=None,
-    before_evaluation=None,
+    hooks: TrainingHooks = TrainingHooks(),
     resume: bool = True,
     fresh_command: str = "",
     display: str | None = None,
@@ -84,7 +83,7 @@ def train_run(
     """Train a run with cell-applied `params` into `target` (through .netgeom/staging/<name>).
 
     `identity_extra` joins the run's identity (e.g. a star's anchors), `info_extra` its run.json;
-    `make_objective` and `before_evaluation` go to the training loop (e.g. star training);
+    `hooks` go to the training loop (e.g. star training's objective and BN refresh);
     `display` overrides the name people read (MLflow's run name)."""
     data = data if data is not None else load_cell_data(params, layout)
     device = resolve_device(params.execution.device)
@@ -103,8 +102,7 @@ def train_run(
     metadata = {"run": name, "seed": params.seed, "params_hash": digest}
     staging = layout.staging_dir(name)
     result = train(
-        model, data, params.train, seed=params.seed, workdir=staging, metadata=metadata, resume=resume, device=device,
-        make_objective=make_objective, before_evaluation=before_evaluation,
+        model, data, params.train, seed=params.seed, workdir=staging, metadata=metadata, resume=resume, device=device, hooks=hooks,
     )
     if result.missing_checkpoints:
         raise NetgeomError(

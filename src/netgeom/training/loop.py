@@ -105,6 +105,20 @@ def _should_stop(metrics: dict[str, float], p: TrainParams) -> bool:
     return p.stop_accuracy is not None and metrics.get("train_acc", 0.0) >= p.stop_accuracy
 
 
+@dataclass(frozen=True)
+class TrainingHooks:
+    """Where a variant of training plugs into the loop (the star study uses the first two).
+
+    `make_objective(model)` builds the minibatch loss once the model sits on its device and in
+    its memory layout (default: cross-entropy); `before_evaluation(model)` runs before every
+    evaluation and checkpoint (e.g. a star model refreshes its BN statistics there);
+    `on_epoch(epoch, row)` runs after each epoch is recorded (tests crash a run there)."""
+
+    make_objective: Callable[[torch.nn.Module], Objective] | None = None
+    before_evaluation: Callable[[torch.nn.Module], None] | None = None
+    on_epoch: Callable[[int, dict], None] | None = None
+
+
 def train(
     model: torch.nn.Module,
     data: DataBundle,
@@ -113,19 +127,15 @@ def train(
     seed: int,
     workdir: Path,
     metadata: dict | None = None,
-    on_epoch: Callable[[int, dict], None] | None = None,
     resume: bool = True,
     device: torch.device | str = "cpu",
-    make_objective: Callable[[torch.nn.Module], Objective] | None = None,
-    before_evaluation: Callable[[torch.nn.Module], None] | None = None,
+    hooks: TrainingHooks = TrainingHooks(),
 ) -> TrainResult:
     """Train `model` in place, writing checkpoints and resume state into `workdir`.
 
     `metadata` (e.g. the params hash) is stored in every checkpoint; resume only continues a
     state whose metadata matches, otherwise `workdir` is cleared and training starts over.
-    `make_objective(model)` builds the minibatch loss once the model sits on its device and in
-    its memory layout (default: cross-entropy); `before_evaluation(model)` runs before every
-    evaluation and checkpoint (e.g. a star model refreshes its BN statistics there).
+    `hooks` (TrainingHooks) change the objective and what runs around evaluations.
     """
     workdir = Path(workdir)
     metadata = dict(metadata or {})
@@ -140,8 +150,8 @@ def train(
     if layout != torch.contiguous_format:
         model.to(memory_format=layout)  # strides only: state_dict values and checkpoints are unchanged
         data = data.in_format(layout)
-    objective = make_objective(model) if make_objective else cross_entropy
-    prepare = before_evaluation or (lambda model: None)
+    objective = hooks.make_objective(model) if hooks.make_objective else cross_entropy
+    prepare = hooks.before_evaluation or (lambda model: None)
     x, y = data.train.x, data.train.y
     n = len(y)
     steps_per_epoch = math.ceil(n / p.batch_size)
@@ -169,8 +179,8 @@ def train(
         checkpoint = epoch in scheduled or stop or epoch == p.epochs
         if checkpoint:
             save_checkpoint(workdir, epoch, model.state_dict(), {"step": epoch * steps_per_epoch, "metrics": row, **metadata})
-        if on_epoch:
-            on_epoch(epoch, row)
+        if hooks.on_epoch:
+            hooks.on_epoch(epoch, row)
         # The resume state (model + optimizer + RNG + history) is saved at checkpoints and at most
         # every RESUME_SECONDS otherwise: resuming replays the epochs since, bit-exactly, and
         # short epochs don't pay a write each.
@@ -195,23 +205,8 @@ def train(
     bar = progress(range(start + 1, p.epochs + 1), desc="epochs", total=p.epochs - start)
     for epoch in [] if stopped else bar:
         began = time.perf_counter()
-        model.train()
         lr = optimizer.param_groups[0]["lr"]
-        order = torch.randperm(n, generator=generator).to(device)
-        losses, sizes = [], []  # kept on the device: read once per epoch, not once per step
-        for i in range(0, n, p.batch_size):
-            index = order[i : i + p.batch_size]
-            inputs = in_format(augment(x[index], generator), layout) if p.augment else x[index]
-            with autocast:
-                loss = objective(model, inputs, y[index], generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.detach())
-            sizes.append(len(index))
-        # the epoch's one wait for the device; summed in step order as per-step .item() would
-        mean_loss = sum(value * size for value, size in zip(torch.stack(losses).tolist(), sizes)) / n
+        mean_loss = _train_epoch(model, objective, optimizer, scheduler, x, y, p, generator, autocast, layout)
         if not math.isfinite(mean_loss):
             last = list_checkpoints(workdir)
             where = f"{workdir / checkpoint_name(last[-1][0])}.safetensors" if last else "none"
@@ -233,6 +228,27 @@ def train(
     last = int(frame["epoch"].iloc[-1])
     written = sorted({e for e in scheduled if e <= last} | {last})
     return TrainResult(frame, final, list_checkpoints(workdir), stopped, written, started, time.time())
+
+
+def _train_epoch(model, objective, optimizer, scheduler, x, y, p: TrainParams, generator, autocast, layout) -> float:
+    """One pass over the training set in a seeded random order; the sample-weighted mean loss."""
+    model.train()
+    n = len(y)
+    order = torch.randperm(n, generator=generator).to(x.device)
+    losses, sizes = [], []  # kept on the device: read once per epoch, not once per step
+    for i in range(0, n, p.batch_size):
+        index = order[i : i + p.batch_size]
+        inputs = in_format(augment(x[index], generator), layout) if p.augment else x[index]
+        with autocast:
+            loss = objective(model, inputs, y[index], generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.detach())
+        sizes.append(len(index))
+    # the epoch's one wait for the device; summed in step order as per-step .item() would
+    return sum(value * size for value, size in zip(torch.stack(losses).tolist(), sizes)) / n
 
 
 def _resumable_state(workdir: Path):
