@@ -236,3 +236,10 @@ def test_a_sync_killed_inside_the_store_lock_is_repaired_by_the_next_sync(prepar
     ok("mlflow", "sync")
     runs = runs_table(Layout(prepared), "killed")
     assert len(runs) == 1 and runs.iloc[0]["tags.netgeom.complete"] == "true" and runs.iloc[0]["status"] == "FINISHED"
+
+
+def test_check_refuses_a_data_root_without_the_datasets_files(project):
+    write_params(project, data={"root": "nowhere"})
+    assert "digits is not under" in refused("check", key="data.root")
+    write_params(project, data={"name": "fashion_mnist", "root": "nowhere"})
+    assert "netgeom data fetch fashion_mnist" in refused("check", key="data.root")

@@ -27,6 +27,14 @@ print(json.dumps({"code": code, "heavy": sorted(m for m in %r if m in sys.module
 """ % (HEAVY,)
 
 
+def project_params(root: Path, **groups) -> Path:
+    """params.yaml and the embedded digits in `root` (check looks for the dataset's files)."""
+    from netgeom.data import get_source
+
+    get_source("digits").materialise(root / "data")
+    return write_params(root, **groups)
+
+
 def probe(root: Path, *command: str) -> dict:
     done = subprocess.run([sys.executable, "-c", PROBE, *command], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -34,16 +42,17 @@ def probe(root: Path, *command: str) -> dict:
 
 
 def test_check_imports_no_torch_and_no_mlflow_once_the_store_exists(tmp_path):
-    write_params(tmp_path, mlflow={"enabled": True, "experiment": "light"})
+    project_params(tmp_path, mlflow={"enabled": True, "experiment": "light"})
     first = probe(tmp_path, "check", "--quiet")
     assert first["code"] in (0, None) and "torch" not in first["heavy"]  # creating the store needs mlflow, not torch
     assert (tmp_path / "mlruns" / "mlflow.db").exists()
     again = probe(tmp_path, "check", "--quiet")
-    assert again["code"] in (0, None) and again["heavy"] == []
+    # numpy only: the dataset sources it asks whether the files are there (0.1 s, no torch)
+    assert again["code"] in (0, None) and again["heavy"] == ["numpy"]
 
 
 def test_check_still_refuses_bad_input_in_one_line_without_torch(tmp_path):
-    write_params(tmp_path, regions={"paths": 0})
+    project_params(tmp_path, regions={"paths": 0})
     done = subprocess.run([sys.executable, "-c", PROBE, "check"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "regions.paths" in done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -51,7 +60,7 @@ def test_check_still_refuses_bad_input_in_one_line_without_torch(tmp_path):
 
 
 def test_a_switched_off_study_stage_imports_no_torch(tmp_path):
-    write_params(tmp_path, regions={"enabled": False})
+    project_params(tmp_path, regions={"enabled": False})
     result = probe(tmp_path, "regions", "--width", "8", "--noise", "0.2", "--quiet")
     assert result == {"code": None, "heavy": []} or result == {"code": 0, "heavy": []}
     summary = json.loads((tmp_path / "artifacts" / "studies" / "regions" / "mlp_w8-n0.2-r0" / "summary.json").read_text())
@@ -97,11 +106,11 @@ def test_the_light_groups_name_what_the_studies_implement():
     ],
 )
 def test_check_refuses_an_enabled_study_the_model_or_data_cannot_take_in_one_line(tmp_path, groups, key, words):
-    write_params(tmp_path, **groups)
+    project_params(tmp_path, **groups)
     done = subprocess.run([sys.executable, "-c", PROBE, "check"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0] and words in lines[0] and f"{key}: false" in lines[0], done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"code": 2, "heavy": []}
     study = key.split(".")[0]
-    write_params(tmp_path, **{**groups, study: {**groups.get(study, {}), "enabled": False}})
+    project_params(tmp_path, **{**groups, study: {**groups.get(study, {}), "enabled": False}})
     assert probe(tmp_path, "check", "--quiet")["code"] in (0, None)  # switched off: no cross-check

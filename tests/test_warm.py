@@ -36,6 +36,9 @@ def test_netgeom_warm_0_sends_every_command_to_a_process(monkeypatch):
 
 
 def test_a_forked_command_runs_in_the_jobs_folder_with_its_environment_and_log(tmp_path):
+    from netgeom.data import get_source
+
+    get_source("digits").materialise(tmp_path / "data")  # check looks for the dataset's files
     write_params(tmp_path)
     log = tmp_path / "job.log"
     log.write_bytes(b"> netgeom check\n")

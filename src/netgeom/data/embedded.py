@@ -33,6 +33,9 @@ class NpyDataset(DatasetSource):
     def origin(self, root: Path) -> str | None:
         return f"embedded: materialised from the installed {self.embedded_from} package"
 
+    def files_present(self, root: Path) -> bool:
+        return self.is_available(root)
+
     def is_available(self, root: Path) -> bool:
         return all((self.folder(root) / f"{s}_{k}.npy").exists() for s in self.info.splits for k in "xy")
 

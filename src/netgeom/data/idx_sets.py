@@ -43,6 +43,9 @@ class IdxDataset(TorchvisionDataset):
                 return candidate
         return None
 
+    def files_present(self, root: Path) -> bool:
+        return self.is_available(root)
+
     def is_available(self, root: Path) -> bool:
         return all(self._find(root, name) is not None for name in self.all_files())
 

@@ -44,6 +44,11 @@ class DatasetSource(ABC):
     def is_available(self, root: Path) -> bool:
         return True
 
+    def files_present(self, root: Path) -> bool | None:
+        """Whether the dataset's files are under `root`, told from their names alone (what
+        `netgeom check` asks, without torch); None where only reading them would tell."""
+        return None
+
     def materialise(self, root: Path) -> list[Path]:
         """Write the dataset under `root` deterministically (embedded datasets only)."""
         return []

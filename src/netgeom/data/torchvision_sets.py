@@ -133,6 +133,9 @@ class CifarDataset(TorchvisionDataset):
         entries = self._batches("train") + self._batches("test") + [(meta["filename"], meta["md5"])]
         return {f"{self.folder_name}/{name}": md5 for name, md5 in entries}
 
+    def files_present(self, root: Path) -> bool:
+        return self.is_available(root)
+
     def is_available(self, root: Path) -> bool:
         return all((Path(root) / name).is_file() for name in self.published_md5())
 

@@ -34,6 +34,7 @@ def run_check(params: Params, layout: Layout) -> list[str]:
             raise NetgeomError(f"{entry.name}.enabled", reason)
         check_checkpoints(params, entry.name)
     check_machine(params)
+    check_data(params, layout)
     if params.star.enabled:
         check_cell(params)  # the one check across groups
     if params.mlflow.enabled and not experiment_ready(layout, params.mlflow.experiment):
@@ -87,3 +88,18 @@ def check_machine(params: Params) -> None:
         if gpus is not None and index >= gpus:
             found = f"{gpus} visible NVIDIA GPU{'s' if gpus != 1 else ''}" if gpus else "no visible NVIDIA GPU"
             raise NetgeomError("execution.device", f"{device} asked for, but this machine has {found}; use auto or cpu")
+
+
+def check_data(params: Params, layout: Layout) -> None:
+    """The dataset's files under `data.root`, where their names tell (no torch: the sources
+    import none); a dataset told only by reading its files is left to the split stage."""
+    from netgeom.data import get_source
+
+    source = get_source(params.data.name, params.data)
+    root = layout.data_root(params.data.root)
+    if source.files_present(root) is False:
+        name = params.data.name
+        raise NetgeomError(
+            "data.root", f"{name} is not under {source.where(root)}; `make data` writes the embedded datasets, "
+            f"`netgeom data fetch {name}` (or `make {name.replace('_', '-')}`) the others"
+        )
