@@ -60,7 +60,8 @@ def leaves(state) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("name", list(ARCHS))
 @pytest.mark.parametrize("mu", [0.0, 0.5])
 def test_gradient_is_one_minus_t_times_gradient_at_interpolated_point(name, mu):
-    """d/dtheta* CE((1-t) theta* + t theta_n) = (1-t) grad CE(theta_t) [+ mu grad CE(theta*)], BN in train mode."""
+    """d/dtheta* of (CE((1-t) theta* + t theta_n) + mu CE(theta*)) / (1 + mu) (the seed's
+    normalisation) = ((1-t) grad CE(theta_t) + mu grad CE(theta*)) / (1 + mu), BN in train mode."""
     model, shape = make(name, 0, torch.float64)
     anchor_model, _ = make(name, 1, torch.float64)
     x, y = batch(shape, 12, 2, torch.float64)
@@ -76,7 +77,7 @@ def test_gradient_is_one_minus_t_times_gradient_at_interpolated_point(name, mu):
     at_point = torch.autograd.grad(F.cross_entropy(functional_call(model, point, (x,)), y), list(point.values()))
     at_star = torch.autograd.grad(F.cross_entropy(functional_call(model, star, (x,)), y), list(star.values()))
     for g, gp, gs in zip(got, at_point, at_star):
-        torch.testing.assert_close(g, (1 - t) * gp + mu * gs, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g, ((1 - t) * gp + mu * gs) / (1 + mu), rtol=1e-10, atol=1e-12)
 
     # Oracle 2: central finite difference along a random direction.
     gen = torch.Generator().manual_seed(3)

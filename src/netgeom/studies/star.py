@@ -161,7 +161,9 @@ def interpolated_parameters(star_params: StateDict, anchor: StateDict, t: float)
 def star_objective(
     model: nn.Module, star_params: StateDict, anchor: StateDict, t: float, x: Tensor, y: Tensor, *, mu: float = 0.0
 ) -> Tensor:
-    """CE at (1 - t) theta* + t theta_n [+ mu * CE(theta*)], in the model's current mode.
+    """(CE at (1 - t) theta* + t theta_n  +  mu * CE(theta*)) / (1 + mu), in the model's current
+    mode: the starlight seed's normalisation, so that mu reweights the two terms without scaling
+    the step (the plain sum takes (1 + mu)x larger steps). At mu = 0 it is the first term alone.
 
     `model` is the functional template (its BN buffers are the ones train-mode BN updates, see
     the module docstring); `star_params` maps parameter names to theta* (usually the model's own
@@ -169,7 +171,7 @@ def star_objective(
     """
     loss = F.cross_entropy(functional_call(model, interpolated_parameters(star_params, anchor, t), (x,)), y)
     if mu:
-        loss = loss + mu * F.cross_entropy(functional_call(model, dict(star_params), (x,)), y)
+        loss = (loss + mu * F.cross_entropy(functional_call(model, dict(star_params), (x,)), y)) / (1 + mu)
     return loss
 
 
