@@ -212,3 +212,46 @@ def test_bad_input_raises_netgeom_error_naming_the_setting():
     with pytest.raises(NetgeomError) as err:
         reinit_sweep(model, trained, {0: {k: v for k, v in trained.items() if k != "0.bias"}}, x, y)
     assert err.value.key == "reinit.epochs"
+
+
+def _top5_by_sorting(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Brute force: each sample's classes sorted by logit, the label among the first five."""
+    with torch.no_grad():
+        logits = net.eval()(x)
+    hits = 0
+    for row, label in zip(logits.tolist(), y.tolist()):
+        ranked = sorted(range(len(row)), key=lambda c: -row[c])
+        hits += label in ranked[:5]
+    return hits / len(y)
+
+
+def test_top5_accuracy_against_a_brute_force_sort():
+    model, trained, checkpoints, x, _ = setup("cnn_k", width=2)
+    y = torch.randint(0, 10, (len(x),), generator=torch.Generator().manual_seed(9))  # not the predictions: top-5 < 1
+    table = reinit_sweep(model, trained, checkpoints, x, y, batch_size=BATCH)
+    net = copy.deepcopy(model)
+    net.load_state_dict(trained)
+    expected_trained = _top5_by_sorting(net, x, y)
+    assert 0 < expected_trained < 1 and (table["trained_accuracy_top5"] == expected_trained).all()
+    row = table.iloc[0]
+    reset = copy.deepcopy(model)
+    state = dict(trained)
+    state.update({k: checkpoints[int(row.checkpoint)][k] for k in module_keys(model, row.layer)})
+    reset.load_state_dict(state)
+    assert row.accuracy_top5 == _top5_by_sorting(reset, x, y)
+    assert (table["accuracy_top5"] >= table["accuracy"]).all()
+
+
+def test_conv_only_resets_every_convolution_and_no_linear_layer():
+    """The hp_arrangements seed resets convolutions only by default: `layer_kinds="conv"`."""
+    model, trained, checkpoints, x, y = setup("cnn_k", width=2)
+    both = reinit_sweep(model, trained, checkpoints, x, y, batch_size=BATCH)
+    conv = reinit_sweep(model, trained, checkpoints, x, y, batch_size=BATCH, layer_kinds="conv")
+    modules = dict(model.named_modules())
+    assert set(conv["layer"]) == {n for n in set(both["layer"]) if isinstance(modules[n], nn.Conv2d)} != set(both["layer"])
+    assert all(isinstance(modules[n], nn.Conv2d) for n in conv["layer"])
+    same = both[both["layer"].isin(conv["layer"])].reset_index(drop=True)
+    assert same[["layer", "checkpoint", "accuracy", "loss"]].equals(conv[["layer", "checkpoint", "accuracy", "loss"]])
+    with pytest.raises(NetgeomError, match="reinit.layer_kinds: conv: .* has no convolutional layer"):
+        mlp, mlp_trained, mlp_checkpoints, mx, my = setup("mlp")
+        reinit_sweep(mlp, mlp_trained, mlp_checkpoints, mx, my, layer_kinds="conv")

@@ -15,7 +15,10 @@ from netgeom.params import StudyGroup
 
 class ReinitParams(StudyGroup):
     split: Literal["train", "val", "test"] = "test"
-    layers: list[str] | None = Field(None, description="module paths (null: every conv and linear layer)")
+    layers: list[str] | None = Field(None, description="module paths (null: every layer of layer_kinds)")
+    layer_kinds: Literal["conv_and_linear", "conv"] = Field(
+        "conv_and_linear", description="with layers null: conv_and_linear, or conv only (the hp_arrangements seed's default)"
+    )
     epochs: list[int] | None = Field(None, description="reset sources (null: every saved checkpoint before the final one)")
     rand: bool = True
     rand_seed: int = 0

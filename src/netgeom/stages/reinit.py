@@ -69,7 +69,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     for group, (x, y) in _evaluation_groups(data, p).items():
         table = reinit_sweep(
             model, trained, states, x, y, layers=p.layers, make_model=lambda: model_for_run(source.info),
-            rand_seed=p.rand_seed if p.rand else None, reset_bn=p.reset_bn, batch_size=p.batch_size,
+            rand_seed=p.rand_seed if p.rand else None, reset_bn=p.reset_bn, batch_size=p.batch_size, layer_kinds=p.layer_kinds,
         )
         frames.append(table.assign(group=group))
     table = pd.concat(frames, ignore_index=True)

@@ -53,7 +53,11 @@ StateDict = Mapping[str, Tensor]
 RAND = "rand"
 _RAND_STREAM = 0x7265696E  # "rein": keeps the rand draw off the stream a training seed uses
 
-COLUMNS = ["layer", "position", "checkpoint", "epoch", "accuracy", "loss", "trained_accuracy", "trained_loss", "relative_drop", "prefix_cached"]
+COLUMNS = [
+    "layer", "position", "checkpoint", "epoch", "accuracy", "loss", "trained_accuracy", "trained_loss", "relative_drop",
+    "prefix_cached", "accuracy_top5", "trained_accuracy_top5",
+]  # fmt: skip
+LAYER_KINDS = ("conv_and_linear", "conv")  # which layers a default sweep resets ("conv": the hp_arrangements seed's default)
 
 
 def is_reinit_layer(module: nn.Module) -> bool:
@@ -190,11 +194,18 @@ def _state_keys(model: nn.Module, module_name: str) -> list[str]:
     return [f"{module_name}.{n}" for n in local]
 
 
-def _check_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+def _check_layers(model: nn.Module, layers: Sequence[str] | None, kinds: str = "conv_and_linear") -> list[str]:
     available = eligible_layers(model)
     if not available:
         raise NetgeomError("reinit.layers", f"{type(model).__name__} has no conv or linear layer with parameters to reset")
+    if kinds not in LAYER_KINDS:
+        raise NetgeomError("reinit.layer_kinds", f"unknown {kinds!r}; allowed: {', '.join(LAYER_KINDS)}")
     if layers is None:
+        if kinds == "conv":
+            modules = dict(model.named_modules())
+            available = [name for name in available if is_conv(modules[name])]
+            if not available:
+                raise NetgeomError("reinit.layer_kinds", f"conv: {type(model).__name__} has no convolutional layer; use conv_and_linear")
         return available
     layers = list(layers)
     unknown = [name for name in layers if name not in available]
@@ -240,10 +251,12 @@ class _Tally:
     """Correct predictions and summed cross-entropy, accumulated in float64 over batches."""
 
     def __init__(self) -> None:
-        self.correct, self.loss = 0, 0.0
+        self.correct, self.correct5, self.loss = 0, 0, 0.0
 
     def add(self, logits: Tensor, y: Tensor) -> None:
         self.correct += int((logits.argmax(dim=1) == y).sum())
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # top-5 (all classes when fewer)
+        self.correct5 += int((top == y[:, None]).any(dim=1).sum())
         self.loss += float(F.cross_entropy(logits.double(), y, reduction="sum"))
 
 
@@ -264,22 +277,25 @@ def reinit_sweep(
     reset_bn: bool = False,
     batch_size: int = 256,
     progress: bool | None = None,
+    layer_kinds: str = "conv_and_linear",
 ) -> pd.DataFrame:
     """Accuracy and loss with one layer at a time reset to a checkpoint's (or a fresh) value.
 
     model: the architecture (its own weights are not used and not changed); trained: the state
     dict evaluated; checkpoints: {epoch: state dict}, of which `epochs` (default all) are used;
-    layers: module paths (default every eligible layer, see `eligible_layers`); `rand` rows are
+    layers: module paths (default every eligible layer, see `eligible_layers`, or with
+    `layer_kinds="conv"` only the convolutions, the hp_arrangements seed's default); `rand` rows are
     added when `rand_seed` is given, drawing from `make_model` (a builder of the same
     architecture with its own initialiser).
 
     Returns one row per (layer, checkpoint), layers in forward order, checkpoints by epoch then
     `rand`. Columns: layer, position (index among the model's eligible layers), checkpoint
     (str: the epoch or 'rand'), epoch (Int64, <NA> for rand), accuracy, loss (mean
-    cross-entropy), trained_accuracy, trained_loss, relative_drop, prefix_cached (bool).
+    cross-entropy), trained_accuracy, trained_loss, relative_drop, prefix_cached (bool),
+    accuracy_top5, trained_accuracy_top5.
     `progress`: a bar over the batches (None: see `netgeom.progress.shows_progress`; False: none).
     """
-    chosen = _check_layers(model, layers)
+    chosen = _check_layers(model, layers, layer_kinds)
     epoch_list = _check_epochs(checkpoints, epochs)
     _check_data(x, y, batch_size)
     sources: dict[str, StateDict] = {str(e): checkpoints[e] for e in epoch_list}
@@ -377,7 +393,7 @@ def _table(targets, sources, tallies, trained_tally: _Tally, n: int, cached: boo
                 "layer": target.layer, "position": target.position, "checkpoint": name,
                 "epoch": None if name == RAND else int(name), "accuracy": accuracy, "loss": tally.loss / n,
                 "trained_accuracy": trained_accuracy, "trained_loss": trained_loss, "relative_drop": drop,
-                "prefix_cached": cached,
+                "prefix_cached": cached, "accuracy_top5": tally.correct5 / n, "trained_accuracy_top5": trained_tally.correct5 / n,
             })  # fmt: skip
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["epoch"] = table["epoch"].astype("Int64")
