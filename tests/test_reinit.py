@@ -255,3 +255,24 @@ def test_conv_only_resets_every_convolution_and_no_linear_layer():
     with pytest.raises(NetgeomError, match="reinit.layer_kinds: conv: .* has no convolutional layer"):
         mlp, mlp_trained, mlp_checkpoints, mx, my = setup("mlp")
         reinit_sweep(mlp, mlp_trained, mlp_checkpoints, mx, my, layer_kinds="conv")
+
+
+def test_a_reset_to_weights_from_a_file_equals_the_reset_to_the_same_tensors_as_a_checkpoint(tmp_path):
+    """The hp_arrangements seed's --inits-from: weights from any file are one more reset source."""
+    from safetensors.torch import save_file
+
+    from netgeom.models.pretrained import read_state_dict
+
+    model, trained, checkpoints, x, y = setup("cnn_k", width=2)
+    save_file({k: v.contiguous() for k, v in checkpoints[3].items()}, str(tmp_path / "snapshot.safetensors"))
+    files = {"file:snapshot": read_state_dict(tmp_path / "snapshot.safetensors")}
+    table = reinit_sweep(model, trained, checkpoints, x, y, batch_size=BATCH, extra_sources=files, rand_seed=1, make_model=builder("cnn_k", width=2))
+    assert list(dict.fromkeys(table["checkpoint"])) == ["0", "3", "file:snapshot", "rand"]
+    from_file = table[table["checkpoint"] == "file:snapshot"].reset_index(drop=True)
+    as_epoch = table[table["checkpoint"] == "3"].reset_index(drop=True)
+    for column in ("layer", "accuracy", "loss", "accuracy_top5", "relative_drop"):
+        assert from_file[column].equals(as_epoch[column]), column
+    assert from_file["epoch"].isna().all()
+    wrong = {"file:other": create_model("cnn_k", SHAPE, 10, width=4).state_dict()}
+    with pytest.raises(NetgeomError, match=r"reinit.inits_from: checkpoint file:other does not fit the model"):
+        reinit_sweep(model, trained, checkpoints, x, y, batch_size=BATCH, extra_sources=wrong)

@@ -254,3 +254,36 @@ def test_a_stage_reads_only_the_inputs_its_registry_entry_declares(trained, stud
     declared = set(entry.reads) | ({"data"} if entry.data else set()) | ({"runs"} if entry.scope == "run" else set())
     assert used <= declared, f"{study} reads {sorted(used - declared)} without declaring it in stages/registry.py"
     assert used, "the audit saw no input at all: the check would be vacuous"
+
+
+def test_reinit_inits_from_files_and_what_it_refuses(trained):
+    """`reinit.inits_from`: weight files (or a .txt list of them) as reset sources, read without
+    running code; a missing file, a pickle with code and another architecture's weights are one
+    line naming the setting."""
+    import pickle
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from netgeom.runs import load_state, read_run
+
+    run = read_run(trained / "artifacts" / "runs" / "mlp_w8-n0.2-r0")
+    save_file(load_state(dict(run.checkpoints)[1]), str(trained / "snap_a.safetensors"))
+    (trained / "list.txt").write_text("# snapshots\nsnap_a.safetensors\n\n")
+    base = {"train": {"epochs": 3, "checkpoints": {"epochs": [1]}}, "grid": {"widths": [8], "noise": [0.2], "seed_offsets": [0, 1]}}
+    try:
+        write_params(trained, **base, reinit={"inits_from": ["list.txt"], "rand": False})
+        shutil.rmtree(trained / "artifacts" / "studies" / "reinit", ignore_errors=True)
+        ok("reinit", "--width", "8", "--noise", "0.2")
+        table = pd.read_parquet(trained / "artifacts" / "studies" / "reinit" / "mlp_w8-n0.2-r0" / "reinit.parquet")
+        both = table[table["group"] == "all"]
+        from_file, epoch1 = (both[both["checkpoint"] == c].reset_index(drop=True) for c in ("file:snap_a", "1"))
+        assert len(from_file) and from_file["accuracy"].equals(epoch1["accuracy"])
+        (trained / "code.pt").write_bytes(pickle.dumps(print))
+        other = {"w": __import__("torch").zeros(3)}
+        save_file(other, str(trained / "other.safetensors"))
+        for name, said in (("missing.safetensors", "no such file"), ("code.pt", "could run code"), ("other.safetensors", "does not fit")):
+            write_params(trained, **base, reinit={"inits_from": [name]})
+            assert said in refused("reinit", "--width", "8", "--noise", "0.2", key="reinit.inits_from")
+    finally:
+        write_params(trained, **base)

@@ -20,6 +20,10 @@ class ReinitParams(StudyGroup):
         "conv_and_linear", description="with layers null: conv_and_linear, or conv only (the hp_arrangements seed's default)"
     )
     epochs: list[int] | None = Field(None, description="reset sources (null: every saved checkpoint before the final one)")
+    inits_from: list[str] = Field(
+        default_factory=list,
+        description="weight files (safetensors or weights-only torch.save) to reset layers to, or a .txt listing one per line (the seed's --inits-from)",
+    )
     rand: bool = True
     rand_seed: int = 0
     reset_bn: bool = False

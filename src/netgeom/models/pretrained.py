@@ -23,7 +23,7 @@ KEY = "model.pretrained"
 
 def load_pretrained(model: nn.Module, path: str | Path) -> None:
     """Copy the tensors in `path` into `model` (in place); NetgeomError on any mismatch."""
-    state = _read_state_dict(Path(path))
+    state = read_state_dict(Path(path))
     own = model.state_dict()
     skipped = _classifier_mismatch(model, own, state)
     if skipped:
@@ -44,9 +44,11 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(wanted, strict=False)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, key: str = KEY) -> dict[str, torch.Tensor]:
+    """The state dict in a safetensors or weights-only torch.save file; NetgeomError naming
+    `key` (the setting that named the file) for anything else."""
     if not path.is_file():
-        raise NetgeomError(KEY, f"no such file: {path}")
+        raise NetgeomError(key, f"no such file: {path}")
     try:
         if _looks_like_safetensors(path):
             from safetensors.torch import load_file
@@ -58,12 +60,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's own message suggests weights_only=False: exactly what must not happen.
-        raise NetgeomError(KEY, f"{path} holds pickled objects other than tensors; refused, since loading it could run code") from err
+        raise NetgeomError(key, f"{path} holds pickled objects other than tensors; refused, since loading it could run code") from err
     except Exception as err:  # every other reader failure (corrupt, truncated, not a checkpoint) is bad input
-        raise NetgeomError(KEY, f"cannot read {path} as a safetensors or torch.save state dict ({type(err).__name__}: {_first_line(err)})") from err
+        raise NetgeomError(key, f"cannot read {path} as a safetensors or torch.save state dict ({type(err).__name__}: {_first_line(err)})") from err
     state = _unwrap(state)
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise NetgeomError(KEY, f"{path} does not hold a state dict (a mapping of names to tensors)")
+        raise NetgeomError(key, f"{path} does not hold a state dict (a mapping of names to tensors)")
     return state
 
 

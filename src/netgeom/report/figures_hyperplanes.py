@@ -126,9 +126,11 @@ def mass_across_epochs(evolution: pd.DataFrame, path: Path) -> Path:
 
 
 def checkpoint_order(reinit: pd.DataFrame) -> list[str]:
-    """Checkpoint names by epoch, then `rand`."""
-    epochs = sorted({int(c) for c in reinit["checkpoint"].astype(str) if c != RAND})
-    return [str(e) for e in epochs] + ([RAND] if (reinit["checkpoint"].astype(str) == RAND).any() else [])
+    """Checkpoint names by epoch, then reset sources from files (in order), then `rand`."""
+    names = list(dict.fromkeys(reinit["checkpoint"].astype(str)))
+    epochs = sorted(int(c) for c in names if c.isdigit())
+    files = [c for c in names if not c.isdigit() and c != RAND]
+    return [str(e) for e in epochs] + files + ([RAND] if RAND in names else [])
 
 
 def reinit_layers(reinit: pd.DataFrame) -> list[str]:
@@ -136,7 +138,9 @@ def reinit_layers(reinit: pd.DataFrame) -> list[str]:
 
 
 def checkpoint_label(name: str) -> str:
-    return "rand (fresh init)" if name == RAND else f"epoch {name}"
+    if name == RAND:
+        return "rand (fresh init)"
+    return f"epoch {name}" if name.isdigit() else name.replace("file:", "file ", 1)
 
 
 def reinit_heatmap_figure(reinit: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Figure:

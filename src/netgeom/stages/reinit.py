@@ -13,6 +13,8 @@ mean and largest relative drop over layers, by group).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import torch
 
@@ -20,6 +22,7 @@ from netgeom.errors import NetgeomError
 from netgeom.groups.reinit import ReinitParams
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
+from netgeom.models.pretrained import read_state_dict
 from netgeom.params import Params
 from netgeom.runs import (
     Cell,
@@ -49,6 +52,29 @@ def _evaluation_groups(data, p: ReinitParams) -> dict[str, tuple[torch.Tensor, t
     return groups
 
 
+def init_files(named: list[str], root: Path, device) -> dict[str, dict]:
+    """`reinit.inits_from`: {"file:<stem>": state dict} of each weight file (paths relative to
+    the project; a .txt file lists one path per line, blank lines and # comments skipped), read
+    without executing code; one line naming the file for anything else."""
+    paths: list[Path] = []
+    for entry in named:
+        path = root / entry
+        if path.suffix == ".txt":
+            if not path.is_file():
+                raise NetgeomError("reinit.inits_from", f"no such file: {path}")
+            lines = [line.strip() for line in path.read_text().splitlines()]
+            paths += [root / line for line in lines if line and not line.startswith("#")]
+        else:
+            paths.append(path)
+    states = {}
+    for path in paths:
+        name = f"file:{path.stem}"
+        if name in states:
+            raise NetgeomError("reinit.inits_from", f"two files named {path.stem}: give each a distinct file name")
+        states[name] = {k: v.to(device) for k, v in read_state_dict(path, key="reinit.inits_from").items()}
+    return states
+
+
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     p: ReinitParams = params.reinit
     params, source = cell_run(params, layout, cell)
@@ -65,11 +91,13 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     trained = load_state(final_path, device)
     model = model_for_run(source.info, device=device)
     data = load_cell_data(params, layout, device)
+    files = init_files(p.inits_from, layout.root, device)
     frames = []
     for group, (x, y) in _evaluation_groups(data, p).items():
         table = reinit_sweep(
             model, trained, states, x, y, layers=p.layers, make_model=lambda: model_for_run(source.info),
             rand_seed=p.rand_seed if p.rand else None, reset_bn=p.reset_bn, batch_size=p.batch_size, layer_kinds=p.layer_kinds,
+            extra_sources=files,
         )
         frames.append(table.assign(group=group))
     table = pd.concat(frames, ignore_index=True)
@@ -78,7 +106,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     summary = Summary()
     measures: dict[str, dict[str, float]] = {}
     for (checkpoint, group), rows in table.groupby(["checkpoint", "group"], sort=False):
-        source_name = "rand" if checkpoint == "rand" else f"e{int(checkpoint)}"
+        source_name = "rand" if checkpoint == "rand" else f"e{int(checkpoint)}" if checkpoint.isdigit() else checkpoint.replace(":", "_").replace(".", "_")
         measures.setdefault(f"drop_mean.{source_name}", {})[group] = float(rows["relative_drop"].mean())
         measures.setdefault(f"drop_max.{source_name}", {})[group] = float(rows["relative_drop"].max())
     summary.epochs[final_epoch] = measures

@@ -240,7 +240,7 @@ def _replacements(sources: dict[str, StateDict], targets: list[_Target], referen
             for key in target.keys:
                 if key not in state or state[key].shape != reference[key].shape:
                     found = "missing" if key not in state else f"shape {tuple(state[key].shape)} vs {tuple(reference[key].shape)}"
-                    setting = "reinit.rand" if name == RAND else "reinit.epochs"
+                    setting = "reinit.rand" if name == RAND else "reinit.epochs" if name.isdigit() else "reinit.inits_from"
                     raise NetgeomError(setting, f"checkpoint {name} does not fit the model: {key} {found}")
                 tensors[key] = state[key].to(device=reference[key].device, dtype=reference[key].dtype)
             out[(target.layer, name)] = tensors
@@ -278,6 +278,7 @@ def reinit_sweep(
     batch_size: int = 256,
     progress: bool | None = None,
     layer_kinds: str = "conv_and_linear",
+    extra_sources: Mapping[str, StateDict] | None = None,
 ) -> pd.DataFrame:
     """Accuracy and loss with one layer at a time reset to a checkpoint's (or a fresh) value.
 
@@ -286,7 +287,9 @@ def reinit_sweep(
     layers: module paths (default every eligible layer, see `eligible_layers`, or with
     `layer_kinds="conv"` only the convolutions, the hp_arrangements seed's default); `rand` rows are
     added when `rand_seed` is given, drawing from `make_model` (a builder of the same
-    architecture with its own initialiser).
+    architecture with its own initialiser); `extra_sources` {name: state dict} are further reset
+    sources (e.g. weights from files, the hp_arrangements seed's --inits-from), between the
+    epochs and `rand`.
 
     Returns one row per (layer, checkpoint), layers in forward order, checkpoints by epoch then
     `rand`. Columns: layer, position (index among the model's eligible layers), checkpoint
@@ -299,6 +302,10 @@ def reinit_sweep(
     epoch_list = _check_epochs(checkpoints, epochs)
     _check_data(x, y, batch_size)
     sources: dict[str, StateDict] = {str(e): checkpoints[e] for e in epoch_list}
+    for name, state in (extra_sources or {}).items():
+        if name.isdigit() or name == RAND or name in sources:
+            raise NetgeomError("reinit.inits_from", f"source name {name!r} clashes with an epoch or rand")
+        sources[name] = state
     if rand_seed is not None:
         if make_model is None:
             raise NetgeomError("reinit.rand", "a rand_seed needs make_model, the builder whose initialiser draws the fresh layer")
@@ -391,7 +398,7 @@ def _table(targets, sources, tallies, trained_tally: _Tally, n: int, cached: boo
             drop = (trained_accuracy - accuracy) / trained_accuracy if trained_accuracy > 0 else float("nan")
             rows.append({
                 "layer": target.layer, "position": target.position, "checkpoint": name,
-                "epoch": None if name == RAND else int(name), "accuracy": accuracy, "loss": tally.loss / n,
+                "epoch": int(name) if name.isdigit() else None, "accuracy": accuracy, "loss": tally.loss / n,
                 "trained_accuracy": trained_accuracy, "trained_loss": trained_loss, "relative_drop": drop,
                 "prefix_cached": cached, "accuracy_top5": tally.correct5 / n, "trained_accuracy_top5": trained_tally.correct5 / n,
             })  # fmt: skip
