@@ -353,3 +353,17 @@ def test_valid_settings_pass():
     validate_star_settings(1, 2, "constant")
     check_anchor_architectures([_base(), _base()])
     check_held_out_disjoint([1, 2], [3, 4])
+
+
+def test_ensemble_accuracy_averages_probabilities():
+    """Oracle: the mean of the models' softmax by hand; one model alone is its own accuracy."""
+    from netgeom.studies.star import ensemble_accuracy
+
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4)) for _ in range(3)]
+    x, y = torch.randn(50, 1, 6), torch.randint(0, 4, (50,))
+    with torch.no_grad():
+        probabilities = sum(F.softmax(m(x).double(), dim=1) for m in models) / 3
+        single = int((models[0](x).argmax(dim=1) == y).sum()) / len(y)
+    assert ensemble_accuracy(models, x, y, batch_size=7) == int((probabilities.argmax(dim=1) == y).sum()) / len(y)
+    assert ensemble_accuracy(models[:1], x, y) == single

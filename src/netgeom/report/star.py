@@ -32,6 +32,12 @@ def report(context: ReportContext) -> list[Figure]:
     ]
     acc = accuracy.groupby("kind")["test_acc"].mean()
     accuracy_text = ", ".join(f"{kind}s {acc[kind]:.3f}" for kind in ("star", "regular") if kind in acc) or "n/a"
+    ensembles = accuracy[accuracy["kind"] == "ensemble"]
+    if len(ensembles):  # the star against the ensemble of the same anchors, per anchor count
+        stars = accuracy[accuracy["kind"] == "star"].groupby("anchors")["test_acc"].mean()
+        accuracy_text += "; star vs the ensemble of its k anchors (softmax averaged): " + ", ".join(
+            f"k={int(k)} {stars.get(k, float('nan')):.3f} vs {v:.3f}" for k, v in ensembles.groupby("anchors")["test_acc"].mean().items()
+        )
     return [
         Figure(figures.star_barrier_distributions(barriers, context.figure_path("star_barriers"), tests),
                "Star ↔ held-out and regular ↔ regular loss barriers", "\n\n".join(lines)),

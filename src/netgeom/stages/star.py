@@ -27,7 +27,7 @@ from netgeom.io import atomic_write_parquet
 from netgeom import layout as paths
 from netgeom.layout import IN_DVC_YAML, RUN_FILE, Layout, noise_tag
 from netgeom.params import Params
-from netgeom.runs import Cell, cell_params, load_cell_data, read_run, study_device
+from netgeom.runs import Cell, cell_params, load_cell_data, model_for_run, read_run, study_device
 from netgeom.stages.barriers import pair_barriers
 from netgeom.groups.interpolation import InterpolationParams
 from netgeom.summary import Summary, write_summary
@@ -142,21 +142,30 @@ def run_barriers(params: Params, layout: Layout) -> Summary:
     atomic_write_parquet(folder / "barriers.parquet", table)
     atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
     atomic_write_parquet(folder / "tests.parquet", tests)
-    accuracy = _test_accuracies(params, layout)
+    accuracy = _test_accuracies(params, layout, device)
     atomic_write_parquet(folder / "accuracy.parquet", accuracy)
     summary = Summary(extra={"tests": tests.to_dict("records"), "accuracy": accuracy.to_dict("records")})
     write_summary(folder, summary)
     return summary
 
 
-def _test_accuracies(params: Params, layout: Layout) -> pd.DataFrame:
-    """The stars' own test accuracy beside the regular (held-out) models'."""
+def _test_accuracies(params: Params, layout: Layout, device=None) -> pd.DataFrame:
+    """The stars' own test accuracy beside the regular (held-out) models' and beside the ensemble
+    of the same k anchors (softmax averaged: the starlight seed's baseline)."""
     p: StarParams = params.star
     rows = []
     for width in p.widths:
+        data = load_cell_data(source_params(params, width, params.seed), layout, device)
+        anchors = []
+        for seed in p.anchors:
+            run = read_run(layout.star_source_dir(source_name(params, width, seed)))
+            anchors.append(model_for_run(run.info, run.final_checkpoint(), device=device))
         for count in p.anchor_counts:
             run = read_run(layout.star_dir(star_name(params, width, count)))
             rows.append({"width": width, "kind": "star", "anchors": count, "model": run.name, "test_acc": run.metrics["test_acc"]})
+            x, y = data.test
+            rows.append({"width": width, "kind": "ensemble", "anchors": count, "model": f"ensemble of {count} anchors",
+                         "test_acc": star_study.ensemble_accuracy(anchors[:count], x, y)})  # fmt: skip
         for seed in p.held_out:
             run = read_run(layout.star_source_dir(source_name(params, width, seed)))
             rows.append({"width": width, "kind": "regular", "anchors": None, "model": run.name, "test_acc": run.metrics["test_acc"]})

@@ -293,3 +293,17 @@ def hypothesis_test(
         rows.append(row)
     columns = [*by] + [f"{p}_{s}" for p in ("star", "regular") for s in ("mean", "std", "n")] + ["p_value"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def ensemble_accuracy(models: Sequence[nn.Module], x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of the ensemble that averages the models' softmax probabilities (the
+    starlight seed's baseline beside a star trained on the same anchors); models in eval mode."""
+    if not models:
+        raise NetgeomError("star.anchors", "an ensemble needs at least one model")
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            batch = x[i : i + batch_size]
+            mean = torch.stack([F.softmax(model.eval()(batch).double(), dim=1) for model in models]).mean(dim=0)
+            correct += int((mean.argmax(dim=1) == y[i : i + batch_size]).sum())
+    return correct / len(x)
