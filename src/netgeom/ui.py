@@ -32,6 +32,7 @@ from netgeom.layout import Layout
 from netgeom.processes import dies_with_this_process
 from netgeom.tracking import VIEW_KEY
 
+
 def runs_url(host: str, port: int, experiment_id: str) -> str:
     """The experiment's training runs (not MLflow 3's GenAI view) in the comparison view."""
     return f"http://{host}:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
