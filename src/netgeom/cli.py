@@ -310,7 +310,9 @@ def report(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = Fals
 
     settings, layout = setup(params, quiet)
     headline = run_report(settings, layout)
-    typer.echo(f"report: {layout.reports}; " + "; ".join(f"{k}: {v}" for k, v in headline.items()))
+    figures = len(list((layout.reports / "figures").glob("*"))) if (layout.reports / "figures").is_dir() else 0
+    numbers = sum(len(values) for values in headline.values())
+    typer.echo(f"report: {layout.reports / 'index.html'} ({figures} figures); {numbers} headline numbers in {layout.reports / 'summary.json'}")
 
 
 @app.command()
