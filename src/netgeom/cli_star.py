@@ -28,10 +28,10 @@ def source(
     """Stage `star_source`: train one source model (an anchor or a held-out model)."""
     from netgeom.groups.star import source_name
 
-    settings, layout = setup(params, quiet, torch=False)
-    if _skipped(settings, layout.star_source_dir(source_name(settings, width, seed))):
+    ready = _ready(params, quiet, lambda settings, layout: layout.star_source_dir(source_name(settings, width, seed)))
+    if ready is None:
         return
-    use_torch(settings)
+    settings, layout = ready
     from netgeom.stages.star import run_source
 
     report_training(run_source(settings, layout, width, seed, resume=not fresh, track=track))
@@ -50,10 +50,10 @@ def train_star(
     """Stage `star`: train a star model against the first k anchors."""
     from netgeom.groups.star import star_name
 
-    settings, layout = setup(params, quiet, torch=False)
-    if _skipped(settings, layout.star_dir(star_name(settings, width, anchors))):
+    ready = _ready(params, quiet, lambda settings, layout: layout.star_dir(star_name(settings, width, anchors)))
+    if ready is None:
         return
-    use_torch(settings)
+    settings, layout = ready
     from netgeom.stages.star import run_star
 
     report_training(run_star(settings, layout, width, anchors, resume=not fresh, track=track))
@@ -63,13 +63,23 @@ def train_star(
 @guarded
 def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
     """Stage `star_barriers`: star <-> held-out against regular <-> regular barriers."""
-    settings, layout = setup(params, quiet, torch=False)
-    if _skipped(settings, layout.study_root("star")):
+    ready = _ready(params, quiet, lambda settings, layout: layout.study_root("star"))
+    if ready is None:
         return
-    use_torch(settings)
+    settings, layout = ready
     from netgeom.stages.star import describe, run_barriers
 
     typer.echo(describe(run_barriers(settings, layout)))
+
+
+def _ready(params: Path, quiet: bool, output):
+    """(settings, layout) with torch set up, or None when star.enabled is false (the stage's
+    `output(settings, layout)` folder then records that it was skipped), torch never imported."""
+    settings, layout = setup(params, quiet, torch=False)
+    if _skipped(settings, output(settings, layout)):
+        return None
+    use_torch(settings)
+    return settings, layout
 
 
 def _skipped(settings, folder) -> bool:

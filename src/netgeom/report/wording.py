@@ -53,8 +53,9 @@ def group_label(group: str) -> str:
     return f"label noise {matched.group(1)}%" if matched else group.replace("_", " ")
 
 
-def headline_label(group: str, key: str, study_labels: Mapping[str, str] = {}) -> str:
+def headline_label(group: str, key: str, study_labels: Mapping[str, str] | None = None) -> str:
     """The headline table's row name for summary.json's `group.key`."""
+    study_labels = study_labels or {}
     text = study_labels.get(key) or TRAINING_LABELS.get(key)
     if text is None:
         seed = re.fullmatch(r"(.+)_seed(\d+)", key)

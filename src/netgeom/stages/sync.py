@@ -35,7 +35,7 @@ def track_run(params: Params, layout: Layout, folder: Path) -> str | None:
 
 def training_folders(layout: Layout) -> list[Path]:
     """Every finished training: the grid's runs, the star study's source models and stars."""
-    return [*run_folders(layout.runs_root), *run_folders(layout.star_sources_root), *run_folders(layout.stars_root)]
+    return [folder for root in (layout.runs_root, layout.star_sources_root, layout.stars_root) for folder in run_folders(root, layout.root)]
 
 
 def sync_runs(params: Params, layout: Layout) -> list[str]:
