@@ -50,26 +50,26 @@ def run_folders(root: Path, project: Path | None = None) -> list[Path]:
 # Every name and path below also takes DVC templates (`"${item.noise}"`) in place of values:
 # dvc_yaml.py builds dvc.yaml's paths with these same functions (on `IN_DVC_YAML`), so the paths a
 # stage writes and the outs DVC records cannot drift apart.
-Template = str
+DvcTemplate = str  # a DVC template such as "${item.noise}", standing for a value
 
 
-def noise_tag(noise: float | Template) -> str:
+def noise_tag(noise: float | DvcTemplate) -> str:
     """0.2 -> 'n0.2', 0 -> 'n0.0': Python's float text, which is also how DVC renders a YAML
     float such as `0.0` in `${item.noise}`, so dvc.yaml and this module agree on every path."""
     return f"n{noise if isinstance(noise, str) else float(noise)}"
 
 
-def run_name(arch: str, width: int | Template, noise: float | Template, replicate: int | Template) -> str:
+def run_name(arch: str, width: int | DvcTemplate, noise: float | DvcTemplate, replicate: int | DvcTemplate) -> str:
     """A readable grid-cell name, e.g. `mlp_w64-n0.2-r0` (the full params hash lives inside)."""
     return f"{arch}_w{width}-{noise_tag(noise)}-r{replicate}"
 
 
-def star_source_name(arch: str, width: int | Template, noise: float | Template, seed: int | Template) -> str:
+def star_source_name(arch: str, width: int | DvcTemplate, noise: float | DvcTemplate, seed: int | DvcTemplate) -> str:
     """A source model of the star study (an anchor or a held-out model), named by its seed."""
     return f"{arch}_w{width}-{noise_tag(noise)}-s{seed}"
 
 
-def star_name(arch: str, width: int | Template, noise: float | Template, count: int | Template) -> str:
+def star_name(arch: str, width: int | DvcTemplate, noise: float | DvcTemplate, count: int | DvcTemplate) -> str:
     """A star model, named by the number of anchors it was trained against."""
     return f"{arch}_w{width}-{noise_tag(noise)}-star{count}"
 
@@ -109,7 +109,7 @@ class Layout:
     def labels_root(self) -> Path:
         return self.artifacts / "labels"
 
-    def labels_dir(self, noise: float | Template) -> Path:
+    def labels_dir(self, noise: float | DvcTemplate) -> Path:
         return self.labels_root / noise_tag(noise)
 
     def labels_file(self, noise: float) -> Path:

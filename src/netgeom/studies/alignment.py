@@ -237,88 +237,106 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as err:  # fx raises many types for untraceable code
         raise NetgeomError("alignment.model", f"cannot trace {type(model).__name__} with torch.fx ({type(err).__name__}: {err})") from None
-    tr = _Tracer(model)
-    env: dict[torch.fx.Node, object] = {}
+    walk = _GraphWalk(model)
+    for node in graph.nodes:
+        walk.visit(node)
+    return _finish(walk.tracer, model)
 
-    def feats(args) -> list[_Feat]:
-        return [env[a] for a in args if isinstance(a, torch.fx.Node) and isinstance(env.get(a), _Feat)]
 
-    def first(node) -> _Feat:
-        found = feats(node.args[:1])
+def _flatten_dims(node: torch.fx.Node) -> tuple[int, int]:
+    """(start_dim, end_dim) of a torch.flatten / Tensor.flatten call, with flatten's defaults."""
+    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+    return start, end
+
+
+class _GraphWalk:
+    """One pass over an fx graph: what each node carries (a feature group, a size, or nothing),
+    one method per node kind; anything it does not know is refused in one line."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.tracer = _Tracer(model)
+        self.env: dict[torch.fx.Node, object] = {}
+
+    def feats(self, args) -> list[_Feat]:
+        return [self.env[a] for a in args if isinstance(a, torch.fx.Node) and isinstance(self.env.get(a), _Feat)]
+
+    def first(self, node: torch.fx.Node) -> _Feat:
+        found = self.feats(node.args[:1])
         if not found:
             raise NetgeomError("alignment.model", f"{node.op} {node.target} does not act on a traced tensor")
         return found[0]
 
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            env[node] = _Feat(_FIXED, "input")
-        elif node.op == "get_attr":
-            value = model
-            for part in str(node.target).split("."):
-                value = getattr(value, part)
-            if isinstance(value, Tensor) and value.numel() > 1:
-                raise NetgeomError("alignment.model", f"tensor attribute {node.target} used directly in forward is not supported")
-            env[node] = None  # a scalar: elementwise with anything
-        elif node.op == "call_module":
-            module = model.get_submodule(str(node.target))
-            x = first(node)
-            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-                env[node] = tr.layer(str(node.target), module, x)
-            elif isinstance(module, _BatchNorm):
-                env[node] = tr.norm(str(node.target), module, x)
-            elif isinstance(module, nn.Flatten):
-                env[node] = _flatten(x, module.start_dim, module.end_dim, str(node.target))
-            elif isinstance(module, _PASS_MODULES) and not any(True for _ in module.parameters()):
-                env[node] = x
-            else:
-                raise NetgeomError("alignment.model", f"module {node.target} ({type(module).__name__}) is not supported by weight matching")
-        elif node.op == "call_function":
-            if node.target in _PASS_FUNCTIONS:
-                env[node] = first(node)
-            elif node.target in _MERGE_FUNCTIONS:
-                env[node] = tr.merge(str(node.target), feats(node.args))
-            elif node.target is torch.flatten:
-                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-                end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-                env[node] = _flatten(first(node), start, end, "torch.flatten")
-            elif node.target is builtins.getattr and feats(node.args[:1]):
-                env[node] = _attribute(str(node.args[1]))
-            elif node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node) and env.get(node.args[0]) == _Size(None):
-                index = node.args[1]
-                env[node] = _Size(index) if isinstance(index, int) and index >= 0 else None
-            elif node.target is operator.getitem and not feats(node.args):
-                env[node] = None  # indexing a tuple of constants
-            elif node.target is torch.reshape:
-                if not _is_flatten_view(_view_shape(node), env):
-                    raise NetgeomError("alignment.model", "torch.reshape is supported only as torch.reshape(x, (x.shape[0], -1))")
-                env[node] = _flatten(first(node), 1, -1, "torch.reshape")
-            else:
-                raise NetgeomError("alignment.model", f"function {getattr(node.target, '__name__', node.target)} is not supported by weight matching")
-        elif node.op == "call_method":
-            name = str(node.target)
-            if name in _PASS_METHODS:
-                env[node] = first(node)
-            elif name in _MERGE_METHODS:
-                env[node] = tr.merge(name, feats(node.args))
-            elif name == "size":
-                dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-                env[node] = _Size(None) if dim is None else _Size(dim) if isinstance(dim, int) and dim >= 0 else None
-            elif name == "dim":
-                env[node] = None
-            elif name == "flatten":
-                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-                end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-                env[node] = _flatten(first(node), start, end, "Tensor.flatten")
-            elif name in ("view", "reshape"):
-                if not _is_flatten_view(_view_shape(node), env):
-                    raise NetgeomError("alignment.model", f"Tensor.{name} is supported only as x.{name}(x.shape[0], -1) (a flatten after the batch axis)")
-                env[node] = _flatten(first(node), 1, -1, f"Tensor.{name}")
-            else:
-                raise NetgeomError("alignment.model", f"method Tensor.{name} is not supported by weight matching")
-        elif node.op == "output":
-            for f in feats(node.args[0] if isinstance(node.args[0], (tuple, list)) else node.args):
-                tr.union(f.group, _FIXED)
-    return _finish(tr, model)
+    def visit(self, node: torch.fx.Node) -> None:
+        if node.op == "output":
+            for f in self.feats(node.args[0] if isinstance(node.args[0], (tuple, list)) else node.args):
+                self.tracer.union(f.group, _FIXED)
+            return
+        self.env[node] = getattr(self, f"_{node.op}")(node)
+
+    def _placeholder(self, node: torch.fx.Node) -> _Feat:
+        return _Feat(_FIXED, "input")
+
+    def _get_attr(self, node: torch.fx.Node) -> None:
+        value = self.model
+        for part in str(node.target).split("."):
+            value = getattr(value, part)
+        if isinstance(value, Tensor) and value.numel() > 1:
+            raise NetgeomError("alignment.model", f"tensor attribute {node.target} used directly in forward is not supported")
+        return None  # a scalar: elementwise with anything
+
+    def _call_module(self, node: torch.fx.Node) -> _Feat:
+        module, name, x = self.model.get_submodule(str(node.target)), str(node.target), self.first(node)
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            return self.tracer.layer(name, module, x)
+        if isinstance(module, _BatchNorm):
+            return self.tracer.norm(name, module, x)
+        if isinstance(module, nn.Flatten):
+            return _flatten(x, module.start_dim, module.end_dim, name)
+        if isinstance(module, _PASS_MODULES) and not any(True for _ in module.parameters()):
+            return x
+        raise NetgeomError("alignment.model", f"module {node.target} ({type(module).__name__}) is not supported by weight matching")
+
+    def _call_function(self, node: torch.fx.Node) -> object:
+        target, env = node.target, self.env
+        if target in _PASS_FUNCTIONS:
+            return self.first(node)
+        if target in _MERGE_FUNCTIONS:
+            return self.tracer.merge(str(target), self.feats(node.args))
+        if target is torch.flatten:
+            return _flatten(self.first(node), *_flatten_dims(node), "torch.flatten")
+        if target is builtins.getattr and self.feats(node.args[:1]):
+            return _attribute(str(node.args[1]))
+        if target is operator.getitem and isinstance(node.args[0], torch.fx.Node) and env.get(node.args[0]) == _Size(None):
+            index = node.args[1]
+            return _Size(index) if isinstance(index, int) and index >= 0 else None
+        if target is operator.getitem and not self.feats(node.args):
+            return None  # indexing a tuple of constants
+        if target is torch.reshape:
+            if not _is_flatten_view(_view_shape(node), env):
+                raise NetgeomError("alignment.model", "torch.reshape is supported only as torch.reshape(x, (x.shape[0], -1))")
+            return _flatten(self.first(node), 1, -1, "torch.reshape")
+        raise NetgeomError("alignment.model", f"function {getattr(target, '__name__', target)} is not supported by weight matching")
+
+    def _call_method(self, node: torch.fx.Node) -> object:
+        name = str(node.target)
+        if name in _PASS_METHODS:
+            return self.first(node)
+        if name in _MERGE_METHODS:
+            return self.tracer.merge(name, self.feats(node.args))
+        if name == "size":
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            return _Size(None) if dim is None else _Size(dim) if isinstance(dim, int) and dim >= 0 else None
+        if name == "dim":
+            return None
+        if name == "flatten":
+            return _flatten(self.first(node), *_flatten_dims(node), "Tensor.flatten")
+        if name in ("view", "reshape"):
+            if not _is_flatten_view(_view_shape(node), self.env):
+                raise NetgeomError("alignment.model", f"Tensor.{name} is supported only as x.{name}(x.shape[0], -1) (a flatten after the batch axis)")
+            return _flatten(self.first(node), 1, -1, f"Tensor.{name}")
+        raise NetgeomError("alignment.model", f"method Tensor.{name} is not supported by weight matching")
 
 
 def _finish(tr: _Tracer, model: nn.Module) -> PermutationSpec:
