@@ -35,6 +35,49 @@ def project(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
+class TrainedProjects:
+    """Trained projects built once per test worker and per recipe, handed out as fresh copies.
+
+    A recipe is the params groups (as `write_params` takes them) and the `netgeom` commands run
+    in the project after it (split, corrupt, train ...). Tests mutate what they get, so each gets
+    its own copy (`copy`); building the same recipe twice in a worker is never needed.
+    """
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.built: dict[str, Path] = {}
+
+    def build(self, params: dict, commands: list[tuple[str, ...]]) -> Path:
+        import json
+
+        from netgeom.data import get_source
+
+        key = json.dumps([params, commands], sort_keys=True)
+        if key not in self.built:
+            root = self.base / f"recipe-{len(self.built)}"
+            root.mkdir()
+            get_source("digits").materialise(root / "data")
+            write_params(root, **params)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.chdir(root)
+                patch.delenv("DVC_ROOT", raising=False)
+                for command in commands:
+                    ok(*command)
+            self.built[key] = root
+        return self.built[key]
+
+    def copy(self, dest: Path, params: dict, commands: list[tuple[str, ...]]) -> Path:
+        """A copy of the recipe's project at `dest` (which must not exist)."""
+        shutil.copytree(self.build(params, commands), dest, symlinks=True)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def trained_projects(tmp_path_factory) -> TrainedProjects:
+    """The one place tests get trained projects from (see TrainedProjects)."""
+    return TrainedProjects(tmp_path_factory.mktemp("trained-projects"))
+
+
 @contextmanager
 def crash_at_evaluation(monkeypatch, n: int = 3):
     """Within the block, the training loop's n-th evaluation raises KeyboardInterrupt (a crash

@@ -18,7 +18,7 @@ from netgeom import progress as progress_module
 from netgeom.errors import NetgeomError
 from netgeom.layout import run_name
 from netgeom.runs import identity_hash, model_for_run, read_run
-from tests.conftest import ok, write_params
+
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 HEADING = "## In a notebook"
@@ -49,32 +49,22 @@ def readme_run() -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A project (as the `project` fixture builds it) with the README's run trained in it:
-    split, corrupt, train, as `make repro` does for that cell. Module-scoped: trained once."""
-    from netgeom.data import get_source
-
+def trained(trained_projects, tmp_path_factory) -> Path:
+    """A project with the README's run trained in it: split, corrupt, train, as `make repro`
+    does for that cell. Module-scoped: copied once from the shared trained projects."""
     name = readme_run()
     cell = RUN_NAME.match(name)
     assert cell, f"{name!r} is not a grid run name like mlp_w64-n0.2-r0"
     arch, width = cell["arch"], int(cell["width"])
     noise, replicate = float(cell["noise"]), int(cell["replicate"])
     assert run_name(arch, width, noise, replicate) == name
-    root = tmp_path_factory.mktemp("notebook")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.delenv("DVC_ROOT", raising=False)
-        get_source("digits").materialise(root / "data")
-        write_params(
-            root,
-            model={"arch": arch, "width": width, "depth": 1},
-            noise={"label": noise},
-            grid={"widths": [width], "noise": [noise], "seed_offsets": [replicate]},
-        )
-        ok("split")
-        ok("corrupt")
-        cell_options = ["--width", str(width), "--noise", str(noise)]
-        ok("train", *cell_options, "--replicate", str(replicate))
+    params = {
+        "model": {"arch": arch, "width": width, "depth": 1},
+        "noise": {"label": noise},
+        "grid": {"widths": [width], "noise": [noise], "seed_offsets": [replicate]},
+    }
+    cell_options = ("--width", str(width), "--noise", str(noise), "--replicate", str(replicate))
+    root = trained_projects.copy(tmp_path_factory.mktemp("notebook") / "project", params, [("split",), ("corrupt",), ("train", *cell_options)])
     assert (root / "artifacts" / "runs" / name / "run.json").exists()
     return root
 

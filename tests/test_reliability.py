@@ -53,10 +53,16 @@ def prepared(project):
     return project
 
 
+RELIABILITY_RECIPE = ({"train": {"epochs": 4, "checkpoints": {"epochs": [1, 2, 3]}}}, [("split",), ("corrupt",), ("train",)])
+
+
 @pytest.fixture
-def trained(prepared):
-    ok("train")
-    return prepared
+def trained(trained_projects, tmp_path, monkeypatch):
+    """`prepared` with the default cell trained (a fresh copy of the shared trained project)."""
+    root = trained_projects.copy(tmp_path / "trained", *RELIABILITY_RECIPE)
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return root
 
 
 def interrupt(*args):

@@ -50,27 +50,14 @@ def outside(paths: list[str], project: Path, sandbox: Path) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def trained_project(tmp_path_factory):
-    from netgeom.data import get_source
-
-    root = tmp_path_factory.mktemp("secure") / "project"
-    root.mkdir()
-    get_source("digits").materialise(root / "data")
-    write_params(root, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
-    return root
+SECURE_RECIPE = ({"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}}, [("split",), ("corrupt",), ("train",)])
 
 
 @pytest.fixture
-def project_copy(trained_project, tmp_path, monkeypatch):
+def project_copy(trained_projects, tmp_path, monkeypatch):
     """A fresh copy of a trained project per test (cwd), beside an `outside` folder."""
-    root = tmp_path / "project"
-    if not (trained_project / "artifacts" / "runs" / RUN).exists():
-        monkeypatch.chdir(trained_project)
-        ok("split")
-        ok("corrupt")
-        ok("train")
-    shutil.copytree(trained_project, root, symlinks=True)
+    root = trained_projects.copy(tmp_path / "project", *SECURE_RECIPE)
+    assert (root / "artifacts" / "runs" / RUN).exists()
     monkeypatch.chdir(root)
     return root
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from netgeom.cli import app
 from netgeom.layout import Layout
 from netgeom.params import load_params
 from netgeom.runs import read_run

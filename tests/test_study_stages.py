@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from netgeom.cli import app
 from tests.conftest import ok, refused, write_params
 
 runner = CliRunner()
@@ -18,22 +17,20 @@ runner = CliRunner()
 
 
 
+STUDY_RECIPE = (
+    {"train": {"epochs": 3, "checkpoints": {"epochs": [1]}}, "grid": {"widths": [8], "noise": [0.2], "seed_offsets": [0, 1]}},
+    [("split",), ("corrupt", "--noise", "0.2"), ("train", "--width", "8", "--noise", "0.2"),
+     ("train", "--width", "8", "--noise", "0.2", "--replicate", "1")],
+)
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    import os
-
-    root = tmp_path_factory.mktemp("studies")
-    from netgeom.data import get_source
-
-    get_source("digits").materialise(root / "data")
-    old = os.getcwd()
-    os.chdir(root)
-    write_params(root, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, grid={"widths": [8], "noise": [0.2], "seed_offsets": [0, 1]})
-    ok("split"), ok("corrupt", "--noise", "0.2")
-    ok("train", "--width", "8", "--noise", "0.2")
-    ok("train", "--width", "8", "--noise", "0.2", "--replicate", "1")
-    yield root
-    os.chdir(old)
+def trained(trained_projects, tmp_path_factory):
+    """Two trained replicates of one cell; the module's tests run their studies in it in turn."""
+    root = trained_projects.copy(tmp_path_factory.mktemp("studies") / "project", *STUDY_RECIPE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        yield root
 
 
 def test_smoothness_merged_shards_equal_the_unsharded_result(trained):
@@ -191,7 +188,6 @@ def test_hyperplanes_stage_tracks_every_layer_at_every_checkpoint(trained):
 )
 def test_bad_hyperplane_and_reinit_input_writes_nothing(trained, groups, key):
     study = next(iter(groups))
-    folder = trained / "artifacts" / "studies" / study / "mlp_w8-n0.2-r1"
     write_params(trained, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, **groups)
     try:
         ok("train", "--width", "8", "--noise", "0.2", "--replicate", "3")
