@@ -16,7 +16,7 @@ setup: $(STAMP)  ## Create .venv and install netgeom with pinned dependencies (i
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,ray]'
+	$(PY) -m pip install -q -e '.[test,ray,cluster]'
 	touch $(STAMP)
 
 data: $(STAMP)  ## Materialise the embedded datasets into data/ (a no-op when data/ already matches data.dvc)

@@ -54,7 +54,14 @@ def lock_holder(layout: Layout) -> str:
 @contextmanager
 def store_lock(layout: Layout) -> Iterator[None]:
     """Exclusive access to the store for this process (released by the OS if it dies). Waiting
-    says so after a few seconds and ends in one line naming the holder after `lock_timeout()`."""
+    says so after a few seconds and ends in one line naming the holder after `lock_timeout()`.
+
+    Local SQLite store: every write holds it (SQLite is one writer at a time, and a half-written
+    run must not be judged dead by another writer). Tracking server: the server serialises its
+    own writes; what still needs the lock is netgeom's find-or-create of a run (two writers of
+    the same training would both find none and log it twice). The lock file is mlruns/.lock in
+    the project, which every node sees on the shared filesystem (flock, which NFS clients map
+    to POSIX locks), so writers on different nodes exclude each other through it."""
     layout.mlruns.mkdir(parents=True, exist_ok=True)
     lock, limit = FileLock(str(layout.mlflow_lock)), lock_timeout()
     try:
@@ -75,14 +82,15 @@ def store_lock(layout: Layout) -> Iterator[None]:
         lock.release()
 
 
-def _local_store(layout: Layout) -> bool:
+def is_local_store(layout: Layout) -> bool:
+    """True for the project's SQLite file; False when MLFLOW_TRACKING_URI names a server."""
     return tracking_uri(layout) == f"sqlite:///{layout.mlflow_db}"
 
 
 def ensure_store(layout: Layout) -> None:
     """Create the SQLite store if it does not exist, completely or not at all; refuse a corrupt
     one in one line. Call it holding `store_lock`."""
-    if not _local_store(layout):
+    if not is_local_store(layout):
         return
     db = layout.mlflow_db
     if db.exists():
@@ -127,7 +135,7 @@ def _check_store(db: Path) -> None:
 def experiment_ready(layout: Layout, experiment: str) -> bool:
     """True when the local store exists and holds `experiment` (active), read with sqlite3 alone;
     False for a tracking server or a store that still needs mlflow to set it up."""
-    if not _local_store(layout) or not layout.mlflow_db.exists():
+    if not is_local_store(layout) or not layout.mlflow_db.exists():
         return False
     _check_store(layout.mlflow_db)
     with sqlite3.connect(f"file:{layout.mlflow_db}?mode=ro", uri=True) as connection:

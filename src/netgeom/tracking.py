@@ -33,7 +33,7 @@ from netgeom.errors import NetgeomError
 from netgeom.layout import RUN_FILE, Layout
 from netgeom.params import flatten
 from netgeom.provenance import DVC_ENV, git_commit
-from netgeom.store import ensure_store, store_lock, tracking_uri
+from netgeom.store import ensure_store, is_local_store, store_lock, tracking_uri
 
 if TYPE_CHECKING:
     import torch
@@ -81,9 +81,12 @@ def connect(layout: Layout, experiment: str) -> tuple[MlflowClient, str]:
             found = client.get_experiment_by_name(experiment)
             if found is not None:
                 return client, found.experiment_id
-            # Tagged for MLflow 3's UI: open on the runs table, not on the GenAI traces view.
+            # Tagged for MLflow 3's UI: open on the runs table, not on the GenAI traces view. A
+            # server keeps artifacts where it was told (--serve-artifacts: uploaded through it),
+            # so only the local store names a folder.
+            location = layout.mlflow_artifacts.as_uri() if is_local_store(layout) else None
             return client, client.create_experiment(
-                experiment, artifact_location=layout.mlflow_artifacts.as_uri(), tags={"mlflow.experimentKind": "custom_model_development"}
+                experiment, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"}
             )
         except mlflow.exceptions.MlflowException as exc:
             raise NetgeomError("mlflow", f"the store at {uri} refused the request: {str(exc).splitlines()[0][:200]}") from None

@@ -209,7 +209,9 @@ def _probe(address: str, key: str) -> None:
 
 
 def _make_task():
-    """The Ray task: run a job's commands on whichever node gets it; (exit code, hostname).
+    """The Ray task: run a job's commands on whichever node gets it; (exit code, node address).
+    The log's first line names the node (`# on Ray node 10.0.0.2 (host)`), so where a stage ran
+    can be read while it runs.
 
     Built inside a function so cloudpickle ships it by value: workers need only the standard
     library and Ray, not netgeom itself (the commands find `netgeom` on the forwarded PATH).
@@ -222,15 +224,27 @@ def _make_task():
         import subprocess
         import time
 
+        import ray
+
+        def die_with_this_worker():  # a lost node's worker dies; its stage command must too
+            try:
+                import ctypes
+
+                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            except (OSError, AttributeError):
+                pass
+
         env = {**os.environ, **overlay}
+        node = ray.util.get_node_ip_address()
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         with open(log_path, "wb") as log:
+            log.write(f"# on Ray node {node} ({socket.gethostname()})\n".encode())
             for argv, shown in zip(commands, display):
                 log.write(f"> {shown}\n".encode())
                 log.flush()
                 process = subprocess.Popen(
                     list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
+                    stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, preexec_fn=die_with_this_worker,
                 )
                 try:
                     while True:
@@ -251,8 +265,8 @@ def _make_task():
                     process.wait()
                     raise
                 if code != 0:
-                    return code, socket.gethostname()
-        return 0, socket.gethostname()
+                    return code, node
+        return 0, node
 
     return run_stage_commands
 
@@ -290,7 +304,9 @@ class RayExecutor:
 
     def submit(self, job: Job) -> None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
-        ref = self.task.options(num_cpus=job.cpus, num_gpus=job.gpus, name=job.name).remote(
+        # SPREAD: a pipeline's stages are few and long; Ray's default packs tasks onto one node
+        # until half its CPUs are busy, which leaves the other nodes idle on a short sweep.
+        ref = self.task.options(num_cpus=job.cpus, num_gpus=job.gpus, name=job.name, scheduling_strategy="SPREAD").remote(
             job.commands, job.display, job.cwd, ray_env(job.env), str(job.log)
         )
         self.running[ref] = job
@@ -307,7 +323,7 @@ class RayExecutor:
         for ref in ready:
             job = self.running.pop(ref)
             try:
-                code, _host = self.ray.get(ref)
+                code, _node = self.ray.get(ref)
                 done.append(Finished(job, int(code)))
             except Exception as exc:  # noqa: BLE001 - a worker or node died, the task was lost
                 message = " ".join(str(exc).split())[:500]
