@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -20,6 +20,19 @@ from netgeom.errors import NetgeomError
 class Group(BaseModel):
     # inf and nan are never meaningful settings (`train.lr: inf` trains nothing, silently).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Fields added after runs existed: at their default they leave a run's identity as it was
+    # (runs.identity_hash), so adding an option does not retrain every finished run.
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def identity_dump(self) -> dict:
+        """model_dump(mode="json") without the LATER_FIELDS that hold their defaults (nested too)."""
+        out = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name in self.LATER_FIELDS and value == field.get_default(call_default_factory=True):
+                continue
+            out[name] = value.identity_dump() if isinstance(value, Group) else self.model_dump(mode="json", include={name})[name]
+        return out
 
 
 class StudyGroup(Group):
@@ -50,6 +63,8 @@ class DataParams(Group):
     classes: int | None = Field(None, ge=2, description="keep this many classes (class subsampling)")
     class_seed: int = 0
     random: RandomDataParams = RandomDataParams()
+    normalize: bool = Field(True, description="false: raw pixel values in [0, 1] (the hyperplane seed's --unnormalize)")
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"normalize"})
 
     @field_validator("val_size")
     @classmethod
@@ -89,6 +104,8 @@ class CheckpointParams(Group):
     final: bool = Field(True, description="always true: every study reads the final weights")
     epochs: list[int] = Field(default_factory=list, description="explicit checkpoint epochs")
     every: int | None = Field(None, ge=1, description="also checkpoint every E epochs")
+    all_until: int | None = Field(None, ge=1, description="also checkpoint every epoch up to this one (the seed's --snapshot-all-until)")
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"all_until"})
 
 
 class TrainParams(Group):
@@ -114,7 +131,13 @@ class TrainParams(Group):
     memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
         "auto", description="auto: channels-last for conv nets on images (faster on CPU); same values up to rounding"
     )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing (the starlight seed's option)")
+    grad_clip_norm: float | None = Field(None, gt=0, description="clip the gradient's global L2 norm to this before each step")
+    kill_plateaus_within: int | None = Field(
+        None, ge=1, description="stop when the validation accuracy repeats between two evaluations within the first N epochs (the seed's --kill-plateaus: 10)"
+    )
     checkpoints: CheckpointParams = CheckpointParams()
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"label_smoothing", "grad_clip_norm", "kill_plateaus_within"})
 
     @field_validator("checkpoints")
     @classmethod
@@ -191,6 +214,8 @@ def checkpoint_epochs(p: TrainParams) -> list[int]:
         epochs.add(0)
     if p.checkpoints.every:
         epochs.update(range(p.checkpoints.every, p.epochs + 1, p.checkpoints.every))
+    if p.checkpoints.all_until:
+        epochs.update(range(1, min(p.checkpoints.all_until, p.epochs) + 1))
     if p.checkpoints.final:
         epochs.add(p.epochs)
     return sorted(epochs)

@@ -99,6 +99,8 @@ def load_bundle(params: Params, split: Split, labels: pd.DataFrame, root: Path) 
     pool = source.load(root, "train")
     test = source.load(root, "test")
 
+    if not params.data.normalize:  # raw values in [0, 1]: what the studies read as the channel statistics too
+        info = DatasetInfo(info.name, info.input_shape, info.num_classes, (0.0,) * len(info.mean), (1.0,) * len(info.std), info.splits)
     ids = labels["sample_id"].to_numpy()
     x_train = normalise(pool.x[ids], info)
     x_train = corrupt_inputs(x_train, ids, params.noise.input, params.noise.seed, params.noise.per_image)

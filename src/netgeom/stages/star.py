@@ -92,7 +92,8 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
 
         def objective(model, inputs, targets, generator):
             n, t = star_study.draw_anchor_and_t(generator, len(placed), p.t)
-            return star_study.star_objective(model, dict(model.named_parameters()), placed[n], t, inputs, targets, mu=p.mu)
+            return star_study.star_objective(model, dict(model.named_parameters()), placed[n], t, inputs, targets, mu=p.mu,
+                                             label_smoothing=settings.train.label_smoothing)
 
         return objective
 

@@ -159,7 +159,8 @@ def interpolated_parameters(star_params: StateDict, anchor: StateDict, t: float)
 
 
 def star_objective(
-    model: nn.Module, star_params: StateDict, anchor: StateDict, t: float, x: Tensor, y: Tensor, *, mu: float = 0.0
+    model: nn.Module, star_params: StateDict, anchor: StateDict, t: float, x: Tensor, y: Tensor, *, mu: float = 0.0,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """(CE at (1 - t) theta* + t theta_n  +  mu * CE(theta*)) / (1 + mu), in the model's current
     mode: the starlight seed's normalisation, so that mu reweights the two terms without scaling
@@ -167,11 +168,13 @@ def star_objective(
 
     `model` is the functional template (its BN buffers are the ones train-mode BN updates, see
     the module docstring); `star_params` maps parameter names to theta* (usually the model's own
-    live parameters); `anchor` maps the same names to theta_n (extra keys ignored).
+    live parameters); `anchor` maps the same names to theta_n (extra keys ignored). Both
+    cross-entropies use `label_smoothing` (train.label_smoothing).
     """
-    loss = F.cross_entropy(functional_call(model, interpolated_parameters(star_params, anchor, t), (x,)), y)
+    loss = F.cross_entropy(functional_call(model, interpolated_parameters(star_params, anchor, t), (x,)), y, label_smoothing=label_smoothing)
     if mu:
-        loss = (loss + mu * F.cross_entropy(functional_call(model, dict(star_params), (x,)), y)) / (1 + mu)
+        own = F.cross_entropy(functional_call(model, dict(star_params), (x,)), y, label_smoothing=label_smoothing)
+        loss = (loss + mu * own) / (1 + mu)
     return loss
 
 

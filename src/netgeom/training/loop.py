@@ -50,6 +50,17 @@ def cross_entropy(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.T
     return F.cross_entropy(model(inputs), targets)
 
 
+def smoothed_cross_entropy(label_smoothing: float) -> Objective:
+    """The cross-entropy against labels smoothed by `label_smoothing` (plain at 0)."""
+    if label_smoothing == 0:
+        return cross_entropy
+
+    def objective(model, inputs, targets, generator):
+        return F.cross_entropy(model(inputs), targets, label_smoothing=label_smoothing)
+
+    return objective
+
+
 @dataclass
 class TrainResult:
     history: pd.DataFrame  # one row per epoch (evaluation columns filled on evaluation epochs)
@@ -99,10 +110,20 @@ def evaluate_bundle(model, data: DataBundle, batch_size: int) -> dict[str, float
     return metrics
 
 
-def _should_stop(metrics: dict[str, float], p: TrainParams) -> bool:
+def _should_stop(metrics: dict[str, float], p: TrainParams, previous: dict[str, float] | None = None) -> bool:
     if p.stop_loss is not None and metrics.get("train_loss", math.inf) <= p.stop_loss:
         return True
-    return p.stop_accuracy is not None and metrics.get("train_acc", 0.0) >= p.stop_accuracy
+    if p.stop_accuracy is not None and metrics.get("train_acc", 0.0) >= p.stop_accuracy:
+        return True
+    return _plateaued(metrics, p, previous)
+
+
+def _plateaued(metrics: dict[str, float], p: TrainParams, previous: dict[str, float] | None) -> bool:
+    """The hyperplane seed's --kill-plateaus: the validation accuracy of this evaluation equals
+    the previous evaluation's exactly (a net that stopped learning), within the first N epochs."""
+    if p.kill_plateaus_within is None or previous is None or metrics["epoch"] > p.kill_plateaus_within:
+        return False
+    return metrics.get("val_acc") == previous.get("val_acc")
 
 
 @dataclass(frozen=True)
@@ -150,7 +171,9 @@ def train(
     if layout != torch.contiguous_format:
         model.to(memory_format=layout)  # strides only: state_dict values and checkpoints are unchanged
         data = data.in_format(layout)
-    objective = hooks.make_objective(model) if hooks.make_objective else cross_entropy
+    if p.kill_plateaus_within is not None and len(data.val[1]) == 0:
+        raise NetgeomError("train.kill_plateaus_within", "compares validation accuracies: needs a validation split (data.val_size > 0)")
+    objective = hooks.make_objective(model) if hooks.make_objective else smoothed_cross_entropy(p.label_smoothing)
     prepare = hooks.before_evaluation or (lambda model: None)
     x, y = data.train.x, data.train.y
     n = len(y)
@@ -216,7 +239,7 @@ def train(
         if epoch % p.eval_every == 0 or epoch == p.epochs or epoch in scheduled:
             prepare(model)
             row.update(evaluate_bundle(model, data, p.eval_batch_size))
-            stop = _should_stop(row, p)
+            stop = _should_stop(row, p, previous=next((r for r in reversed(history) if r["epoch"] > 0 and "val_acc" in r), None))
         finish_epoch(epoch, row, stop)
         if stop:
             stopped = True
@@ -243,6 +266,8 @@ def _train_epoch(model, objective, optimizer, scheduler, x, y, p: TrainParams, g
             loss = objective(model, inputs, y[index], generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if p.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip_norm)
         optimizer.step()
         scheduler.step()
         losses.append(loss.detach())

@@ -1,0 +1,114 @@
+"""The seeds' training options: label smoothing, gradient clipping, --kill-plateaus,
+--snapshot-all-until, --unnormalize; and that options added later leave old run identities alone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from netgeom.data.bundle import DataBundle, TrainSet
+from netgeom.data.sources import DatasetInfo
+from netgeom.errors import NetgeomError
+from netgeom.params import CheckpointParams, Params, TrainParams, checkpoint_epochs
+from netgeom.runs import identity_hash
+from netgeom.studies.star import star_objective
+from netgeom.training.loop import smoothed_cross_entropy, train
+
+
+def tiny_bundle(n: int = 64, val: int = 16, seed: int = 0) -> DataBundle:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n + val, 1, 6, generator=g), torch.randint(0, 3, (n + val,), generator=g)
+    info = DatasetInfo("tiny", (1, 6), 3, (0.0,), (1.0,))
+    return DataBundle(info, TrainSet(x[:n], y[:n], y[:n].clone(), torch.arange(n)), (x[n:], y[n:]), (x[n:], y[n:]))
+
+
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+
+
+def test_label_smoothing_is_the_mixture_of_the_label_and_the_uniform_target():
+    torch.manual_seed(1)
+    model, x, y, eps = net(), torch.randn(7, 1, 6), torch.randint(0, 3, (7,)), 0.1
+    log_p = F.log_softmax(model(x), dim=1)
+    by_hand = ((1 - eps) * -log_p.gather(1, y[:, None]).squeeze(1) + eps * -log_p.mean(1)).mean()
+    got = smoothed_cross_entropy(eps)(model, x, y, torch.Generator())
+    assert got.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    plain = smoothed_cross_entropy(0.0)(model, x, y, torch.Generator())
+    assert torch.equal(plain, F.cross_entropy(model(x), y))  # bit for bit the old objective
+    # the star objective at t = 0 (theta* itself) is the same smoothed loss
+    star = star_objective(model, dict(model.named_parameters()), dict(model.named_parameters()), 0.0, x, y, label_smoothing=eps)
+    assert star.item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def test_gradient_clipping_scales_the_one_step_to_the_norm(tmp_path):
+    data, clip = tiny_bundle(), 0.05
+    p = TrainParams(epochs=1, batch_size=64, optimizer="sgd", lr=1.0, momentum=0.0, grad_clip_norm=clip, checkpoints={"init": False})
+    model = net()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    # the one full-batch step's gradient, by hand, clipped by hand
+    F.cross_entropy(model(data.train.x), data.train.y).backward()
+    grads = {k: v.grad.clone() for k, v in model.named_parameters()}
+    norm = torch.sqrt(sum((g**2).sum() for g in grads.values()))
+    assert norm > clip  # the case where clipping acts
+    model.zero_grad()
+    train(model, data, p, seed=0, workdir=tmp_path / "w")
+    for name, value in model.state_dict().items():
+        assert torch.allclose(value, start[name] - grads[name] * (clip / norm), atol=1e-6), name
+
+
+def test_kill_plateaus_stops_when_the_validation_accuracy_repeats(tmp_path):
+    frozen = dict(epochs=6, batch_size=64, optimizer="sgd", lr=1e-30, momentum=0.0, eval_every=1, checkpoints={"init": False})
+    stopped = train(net(), tiny_bundle(), TrainParams(**frozen, kill_plateaus_within=10), seed=0, workdir=tmp_path / "a")
+    # epoch 1 has no earlier evaluation to repeat (the seed starts from 0); epoch 2 repeats it
+    assert stopped.stopped_early and list(stopped.history["epoch"]) == [0, 1, 2]
+    late = train(net(), tiny_bundle(), TrainParams(**frozen, kill_plateaus_within=1), seed=0, workdir=tmp_path / "b")
+    assert not late.stopped_early and int(late.history["epoch"].iloc[-1]) == 6
+    no_val = tiny_bundle(val=0)
+    with pytest.raises(NetgeomError, match="kill_plateaus_within"):
+        train(net(), no_val, TrainParams(**frozen, kill_plateaus_within=10), seed=0, workdir=tmp_path / "c")
+
+
+def test_snapshot_all_until_checkpoints_every_epoch_up_to_it_then_every_k():
+    p = TrainParams(epochs=20, checkpoints=CheckpointParams(init=True, all_until=4, every=5))
+    assert checkpoint_epochs(p) == [0, 1, 2, 3, 4, 5, 10, 15, 20]
+    assert checkpoint_epochs(TrainParams(epochs=3, checkpoints=CheckpointParams(all_until=9))) == [0, 1, 2, 3]
+
+
+def test_unnormalised_inputs_are_the_raw_values(project):
+    from tests.conftest import ok, write_params
+
+    write_params(project, data={"name": "digits", "val_size": 0.1, "normalize": False})
+    ok("split"), ok("corrupt")
+    from netgeom.layout import Layout
+    from netgeom.params import load_params
+    from netgeom.runs import load_cell_data
+
+    raw = load_cell_data(load_params(), Layout(project))
+    write_params(project)
+    normalised = load_cell_data(load_params(), Layout(project))
+    assert raw.info.mean == (0.0,) and raw.info.std == (1.0,)
+    assert 0.0 <= raw.train.x.min() and raw.train.x.max() <= 1.0
+    assert torch.allclose(normalised.train.x, (raw.train.x - 0.3053) / 0.3760, atol=1e-5)
+
+
+def test_options_added_later_leave_the_identity_of_old_runs_alone():
+    params = Params()
+
+    def old_formula(p: Params) -> str:  # identity_hash before the options existed
+        data, train_ = p.data.model_dump(mode="json"), p.train.model_dump(mode="json")
+        data.pop("normalize")
+        for name in ("label_smoothing", "grad_clip_norm", "kill_plateaus_within"):
+            train_.pop(name)
+        train_["checkpoints"].pop("all_until")
+        payload = {"seed": p.seed, "device": "cpu", "deterministic": p.execution.deterministic,
+                   "groups": [data, p.noise.model_dump(mode="json"), p.model.model_dump(mode="json"), train_], "data": "d"}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    assert identity_hash(params, "d") == old_formula(params)
+    changed = params.model_copy(update={"train": params.train.model_copy(update={"label_smoothing": 0.1})})
+    assert identity_hash(changed, "d") != identity_hash(params, "d")  # set away from its default, it counts
