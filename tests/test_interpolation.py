@@ -245,7 +245,7 @@ def test_bad_inputs_raise_with_the_right_key(data):
         with pytest.raises(NetgeomError) as err:
             interpolation_curve(model, **kw)
         assert err.value.key == key
-    with pytest.raises(NetgeomError, match="allowed: interpolate, recompute, recompute_ema, frozen"):
+    with pytest.raises(NetgeomError, match="allowed: interpolate, recompute, recompute_ema, endpoint_ema, frozen"):
         interpolation_curve(model, a, b, sets, bn="swap")
 
 
@@ -308,6 +308,39 @@ def test_recompute_ema_curve_matches_pytorchs_moving_average_at_every_point(data
     for i, t in enumerate(np.linspace(0, 1, 4)):
         ref_state = reference_recalibrate(model, interpolate_state(a, b, float(t)), calib, 8, momentum=0.1, batches=5)
         assert losses[i] == pytest.approx(reference_eval(model, ref_state, x, y)[0], abs=1e-12)
+
+
+@pytest.mark.parametrize("points_per_pass", [1, 2])
+def test_endpoint_ema_is_the_starlight_seeds_loop_by_hand(data, points_per_pass):
+    """The seed's barrier protocol written as a plain loop: a model per t with the interpolated
+    weights, endpoint A's running statistics copied in (no reset), BN in train mode for the
+    calibration batches at momentum 0.1, then evaluated in eval mode."""
+    import copy
+
+    sets, calib = data
+    model = bn_net()
+    a, b = trained_like(model, 1), trained_like(model, 2)
+    curve = interpolation_curve(model, a, b, sets, n=4, bn="endpoint_ema", bn_momentum=0.1, bn_batches=5, calibration_inputs=calib,
+                                bn_batch_size=8, points_per_pass=points_per_pass)
+    x, y = sets["test"]
+    _, losses = curve_values(curve, "test")
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    for i, t in enumerate(np.linspace(0, 1, 4)):
+        net = copy.deepcopy(model)
+        net.load_state_dict({k: (a[k] if k.rsplit(".", 1)[-1] in statistics else (1 - t) * a[k] + t * b[k]) for k in a})
+        net.eval()
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train()
+                    m.momentum = 0.1
+            starts = list(range(0, calib.shape[0], 8))
+            for k in range(5):
+                net(calib[starts[k % len(starts)] :][:8])
+            net.eval()
+            assert losses[i] == pytest.approx(F.cross_entropy(net(x), y).item(), abs=1e-10)
+    exact = interpolation_curve(model, a, b, sets, n=4, bn="recompute", calibration_inputs=calib, bn_batch_size=8)
+    assert not np.allclose(curve_values(exact, "test")[1][1:3], losses[1:3])  # the seed's bias is measurable
 
 
 @pytest.mark.parametrize("bn,endpoints,points_per_pass", [("interpolate", "curve", 1), ("recompute", "direct", 3), ("recompute_ema", "curve", 2)])

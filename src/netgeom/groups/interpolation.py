@@ -29,7 +29,7 @@ class EmaParams(Group):
 
 class InterpolationParams(StudyGroup):
     points: int = Field(25, ge=2)
-    bn: Literal["interpolate", "recompute", "recompute_ema", "frozen"] = "recompute"
+    bn: Literal["interpolate", "recompute", "recompute_ema", "endpoint_ema", "frozen"] = "recompute"
     ema: EmaParams = EmaParams()
     calibration_samples: int = Field(512, ge=1)
     bn_batch_size: int = Field(256, ge=1)

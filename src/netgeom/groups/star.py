@@ -29,6 +29,9 @@ class StarParams(StudyGroup):
     points: int = Field(11, ge=2)
     matching: bool = True
     calibration_samples: int = Field(512, ge=1)
+    bn: Literal["recompute", "endpoint_ema"] = Field(
+        "recompute", description="BN statistics along the barrier paths: exact recompute, or the starlight seed's (endpoint A's, then a moving average)"
+    )
 
     @field_validator("noise", mode="before")
     @classmethod

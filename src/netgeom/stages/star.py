@@ -113,8 +113,9 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
 
 
 def _curve_settings(p: StarParams) -> InterpolationParams:
-    """The published protocol: 11 points, endpoints evaluated directly, BN recomputed inside."""
-    return InterpolationParams(points=p.points, bn="recompute", calibration_samples=p.calibration_samples)
+    """The published protocol: 11 points, endpoints evaluated directly, BN recomputed inside
+    (`star.bn: endpoint_ema`: the seed's own moving average from endpoint A's statistics)."""
+    return InterpolationParams(points=p.points, bn=p.bn, calibration_samples=p.calibration_samples)
 
 
 def run_barriers(params: Params, layout: Layout) -> Summary:

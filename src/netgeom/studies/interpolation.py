@@ -21,6 +21,12 @@ BatchNorm modes (`bn=`):
                    "recompute_ema" with None over one pass is exactly "recompute". The seeds put
                    the whole model in train mode; here only BN layers are (dropout stays off, so
                    the statistics stay deterministic).
+- "endpoint_ema":  the starlight seed's protocol for barriers: at every point the BN statistics
+                   start from endpoint A's running statistics (copied, not reset) and the
+                   calibration batches are folded in with the moving average of `bn_momentum`
+                   (as "recompute_ema" otherwise). It leans towards A's statistics by
+                   (1 - momentum) ** batches; kept to reproduce its barriers and to measure
+                   that bias next to the exact "recompute".
 - "frozen":        weights are interpolated; all buffers come from the nearer endpoint (A's for
                    t < 0.5, B's for t >= 0.5), so both endpoints are exactly A and B.
 Non-floating buffers (num_batches_tracked) always come from the nearer endpoint.
@@ -62,8 +68,8 @@ StateDict = Mapping[str, Tensor]
 EvalSets = Mapping[str, tuple[Tensor, Tensor]]
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> per-sample losses
 
-BN_MODES = ("interpolate", "recompute", "recompute_ema", "frozen")
-RECOMPUTE_MODES = ("recompute", "recompute_ema")
+BN_MODES = ("interpolate", "recompute", "recompute_ema", "endpoint_ema", "frozen")
+RECOMPUTE_MODES = ("recompute", "recompute_ema", "endpoint_ema")
 ENDPOINT_MODES = ("curve", "direct")
 SEEDS_BN_MOMENTUM = 0.1  # PyTorch's default, which the seeds' BN warm-up kept
 BN_BATCH_SIZE = 256  # calibration batch size (samples per BN statistics update)
@@ -148,6 +154,17 @@ def _with_fresh_bn_stats(model: nn.Module, state: StateDict, stack: int | None =
     return out
 
 
+def _with_endpoint_bn_stats(model: nn.Module, state: StateDict, endpoint: StateDict, stack: int | None = None) -> dict[str, Tensor]:
+    """Copy of `state` whose BN statistics are new tensors holding `endpoint`'s (stacked if asked)."""
+    out = dict(state)
+    for name in bn_modules(model):
+        prefix = f"{name}." if name else ""
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            value = endpoint[prefix + key].clone()
+            out[prefix + key] = value if stack is None else value.expand(stack, *value.shape).clone()
+    return out
+
+
 # --------------------------------------------------------------------------- module borrowing
 
 
@@ -211,7 +228,7 @@ class Recalibration:
 
 def recalibration_for(bn: str, batch_size: int, momentum: float | None = SEEDS_BN_MOMENTUM, batches: int | None = None) -> Recalibration:
     """The protocol of a BN mode: "recompute" is always the exact one-pass cumulative average."""
-    if bn == "recompute_ema":
+    if bn in ("recompute_ema", "endpoint_ema"):
         return Recalibration(batch_size, momentum, batches)
     return Recalibration(batch_size)
 
@@ -424,7 +441,8 @@ def interpolation_curve(
             stacked = len(states) > 1
             state = {k: torch.stack([s[k] for s in states]) for k in states[0]} if stacked else states[0]
             if recompute:
-                state = _with_fresh_bn_stats(model, state, stack=len(states) if stacked else None)
+                stack = len(states) if stacked else None
+                state = _with_endpoint_bn_stats(model, state, state_a, stack) if bn == "endpoint_ema" else _with_fresh_bn_stats(model, state, stack)
                 _recalibrate_in_place(model, state, calibration_inputs, protocol, stacked)
             keep(chunk, _evaluate_in_place(model, state, eval_sets, loss_fn, batch_size, stacked, len(states), return_logits))
     rows = [
@@ -494,7 +512,8 @@ def plane_landscape(
     The grid covers the plane's three points (and `trajectory` coordinates, e.g. from
     `project_onto_plane`) with a margin. Non-weight entries come from `buffers_from` (usually
     theta_T); with bn="recompute" (or "recompute_ema") BN statistics are re-estimated at every
-    grid point instead. `progress` as `interpolation_curve`.
+    grid point instead ("endpoint_ema": starting from `buffers_from`'s). `progress` as
+    `interpolation_curve`.
     """
     _choice(bn, ("frozen", *RECOMPUTE_MODES), "interpolation.bn")
     check_model_state(model, buffers_from)
@@ -510,7 +529,7 @@ def plane_landscape(
         for x, y in progress_bar(grid, desc="plane", total=len(grid), enabled=progress):
             state = plane_point(plane, float(x), float(y), like=buffers_from)
             if recompute:
-                state = _with_fresh_bn_stats(model, state)
+                state = _with_endpoint_bn_stats(model, state, buffers_from) if bn == "endpoint_ema" else _with_fresh_bn_stats(model, state)
                 _recalibrate_in_place(model, state, calibration_inputs, protocol, stacked=False)
             res = _evaluate_in_place(model, state, eval_sets, loss_fn, batch_size, False, 1)
             rows += [{"x": float(x), "y": float(y), "split": k, "loss": float(s.losses[0]), "accuracy": float(s.accuracies[0])} for k, s in res.items()]
