@@ -367,3 +367,31 @@ def test_ensemble_accuracy_averages_probabilities():
         single = int((models[0](x).argmax(dim=1) == y).sum()) / len(y)
     assert ensemble_accuracy(models, x, y, batch_size=7) == int((probabilities.argmax(dim=1) == y).sum()) / len(y)
     assert ensemble_accuracy(models[:1], x, y) == single
+
+
+# --------------------------------------------------------------------------- re-alignment
+
+
+def test_realigning_aligned_anchors_changes_nothing_and_undoes_a_known_permutation():
+    from netgeom.studies.star import realign_anchors
+
+    torch.manual_seed(3)
+    model = create_model("mlp", (1, 8, 8), 10, width=16, depth=2)
+    star = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    (same,) = realign_anchors(model, star, [star])
+    assert all(torch.equal(same[k], star[k]) for k in star)  # already aligned: the identity
+    # an anchor that is the star with its hidden units shuffled: re-alignment puts them back
+    g = torch.Generator().manual_seed(0)
+    p1, p2 = torch.randperm(16, generator=g), torch.randperm(16, generator=g)
+    linears = [k.rsplit(".", 1)[0] for k in star if k.endswith("weight")]
+    first, second, last = linears
+    shuffled = dict(star)
+    shuffled[f"{first}.weight"], shuffled[f"{first}.bias"] = star[f"{first}.weight"][p1], star[f"{first}.bias"][p1]
+    shuffled[f"{second}.weight"] = star[f"{second}.weight"][p2][:, p1]
+    shuffled[f"{second}.bias"] = star[f"{second}.bias"][p2]
+    shuffled[f"{last}.weight"] = star[f"{last}.weight"][:, p2]
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.allclose(functional_call(model, shuffled, (x,)), functional_call(model, star, (x,)), atol=1e-5)  # same function
+    assert not torch.equal(shuffled[f"{first}.weight"], star[f"{first}.weight"])
+    (back,) = realign_anchors(model, star, [shuffled])
+    assert all(torch.equal(back[k], star[k]) for k in star)

@@ -86,6 +86,29 @@ def test_star_run_is_a_training_run_that_resumes_bit_exactly(sources, monkeypatc
     assert all(torch.equal(reference[k], v) for k, v in resumed.items())
 
 
+def test_a_star_with_realigned_anchors_is_its_own_run_and_resumes_bit_exactly(sources, tmp_path, monkeypatch):
+    import shutil
+
+    from netgeom.stages.star import run_star
+
+    root = tmp_path / "project"
+    shutil.copytree(sources, root, ignore=shutil.ignore_patterns("stars"))
+    monkeypatch.chdir(root)
+    write_params(root, model={"arch": "mlp", "width": 16, "depth": 1, "batch_norm": True},
+                 train={"epochs": 3, "checkpoints": {"epochs": [1]}}, star={**STAR, "realign": True})
+    params, layout = load_params(root / "params.yaml"), Layout(root)
+    folder = root / "artifacts/star/stars/mlp_w8-n0.2-star2"
+    run_star(params, layout, 8, 2)
+    realigned = load_checkpoint(read_run(folder).final_checkpoint())[0]
+    assert read_run(folder).info["star"]["realign"] is True
+    with crash_at_evaluation(monkeypatch):
+        run_star(params, layout, 8, 2, resume=False)
+    run_star(params, layout, 8, 2)
+    assert all(torch.equal(realigned[k], v) for k, v in load_checkpoint(read_run(folder).final_checkpoint())[0].items())
+    plain = load_checkpoint(read_run(sources / "artifacts/star/stars/mlp_w8-n0.2-star2").final_checkpoint())[0]
+    assert any(not torch.equal(plain[k], realigned[k]) for k in plain)  # the anchors moved, so did the star
+
+
 def test_barriers_are_symmetric_and_zero_from_a_model_to_itself(sources):
     from netgeom.runs import load_cell_data, model_for_run
     from netgeom.groups.interpolation import InterpolationParams

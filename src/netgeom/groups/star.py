@@ -29,6 +29,7 @@ class StarParams(StudyGroup):
     points: int = Field(11, ge=2)
     matching: bool = True
     calibration_samples: int = Field(512, ge=1)
+    realign: bool = Field(False, description="re-align the anchors to the star by weight matching after every epoch (the starlight seed's option)")
     bn: Literal["recompute", "endpoint_ema"] = Field(
         "recompute", description="BN statistics along the barrier paths: exact recompute, or the starlight seed's (endpoint A's, then a moving average)"
     )

@@ -87,10 +87,19 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
     data = load_cell_data(settings, layout)
     calibration_inputs = data.train.x[: p.calibration_samples]
 
+    placed: list = []
+    # star.realign: the anchors are re-aligned to the star before the first step of every epoch
+    # (from the star as the last epoch left it), also after a resume, which replays bit-exactly.
+    due = {"realign": p.realign}
+
     def make_objective(model):
-        placed = [star_study.anchor_parameters(model, state) for state in states]
+        placed[:] = [star_study.anchor_parameters(model, state) for state in states]
 
         def objective(model, inputs, targets, generator):
+            if due["realign"]:
+                states[:] = star_study.realign_anchors(model, model.state_dict(), states)
+                placed[:] = [star_study.anchor_parameters(model, state) for state in states]
+                due["realign"] = False
             n, t = star_study.draw_anchor_and_t(generator, len(placed), p.t)
             return star_study.star_objective(model, dict(model.named_parameters()), placed[n], t, inputs, targets, mu=p.mu,
                                              label_smoothing=settings.train.label_smoothing)
@@ -100,13 +109,16 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
     def refresh(model) -> None:  # the star's own BN statistics before every evaluation and checkpoint
         star_study.refresh_bn_statistics(model, calibration_inputs.to(next(model.parameters()).device))
 
+    def realign_next(epoch: int, row: dict) -> None:
+        due["realign"] = True
+
     name = star_name(params, width, count)
-    identity = {"anchors": [run.info["params_hash"] for run in anchors], "t": p.t, "mu": p.mu}
-    info = {"star": {"anchors": [run.name for run in anchors], "t": p.t, "mu": p.mu}}
+    identity = {"anchors": [run.info["params_hash"] for run in anchors], "t": p.t, "mu": p.mu, **({"realign": True} if p.realign else {})}
+    info = {"star": {"anchors": [run.name for run in anchors], "t": p.t, "mu": p.mu, **({"realign": True} if p.realign else {})}}
     display = f"star{count} {params.model.arch} w{width} {noise_tag(p.noise)} s{settings.seed}"
     folder = train_run(
         settings, layout, name=name, target=layout.star_dir(name), cell=Cell(width, p.noise, 0), data=data,
-        identity_extra=identity, info_extra=info, hooks=TrainingHooks(make_objective, refresh), resume=resume,
+        identity_extra=identity, info_extra=info, hooks=TrainingHooks(make_objective, refresh, realign_next if p.realign else None), resume=resume,
         display=display,
     )
     return finished(params, layout, folder, track)

@@ -134,6 +134,16 @@ def draw_anchor_and_t(
 # --------------------------------------------------------------------------- the objective
 
 
+def realign_anchors(model: nn.Module, star_state: StateDict, anchors: Sequence[StateDict]) -> list[dict[str, Tensor]]:
+    """Each anchor permuted onto the star by weight matching (the starlight seed's re-alignment,
+    done every epoch): the same function, its weights as close to the star's as permutations get."""
+    from netgeom.studies.alignment import apply_permutation, permutation_spec, weight_matching
+
+    spec = permutation_spec(model)
+    star = {k: v.detach().cpu() for k, v in star_state.items()}
+    return [apply_permutation(spec, weight_matching(spec, star, anchor)[0], anchor) for anchor in anchors]
+
+
 def anchor_parameters(model: nn.Module, state: StateDict) -> dict[str, Tensor]:
     """The anchor's parameters as constants laid out like the model's (dtype, device, strides).
 
