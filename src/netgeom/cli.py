@@ -278,6 +278,33 @@ def _skip(entry, settings, layout, cell_args) -> None:
     typer.echo(f"{entry.name}: skipped ({entry.name}.enabled is false)")
 
 
+@app.command("hyperplanes-model")
+@guarded
+def hyperplanes_model(
+    arch: str = typer.Argument(..., help="a registered model, e.g. tv_resnet18, tv_vgg16 (torchvision), vgg8, lenet5"),
+    pretrained: Path = typer.Option(None, "--pretrained", help="weights file (safetensors or torch.save state dict); omit for a random init"),
+    seed: int = typer.Option(0, "--seed", help="torch seed of the random initialisation"),
+    input_shape: str = typer.Option("3,224,224", "--input-shape", help="C,H,W the model is built for"),
+    classes: int = typer.Option(1000, "--classes", help="outputs of the classifier (the file's, for --pretrained)"),
+    with_linear: bool = typer.Option(False, "--with-linear/--conv-only", help="also measure linear layers"),
+    batch_norm: bool = typer.Option(False, "--batch-norm", help="the family's BN variant (vgg: *_bn)"),
+    out: Path = typer.Option(None, "--out", help="folder to write (default artifacts/studies/hyperplanes/models/<arch>-<weights>)"),
+) -> None:
+    """Hyperplane bias of one model without training it: pretrained weights from a local file, or
+    a seeded random initialisation (the hyperplane seed's --pretrained)."""
+    from netgeom.stages.model_hyperplanes import default_folder, model_hyperplanes
+
+    try:
+        shape = tuple(int(part) for part in input_shape.split(","))
+    except ValueError:
+        raise NetgeomError("--input-shape", f"must be integers separated by commas, e.g. 3,224,224; got {input_shape!r}") from None
+    folder = out or default_folder(Path.cwd(), arch, pretrained, seed)
+    network = model_hyperplanes(arch, shape, classes, folder, pretrained=pretrained, seed=seed, with_linear=with_linear,
+                                options={"batch_norm": True} if batch_norm else None)
+    row = network.iloc[0]
+    typer.echo(f"{arch}: mass (share of filters with projection <= 0) {row['mass']:.3f} over {int(row['filters'])} filters -> {folder}")
+
+
 def _register_studies() -> None:
     from netgeom.stages.registry import STUDIES
 
