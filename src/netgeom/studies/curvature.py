@@ -1,0 +1,249 @@
+"""Curvature of the training loss in weight space, and filter-normalised loss surfaces.
+
+The loss is the mean cross-entropy over a fixed set of batches (a seeded training subset; the
+caller picks it, e.g. clean or noisy samples), the model in eval mode: BatchNorm uses the trained
+running statistics, so the loss is a fixed function of the weights (PyHessian does the same).
+Only parameters are differentiated; buffers stay as trained.
+
+- `hvp`: the Hessian-vector product by forward-over-reverse (torch.func.jvp of torch.func.grad),
+  one pass per batch, summed with the batch's share of the samples.
+- `top_eigenvalues`: Lanczos with full reorthogonalisation (exact in exact arithmetic after
+  `dim` steps; converges in far fewer for the extremal eigenvalues), stopped when the top-k Ritz
+  values move by less than `tol` relative between two checks. PyHessian's power iteration with
+  deflation needs a run per eigenvalue and converges at the rate of the eigengap.
+- `hutchinson_trace`: tr(H) = E[v^T H v] over Rademacher v; the mean and its standard error.
+- `spectral_density`: stochastic Lanczos quadrature (Ghorbani et al., PyHessian): per probe a
+  Lanczos run of m steps gives nodes (Ritz values) and weights (squared first components), a
+  quadrature rule exact for polynomials up to degree 2m - 1 in v^T H^p v / v^T v; the density is
+  the probes' average, weights summing to 1.
+- `filter_normalized_direction` and `surface`: Li et al.'s loss-landscape directions: a Gaussian
+  draw per parameter, each filter (an output row of a conv or linear weight) rescaled to the norm
+  of the same filter of the weights; 1-D parameters (biases, BN affine) get zero direction. The
+  surface is the loss and accuracy at theta + a d1 (+ b d2) on a grid; ReLU nets' positive
+  rescalings leave it unchanged, which is the point of the normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, grad_and_value, jvp
+
+from netgeom.errors import NetgeomError
+
+Batches = Sequence[tuple[Tensor, Tensor]]
+Params = dict[str, Tensor]
+
+
+def parameters_of(model: nn.Module) -> Params:
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def _check_batches(batches: Batches) -> int:
+    total = sum(int(y.shape[0]) for _, y in batches)
+    if not batches or total == 0:
+        raise NetgeomError("curvature.samples", "needs at least one training sample")
+    return total
+
+
+def batch_loss(model: nn.Module, params: Params, x: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy of the batch at `params` (buffers: the model's own)."""
+    return F.cross_entropy(functional_call(model, params, (x,)), y)
+
+
+def loss_and_gradient(model: nn.Module, params: Params, batches: Batches) -> tuple[float, Params]:
+    """The subset's mean loss and its gradient (batches weighted by their sizes)."""
+    total = _check_batches(batches)
+    loss, gradient = 0.0, {k: torch.zeros_like(v) for k, v in params.items()}
+    with _eval(model):
+        for x, y in batches:
+            share = y.shape[0] / total
+            g, value = grad_and_value(lambda p: batch_loss(model, p, x, y))(params)
+            loss += float(value) * share
+            for k in gradient:
+                gradient[k] += g[k] * share
+    return loss, gradient
+
+
+def hvp(model: nn.Module, params: Params, batches: Batches, vector: Params) -> Params:
+    """H v for the subset's mean loss, forward-over-reverse, batch by batch."""
+    total = _check_batches(batches)
+    out = {k: torch.zeros_like(v) for k, v in params.items()}
+    with _eval(model):
+        for x, y in batches:
+            _, hv = jvp(grad(lambda p: batch_loss(model, p, x, y)), (params,), (vector,))
+            share = y.shape[0] / total
+            for k in out:
+                out[k] += hv[k] * share
+    return out
+
+
+class _eval:
+    """The model in eval mode for the block (BN uses its running statistics), restored after."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.was = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)
+
+
+# --------------------------------------------------------------------------- flat vectors
+
+
+class Flat:
+    """Parameter dicts <-> one flat vector (float64 for the Krylov arithmetic)."""
+
+    def __init__(self, params: Params):
+        self.names = list(params)
+        self.shapes = [params[k].shape for k in self.names]
+        self.dtype, self.device = next(iter(params.values())).dtype, next(iter(params.values())).device
+        self.sizes = [int(math.prod(s)) for s in self.shapes]
+        self.dim = sum(self.sizes)
+
+    def flatten(self, tree: Params) -> Tensor:
+        return torch.cat([tree[k].reshape(-1).to(torch.float64) for k in self.names])
+
+    def unflatten(self, vector: Tensor) -> Params:
+        parts = torch.split(vector.to(self.dtype).to(self.device), self.sizes)
+        return {k: part.reshape(shape) for k, part, shape in zip(self.names, parts, self.shapes)}
+
+
+def hessian_operator(model: nn.Module, batches: Batches, params: Params | None = None) -> tuple[Callable[[Tensor], Tensor], int]:
+    """(v -> H v on flat float64 vectors, dimension) at `params` (default: the model's)."""
+    params = parameters_of(model) if params is None else params
+    flat = Flat(params)
+    return (lambda v: flat.flatten(hvp(model, params, batches, flat.unflatten(v)))), flat.dim
+
+
+# --------------------------------------------------------------------------- Lanczos
+
+
+def lanczos(matvec: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """`steps` Lanczos steps from `start` with full reorthogonalisation: the tridiagonal's
+    (alpha, beta). Stops early at an invariant subspace (beta ~ 0)."""
+    q = start / start.norm()
+    basis, alphas, betas = [q], [], []
+    for j in range(steps):
+        w = matvec(basis[-1])
+        alpha = float(w @ basis[-1])
+        alphas.append(alpha)
+        stacked = torch.stack(basis)
+        w = w - stacked.T @ (stacked @ w)  # full reorthogonalisation, twice (Kahan: twice is enough)
+        w = w - stacked.T @ (stacked @ w)
+        beta = float(w.norm())
+        if j == steps - 1 or beta <= 1e-12 * max(1.0, abs(alpha)):
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    return np.asarray(alphas), np.asarray(betas)
+
+
+def _tridiagonal_eigh(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+    return np.linalg.eigh(t)
+
+
+def top_eigenvalues(
+    matvec: Callable[[Tensor], Tensor], dim: int, k: int = 1, *, tol: float = 1e-3, max_steps: int = 100, seed: int = 0,
+) -> tuple[np.ndarray, int]:
+    """The k largest eigenvalues (descending) and the Lanczos steps used. Converged when the top-k
+    Ritz values change by at most `tol` relative between checks (every k + 2 steps)."""
+    if k < 1 or k > dim:
+        raise NetgeomError("curvature.top_k", f"must be in 1..{dim} (the number of parameters), got {k}")
+    g = torch.Generator().manual_seed(seed)
+    start = torch.randn(dim, generator=g, dtype=torch.float64)
+    # Lanczos is restarted from scratch with more steps until the Ritz values settle: simpler than
+    # keeping state, and the check interval keeps the total within ~2x of one run.
+    steps, previous = min(dim, max(2 * k, k + 2)), None
+    while True:
+        alphas, betas = lanczos(matvec, start, steps)
+        ritz = np.sort(_tridiagonal_eigh(alphas, betas)[0])[::-1][:k]
+        done = len(alphas) < steps or steps >= min(dim, max_steps)
+        if previous is not None and len(previous) == len(ritz):
+            change = np.max(np.abs(ritz - previous) / np.maximum(np.abs(ritz), 1e-30))
+            done = done or change <= tol
+        if done:
+            return ritz, len(alphas)
+        previous, steps = ritz, min(dim, max_steps, steps + k + 2)
+
+
+def hutchinson_trace(matvec: Callable[[Tensor], Tensor], dim: int, probes: int = 100, seed: int = 0) -> tuple[float, float]:
+    """(estimate of tr H, its standard error) from `probes` Rademacher vectors."""
+    if probes < 2:
+        raise NetgeomError("curvature.trace_probes", f"must be >= 2 (a standard error needs two), got {probes}")
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(probes):
+        v = torch.randint(0, 2, (dim,), generator=g, dtype=torch.float64) * 2 - 1
+        values.append(float(v @ matvec(v)))
+    values = np.asarray(values)
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(probes))
+
+
+def spectral_density(matvec: Callable[[Tensor], Tensor], dim: int, probes: int = 4, steps: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stochastic Lanczos quadrature: (nodes, weights), the probes' rules concatenated, weights
+    scaled so they sum to 1 (each probe's sum to 1 / probes)."""
+    if probes < 1 or steps < 1:
+        raise NetgeomError("curvature.density", f"probes and steps must be >= 1, got {probes}, {steps}")
+    g = torch.Generator().manual_seed(seed)
+    nodes, weights = [], []
+    for _ in range(probes):
+        v = torch.randint(0, 2, (dim,), generator=g, dtype=torch.float64) * 2 - 1
+        alphas, betas = lanczos(matvec, v, min(steps, dim))
+        theta, vectors = _tridiagonal_eigh(alphas, betas)
+        nodes.append(theta)
+        weights.append(vectors[0] ** 2 / probes)
+    return np.concatenate(nodes), np.concatenate(weights)
+
+
+def smoothed_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, width: float) -> np.ndarray:
+    """The quadrature's spikes as Gaussians of std `width` on `grid` (for plotting)."""
+    z = (grid[:, None] - nodes[None, :]) / width
+    return (np.exp(-0.5 * z**2) / (width * math.sqrt(2 * math.pi))) @ weights
+
+
+# --------------------------------------------------------------------------- surfaces
+
+
+def filter_normalized_direction(params: Params, generator: torch.Generator) -> Params:
+    """A Gaussian direction with each filter's norm set to the weights' filter norm (Li et al.);
+    zero for 1-D parameters (biases, BN weights and shifts)."""
+    out = {}
+    for name, w in params.items():
+        d = torch.randn(w.shape, generator=generator, dtype=w.dtype).to(w.device)
+        if w.dim() <= 1:
+            out[name] = torch.zeros_like(w)
+            continue
+        rows = d.reshape(d.shape[0], -1)
+        scale = w.reshape(w.shape[0], -1).norm(dim=1) / rows.norm(dim=1).clamp_min(1e-30)
+        out[name] = (rows * scale[:, None]).reshape(w.shape)
+    return out
+
+
+def surface(
+    model: nn.Module, params: Params, directions: Sequence[Params], coordinates: Sequence[tuple[float, ...]], batches: Batches,
+) -> list[tuple[float, float]]:
+    """(mean loss, accuracy) over `batches` at params + sum_i c_i d_i for each coordinate tuple."""
+    total = _check_batches(batches)
+    results = []
+    with _eval(model), torch.no_grad():
+        for point in coordinates:
+            if len(point) != len(directions):
+                raise NetgeomError("curvature.surface", f"a point has {len(point)} coordinates for {len(directions)} directions")
+            moved = {k: v + sum(c * d[k] for c, d in zip(point, directions)) for k, v in params.items()}
+            loss = correct = 0.0
+            for x, y in batches:
+                logits = functional_call(model, moved, (x,))
+                loss += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += float((logits.argmax(1) == y).sum())
+            results.append((loss / total, correct / total))
+    return results

@@ -1,0 +1,133 @@
+"""Curvature and loss surfaces against oracles: the dense Hessian, closed forms, invariances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from netgeom.studies.curvature import (
+    Flat,
+    filter_normalized_direction,
+    hessian_operator,
+    hutchinson_trace,
+    parameters_of,
+    smoothed_density,
+    spectral_density,
+    surface,
+    top_eigenvalues,
+)
+
+
+def small_problem(activation=nn.Tanh, seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 6), activation(), nn.Linear(6, 3)).double()
+    x = torch.randn(40, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,))
+    return model, [(x[:25], y[:25]), (x[25:], y[25:])]  # unequal batches: weighted by size
+
+
+def dense_hessian(model, batches) -> np.ndarray:
+    params = parameters_of(model)
+    flat = Flat(params)
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+
+    def loss(v):
+        return torch.nn.functional.cross_entropy(functional_call(model, flat.unflatten(v), (x,)), y)
+
+    return torch.autograd.functional.hessian(loss, flat.flatten(params)).numpy()
+
+
+def test_hvp_and_top_eigenvalues_equal_the_dense_hessians():
+    model, batches = small_problem()
+    dense = dense_hessian(model, batches)
+    matvec, dim = hessian_operator(model, batches)
+    v = torch.randn(dim, dtype=torch.float64)
+    assert np.allclose(matvec(v).numpy(), dense @ v.numpy(), atol=1e-10)
+    exact = np.sort(np.linalg.eigvalsh(dense))[::-1]
+    top, steps = top_eigenvalues(matvec, dim, k=3, tol=1e-10, max_steps=dim)
+    assert np.allclose(top, exact[:3], rtol=1e-7, atol=1e-10) and steps <= dim
+
+
+def test_hutchinson_converges_to_the_exact_trace():
+    model, batches = small_problem()
+    exact = float(np.trace(dense_hessian(model, batches)))
+    matvec, dim = hessian_operator(model, batches)
+    few, few_se = hutchinson_trace(matvec, dim, probes=20, seed=1)
+    many, many_se = hutchinson_trace(matvec, dim, probes=800, seed=1)
+    assert abs(many - exact) <= 4 * many_se and many_se < few_se
+    assert abs(few - exact) <= 5 * few_se
+
+
+def test_spectral_density_integrates_to_one_and_matches_the_spectrums_moments():
+    model, batches = small_problem()
+    dense = dense_hessian(model, batches)
+    matvec, dim = hessian_operator(model, batches)
+    probes, steps = 3, 8
+    nodes, weights = spectral_density(matvec, dim, probes=probes, steps=steps, seed=2)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-12) and (weights >= 0).all()
+    # Gauss quadrature is exact up to degree 2m - 1: each probe's rule reproduces v^T H^p v / v^T v
+    g = torch.Generator().manual_seed(2)
+    vs = [(torch.randint(0, 2, (dim,), generator=g, dtype=torch.float64) * 2 - 1).numpy() for _ in range(probes)]
+    for p in range(0, 2 * steps):
+        expected = np.mean([v @ np.linalg.matrix_power(dense, p) @ v / (v @ v) for v in vs])
+        assert (weights * nodes**p).sum() == pytest.approx(expected, rel=1e-6, abs=1e-9), p
+    grid = np.linspace(nodes.min() - 1, nodes.max() + 1, 4001)
+    assert np.trapezoid(smoothed_density(nodes, weights, grid, 0.05), grid) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_quadratic_models_surface_is_its_closed_form():
+    torch.manual_seed(3)
+    a = torch.randn(5, 5, dtype=torch.float64)
+    a = a @ a.T
+
+    class Quadratic(nn.Module):  # logits (0, -q(theta)) with q = theta^T A theta / 2: CE(label 0) = log(1 + e^-q)
+        def __init__(self):
+            super().__init__()
+            self.theta = nn.Parameter(torch.randn(1, 5, dtype=torch.float64))
+
+        def forward(self, x):
+            q = 0.5 * (self.theta @ a @ self.theta.T).reshape(1, 1).expand(x.shape[0], 1)
+            return torch.cat([torch.zeros_like(q), -q], 1)
+
+    model = Quadratic()
+    params = parameters_of(model)
+    x, y = torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.long)
+    d = {"theta": torch.randn(1, 5, dtype=torch.float64)}
+    alphas = [-1.0, -0.3, 0.0, 0.5, 1.2]
+    got = [loss for loss, _ in surface(model, params, [d], [(t,) for t in alphas], [(x, y)])]
+    theta = params["theta"][0]
+    for t, loss in zip(alphas, got):
+        point = theta + t * d["theta"][0]
+        q = float(0.5 * point @ a @ point)
+        assert loss == pytest.approx(float(np.log1p(np.exp(-q))), rel=1e-10)  # CE of logits (0, -q), label 0
+
+
+def test_filter_normalisation_gives_each_filter_the_weights_norm_and_biases_none():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 4 * 4, 7))
+    params = parameters_of(model)
+    d = filter_normalized_direction(params, torch.Generator().manual_seed(0))
+    for name, w in params.items():
+        if w.dim() > 1:
+            assert torch.allclose(d[name].reshape(w.shape[0], -1).norm(dim=1), w.reshape(w.shape[0], -1).norm(dim=1), rtol=1e-5)
+        else:
+            assert torch.equal(d[name], torch.zeros_like(w))
+
+
+def test_the_surface_is_invariant_to_a_positive_rescaling_of_relu_layers():
+    model, batches = small_problem(nn.ReLU, seed=5)
+    params = parameters_of(model)
+    c = 3.7  # layer 1 times c, layer 2's weights over c: the same function
+    scaled = {"0.weight": params["0.weight"] * c, "0.bias": params["0.bias"] * c, "2.weight": params["2.weight"] / c, "2.bias": params["2.bias"]}
+    points = [(a, b) for a in (-0.8, 0.0, 0.6) for b in (-0.5, 0.4)]
+    surfaces = []
+    for p in (params, scaled):
+        g = torch.Generator().manual_seed(9)
+        directions = [filter_normalized_direction(p, g), filter_normalized_direction(p, g)]
+        surfaces.append(surface(model, p, directions, points, batches))
+    assert np.allclose(np.array(surfaces[0]), np.array(surfaces[1]), rtol=1e-9, atol=1e-12)
+    assert surfaces[0][0] != surfaces[0][1]  # and the surface is not flat
