@@ -117,63 +117,99 @@ class Flat:
         return {k: part.reshape(shape) for k, part, shape in zip(self.names, parts, self.shapes)}
 
 
-def hessian_operator(model: nn.Module, batches: Batches, params: Params | None = None) -> tuple[Callable[[Tensor], Tensor], int]:
-    """(v -> H v on flat float64 vectors, dimension) at `params` (default: the model's)."""
+def hessian_operator(model: nn.Module, batches: Batches, params: Params | None = None, *, retain_graph: bool = True) -> tuple[Callable[[Tensor], Tensor], int]:
+    """(v -> H v on flat float64 vectors, dimension) at `params` (default: the model's).
+
+    retain_graph=True (the default, PyHessian's way): each batch's gradient is built once with
+    its graph kept, and every product is one backward pass through it (about one gradient's
+    cost; the graphs of all batches stay in memory). False: `hvp`, forward-over-reverse from
+    scratch per product (no memory held between products).
+    """
     params = parameters_of(model) if params is None else params
     flat = Flat(params)
-    return (lambda v: flat.flatten(hvp(model, params, batches, flat.unflatten(v)))), flat.dim
+    if not retain_graph:
+        return (lambda v: flat.flatten(hvp(model, params, batches, flat.unflatten(v)))), flat.dim
+    total = _check_batches(batches)
+    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    with _eval(model), torch.enable_grad():
+        gradients = [(torch.autograd.grad(batch_loss(model, leaves, x, y), list(leaves.values()), create_graph=True), y.shape[0] / total)
+                     for x, y in batches]
+
+    def matvec(v: Tensor) -> Tensor:
+        tangent = list(flat.unflatten(v).values())
+        out = torch.zeros(flat.dim, dtype=torch.float64, device=v.device)
+        for g, share in gradients:
+            hv = torch.autograd.grad(g, list(leaves.values()), grad_outputs=tangent, retain_graph=True)
+            out += share * torch.cat([h.reshape(-1).to(torch.float64) for h in hv])
+        return out
+
+    return matvec, flat.dim
 
 
 # --------------------------------------------------------------------------- Lanczos
 
 
-def lanczos(matvec: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """`steps` Lanczos steps from `start` with full reorthogonalisation: the tridiagonal's
-    (alpha, beta). Stops early at an invariant subspace (beta ~ 0)."""
-    q = start / start.norm()
-    basis, alphas, betas = [q], [], []
-    for j in range(steps):
-        w = matvec(basis[-1])
-        alpha = float(w @ basis[-1])
-        alphas.append(alpha)
-        stacked = torch.stack(basis)
-        w = w - stacked.T @ (stacked @ w)  # full reorthogonalisation, twice (Kahan: twice is enough)
+class _Lanczos:
+    """Lanczos with full reorthogonalisation, one step at a time: the tridiagonal so far."""
+
+    def __init__(self, matvec: Callable[[Tensor], Tensor], start: Tensor):
+        self.matvec = matvec
+        self.basis = [start / start.norm()]
+        self.alphas: list[float] = []
+        self.betas: list[float] = []
+        self.invariant = False  # the Krylov space stopped growing: the Ritz values are exact
+
+    def step(self) -> None:
+        w = self.matvec(self.basis[-1])
+        alpha = float(w @ self.basis[-1])
+        self.alphas.append(alpha)
+        stacked = torch.stack(self.basis)
+        w = w - stacked.T @ (stacked @ w)  # twice is enough (Kahan)
         w = w - stacked.T @ (stacked @ w)
         beta = float(w.norm())
-        if j == steps - 1 or beta <= 1e-12 * max(1.0, abs(alpha)):
-            break
-        betas.append(beta)
-        basis.append(w / beta)
-    return np.asarray(alphas), np.asarray(betas)
+        if beta <= 1e-12 * max(1.0, abs(alpha)):
+            self.invariant = True
+            return
+        self.betas.append(beta)
+        self.basis.append(w / beta)
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues (ascending) and eigenvectors of the tridiagonal of the steps taken."""
+        alphas, betas = np.asarray(self.alphas), np.asarray(self.betas[: len(self.alphas) - 1])
+        return np.linalg.eigh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
 
 
-def _tridiagonal_eigh(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
-    return np.linalg.eigh(t)
+def lanczos(matvec: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ritz values (ascending) and the squared first components of their vectors after `steps`
+    steps from `start` (fewer at an invariant subspace): a Gauss quadrature rule for start."""
+    run = _Lanczos(matvec, start)
+    while len(run.alphas) < steps and not run.invariant:
+        run.step()
+    theta, vectors = run.ritz()
+    return theta, vectors[0] ** 2
 
 
 def top_eigenvalues(
     matvec: Callable[[Tensor], Tensor], dim: int, k: int = 1, *, tol: float = 1e-3, max_steps: int = 100, seed: int = 0,
 ) -> tuple[np.ndarray, int]:
-    """The k largest eigenvalues (descending) and the Lanczos steps used. Converged when the top-k
-    Ritz values change by at most `tol` relative between checks (every k + 2 steps)."""
+    """The k largest eigenvalues (descending) and the Lanczos steps (HVPs) used. Stops when each
+    of the top-k Ritz pairs (theta, u) has a residual |H u - theta u| = beta_m |y_m| <= tol |theta|
+    (then an eigenvalue lies within that residual of theta), or at `max_steps`."""
     if k < 1 or k > dim:
         raise NetgeomError("curvature.top_k", f"must be in 1..{dim} (the number of parameters), got {k}")
     g = torch.Generator().manual_seed(seed)
-    start = torch.randn(dim, generator=g, dtype=torch.float64)
-    # Lanczos is restarted from scratch with more steps until the Ritz values settle: simpler than
-    # keeping state, and the check interval keeps the total within ~2x of one run.
-    steps, previous = min(dim, max(2 * k, k + 2)), None
+    run = _Lanczos(matvec, torch.randn(dim, generator=g, dtype=torch.float64))
     while True:
-        alphas, betas = lanczos(matvec, start, steps)
-        ritz = np.sort(_tridiagonal_eigh(alphas, betas)[0])[::-1][:k]
-        done = len(alphas) < steps or steps >= min(dim, max_steps)
-        if previous is not None and len(previous) == len(ritz):
-            change = np.max(np.abs(ritz - previous) / np.maximum(np.abs(ritz), 1e-30))
-            done = done or change <= tol
-        if done:
-            return ritz, len(alphas)
-        previous, steps = ritz, min(dim, max_steps, steps + k + 2)
+        run.step()
+        theta, vectors = run.ritz()
+        top = np.argsort(theta)[::-1][:k]
+        steps = len(run.alphas)
+        if run.invariant or steps >= min(dim, max_steps):
+            return theta[top], steps
+        if len(top) == k:
+            residuals = run.betas[-1] * np.abs(vectors[-1, top])
+            if np.all(residuals <= tol * np.maximum(np.abs(theta[top]), 1e-30)):
+                return theta[top], steps
 
 
 def hutchinson_trace(matvec: Callable[[Tensor], Tensor], dim: int, probes: int = 100, seed: int = 0) -> tuple[float, float]:
@@ -198,10 +234,9 @@ def spectral_density(matvec: Callable[[Tensor], Tensor], dim: int, probes: int =
     nodes, weights = [], []
     for _ in range(probes):
         v = torch.randint(0, 2, (dim,), generator=g, dtype=torch.float64) * 2 - 1
-        alphas, betas = lanczos(matvec, v, min(steps, dim))
-        theta, vectors = _tridiagonal_eigh(alphas, betas)
+        theta, first = lanczos(matvec, v, min(steps, dim))
         nodes.append(theta)
-        weights.append(vectors[0] ** 2 / probes)
+        weights.append(first / probes)
     return np.concatenate(nodes), np.concatenate(weights)
 
 
