@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad
+from torch.func import grad
 
 from netgeom.studies.curvature import Flat, batch_loss, hessian_operator, hvp, parameters_of, top_eigenvalues
 

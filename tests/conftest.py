@@ -141,6 +141,7 @@ def write_params(root: Path, **groups) -> Path:
         "barriers": {"matching": True},
         "hyperplanes": {"with_linear": True},
         "reinit": {"split": "test"},
+        "curvature": {"enabled": False},
         "star": {"widths": [8], "noise": 0.2, "anchors": [100], "held_out": [200, 201], "anchor_counts": [1], "epochs": 2, "points": 5,
                  "t": "uniform", "mu": 0.0, "calibration_samples": 256},
     }

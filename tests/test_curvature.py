@@ -131,3 +131,56 @@ def test_the_surface_is_invariant_to_a_positive_rescaling_of_relu_layers():
         surfaces.append(surface(model, p, directions, points, batches))
     assert np.allclose(np.array(surfaces[0]), np.array(surfaces[1]), rtol=1e-9, atol=1e-12)
     assert surfaces[0][0] != surfaces[0][1]  # and the surface is not flat
+
+
+# --------------------------------------------------------------------------- the stage
+
+CURVATURE = {"enabled": True, "samples": 96, "batch_size": 40, "groups": ["all", "clean", "noisy"], "top_k": 2, "trace_probes": 4,
+             "density_probes": 1, "density_steps": 6, "surface": {"resolution": 3, "span": 0.5, "shards": 3}}
+
+
+@pytest.fixture
+def curvature_project(trained_projects, tmp_path, monkeypatch):
+    root = trained_projects.copy(tmp_path / "project", {"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}}, [("split",), ("corrupt",), ("train",)])
+    monkeypatch.chdir(root)
+    from tests.conftest import write_params
+
+    write_params(root, train={"epochs": 2, "checkpoints": {"epochs": [1]}}, curvature={**CURVATURE, "checkpoints": "all"})
+    return root
+
+
+def test_the_stage_measures_each_checkpoint_and_fills_the_surface_resumably(curvature_project):
+    import pandas as pd
+
+    from netgeom.layout import Layout
+    from netgeom.params import load_params
+    from netgeom.runs import Cell, cell_run, load_cell_data, load_state, model_for_run
+    from netgeom.stages.curvature import _subset
+    from tests.conftest import ok
+
+    out = ok("curvature")
+    folder = curvature_project / "artifacts/studies/curvature/mlp_w16-n0.2-r0"
+    table = pd.read_parquet(folder / "curvature.parquet")
+    assert sorted(table["epoch"].unique()) == [0, 1, 2] and set(table["group"]) == {"all", "clean", "noisy"}
+    assert "top eigenvalue" in out
+    # the final checkpoint's top eigenvalue, recomputed from the same subset with the study's functions
+    params = load_params()
+    settings, run = cell_run(params, Layout(curvature_project), Cell(16, 0.2, 0))
+    model = model_for_run(run.info)
+    model.load_state_dict(load_state(run.final_checkpoint()))
+    batches = _subset(load_cell_data(settings, Layout(curvature_project)), params.curvature)
+    matvec, dim = hessian_operator(model, batches["all"])
+    top, _ = top_eigenvalues(matvec, dim, k=2, tol=1e-3, max_steps=100)
+    final = table[(table["epoch"] == 2) & (table["group"] == "all")].iloc[0]
+    assert final["lambda_max"] == pytest.approx(top[0], rel=1e-9)
+    assert final["samples"] == 96 and table[table["group"] == "clean"]["samples"].iloc[0] + table[table["group"] == "noisy"]["samples"].iloc[0] == 96
+    # the surface: 9 points in 3 shards; a lost shard is the only one recomputed
+    shards = sorted(folder.glob("shard-*-of-003.parquet"))
+    assert len(shards) == 3 and sum(len(pd.read_parquet(s)) for s in shards) == 9
+    kept = {s.name: s.stat().st_mtime_ns for s in shards[1:]}
+    shards[0].unlink()
+    ok("curvature")
+    assert shards[0].exists() and {s.name: s.stat().st_mtime_ns for s in shards[1:]} == kept
+    centre = pd.concat([pd.read_parquet(s) for s in shards]).query("x == 0 and y == 0").iloc[0]
+    assert centre["loss"] == pytest.approx(surface(model, parameters_of(model), [{k: 0 * v for k, v in parameters_of(model).items()}], [(0.0,)],
+                                                   batches["all"])[0][0], rel=1e-6)

@@ -24,6 +24,8 @@ STUDIES: tuple[Study, ...] = (
           needs=("hyperplane_layers",)),
     Study("reinit", "run", "Accuracy with one layer at a time reset to an earlier checkpoint or a fresh draw.",
           reads=("labels", "splits"), data=True),
+    Study("curvature", "run", "Hessian of the training loss (top eigenvalues, trace, spectral density) and the loss surface around the weights.",
+          reads=("labels", "splits"), data=True),
     Study("star", "custom", "The star domain: is one model linearly connected to every independently trained one?"),
     Study("barriers", "grid", "Loss barriers between seed replicates, with and without weight matching.",
           reads=("runs", "labels", "splits"), params_deps=("seed", "grid"), data=True),

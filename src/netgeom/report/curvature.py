@@ -1,0 +1,113 @@
+"""The curvature study in the report: sharpness (top Hessian eigenvalue, trace) against width
+beside the test error, the spectral density and the 2-D loss surface of the focus run."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from netgeom.io import read_parquet
+from netgeom.report.context import Figure, ReportContext
+from netgeom.report.figure_style import house_style, save
+from netgeom.report.tables import noise_key
+from netgeom.stages.study_common import read_shards
+from netgeom.studies.curvature import smoothed_density
+
+HEADLINE_LABELS = {
+    "curvature_lambda_max": "top Hessian eigenvalue of the training loss, widest width (final checkpoint)",
+    "curvature_trace": "Hessian trace of the training loss, widest width (final checkpoint)",
+}
+
+
+def curvature_table(context: ReportContext) -> pd.DataFrame:
+    root = context.layout.study_root("curvature")
+    frames = [read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/curvature.parquet"))]
+    if not frames or context.runs.empty:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).merge(context.runs[["run", "width", "noise", "replicate", "test_error"]], on="run")
+
+
+def _final(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["epoch"] == table.groupby("run")["epoch"].transform("max")]
+
+
+def sharpness_figure(final: pd.DataFrame, path) -> object:
+    with house_style():
+        figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        for noise, part in final[final["group"] == "all"].groupby("noise"):
+            part = part.groupby("width", as_index=False)[["lambda_max", "trace", "test_error"]].mean().sort_values("width")
+            for ax, column in zip(axes, ("lambda_max", "trace", "test_error")):
+                ax.plot(part["width"], part[column], marker="o", label=f"label noise {noise:.0%}")
+        for ax, label in zip(axes, ("top Hessian eigenvalue", "Hessian trace", "test error")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("width")
+            ax.set_ylabel(label)
+        axes[-1].legend(loc="best", fontsize="small")
+        figure.tight_layout()
+    return save(figure, path)
+
+
+def surface_figure(surface: pd.DataFrame, path) -> object:
+    grid = surface.pivot_table(index="y", columns="x", values="loss")
+    with house_style():
+        figure, ax = plt.subplots(figsize=(5, 4.2))
+        contours = ax.contourf(grid.columns, grid.index, np.log10(grid.to_numpy()), levels=20, cmap="viridis")
+        ax.contour(grid.columns, grid.index, np.log10(grid.to_numpy()), levels=10, colors="white", linewidths=0.5)
+        ax.plot([0], [0], marker="*", color="red", markersize=10)
+        figure.colorbar(contours, ax=ax, label="log10 train loss")
+        ax.set_xlabel("direction 1 (filter-normalised)")
+        ax.set_ylabel("direction 2")
+    return save(figure, path)
+
+
+def density_figure(density: pd.DataFrame, path) -> object:
+    with house_style():
+        figure, ax = plt.subplots(figsize=(5.5, 3.6))
+        for (epoch, group), part in density.groupby(["epoch", "group"]):
+            nodes, weights = part["node"].to_numpy(), part["weight"].to_numpy()
+            span = max(nodes.max() - nodes.min(), 1e-6)
+            grid = np.linspace(nodes.min() - 0.05 * span, nodes.max() + 0.05 * span, 600)
+            ax.plot(grid, smoothed_density(nodes, weights, grid, 0.01 * span) + 1e-12, label=f"epoch {epoch}, {group}")
+        ax.set_yscale("log")
+        ax.set_xlabel("Hessian eigenvalue")
+        ax.set_ylabel("density (smoothed)")
+        ax.legend(loc="best", fontsize="small")
+    return save(figure, path)
+
+
+def report(context: ReportContext) -> list[Figure]:
+    table = curvature_table(context)
+    if table.empty:
+        return []
+    context.write_table("curvature", table)
+    final = _final(table)
+    widest = final[final["width"] == final["width"].max()]
+    caption = "; ".join(f"label noise {row.noise:.0%} width {row.width}: top eigenvalue {row.lambda_max:.4g}, trace "
+                        f"{row.trace:.4g} ± {row.trace_se:.2g}" for row in widest[widest["group"] == "all"].itertuples())
+    figures = [Figure(sharpness_figure(final, context.figure_path("curvature_sharpness")),
+                      "Sharpness of the training loss and test error against width", caption)]
+    run = context.peak_run
+    folder = context.layout.study_dir("curvature", run) if run else None
+    if folder is not None and (folder / "density.parquet").exists():
+        density = read_parquet(folder / "density.parquet")
+        figures.append(Figure(density_figure(density, context.figure_path("curvature_density")),
+                              f"Hessian spectral density, {run}", "Stochastic Lanczos quadrature, smoothed with a Gaussian of 1% of the range."))
+        count = context.params.curvature.surface.shards
+        surface = read_shards(folder, count) if context.params.curvature.surface.resolution else None
+        if surface is not None and not surface.empty:
+            figures.append(Figure(surface_figure(surface, context.figure_path("curvature_surface")),
+                                  f"Training loss around the final weights, {run}",
+                                  f"Two filter-normalised random directions (Li et al.); the star is the trained model; "
+                                  f"loss {surface['loss'].min():.3g} to {surface['loss'].max():.3g}."))
+    return figures
+
+
+def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
+    table = curvature_table(context)
+    if table.empty:
+        return {}
+    final = _final(table)
+    final = final[(final["group"] == "all") & (final["width"] == final["width"].max())]
+    return {noise_key(noise): {"curvature_lambda_max": float(g["lambda_max"].mean()), "curvature_trace": float(g["trace"].mean())}
+            for noise, g in final.groupby("noise")}

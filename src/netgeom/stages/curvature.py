@@ -1,0 +1,115 @@
+"""Stage `curvature`: the Hessian of a trained run's training loss, and its loss surface.
+
+For each selected checkpoint and each sample group (`curvature.groups`: all, clean, noisy of a
+seeded training subset of `curvature.samples`), the top-k Hessian eigenvalues (Lanczos), the
+trace (Hutchinson, with its standard error) and the spectral density (stochastic Lanczos
+quadrature), the model in eval mode (BN with the trained statistics). For the final checkpoint,
+the loss and accuracy on a 2-D grid of filter-normalised directions (Li et al.), written in
+`curvature.surface.shards` pieces as each finishes: a rerun after a crash computes only the
+missing pieces; the pieces go over `execution.workers`.
+
+Writes artifacts/studies/curvature/<run>/: spectrum.parquet (epoch, group, rank, eigenvalue),
+curvature.parquet (epoch, group, samples, lambda_max, trace, trace_se, steps), density.parquet
+(epoch, group, node, weight), surface shards shard-<i>-of-<n>.parquet (x, y, loss, accuracy) and
+summary.json (per epoch: lambda_max, trace by group).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from netgeom.execution import run_units
+from netgeom.groups.curvature import CurvatureParams
+from netgeom.io import atomic_write_parquet
+from netgeom.layout import Layout
+from netgeom.params import Params
+from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run
+from netgeom.stages.study_common import read_shards, shard_file, write_shard
+from netgeom.studies import curvature as study
+from netgeom.summary import Summary, write_summary
+
+
+def _subset(data, p: CurvatureParams) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Batches of the seeded subset per group (a group with no sample is left out)."""
+    t = data.train
+    g = torch.Generator().manual_seed(p.seed)
+    chosen = torch.randperm(len(t.y), generator=g)[: p.samples]
+    x, y, noisy = t.x[chosen], t.y[chosen], t.is_noisy[chosen]
+    masks = {"all": torch.ones_like(noisy), "clean": ~noisy, "noisy": noisy}
+    out = {}
+    for group in p.groups:
+        xs, ys = x[masks[group]], y[masks[group]]
+        if len(ys):
+            out[group] = [(xs[i : i + p.batch_size], ys[i : i + p.batch_size]) for i in range(0, len(ys), p.batch_size)]
+    return out
+
+
+def _spectrum(model, batches, p: CurvatureParams) -> tuple[dict, list[float], tuple[np.ndarray, np.ndarray]]:
+    matvec, dim = study.hessian_operator(model, batches)
+    top, steps = study.top_eigenvalues(matvec, dim, k=min(p.top_k, dim), tol=p.tol, max_steps=p.max_steps, seed=p.seed)
+    trace, trace_se = study.hutchinson_trace(matvec, dim, probes=p.trace_probes, seed=p.seed)
+    density = study.spectral_density(matvec, dim, probes=p.density_probes, steps=p.density_steps, seed=p.seed)
+    row = {"samples": sum(len(b[1]) for b in batches), "lambda_max": float(top[0]), "trace": trace, "trace_se": trace_se, "steps": steps}
+    return row, [float(v) for v in top], density
+
+
+def surface_grid(p: CurvatureParams) -> list[tuple[float, float]]:
+    axis = np.linspace(-p.surface.span, p.surface.span, p.surface.resolution)
+    return [(float(a), float(b)) for b in axis for a in axis]
+
+
+def compute_surface_shard(params: Params, layout: Layout, cell: Cell, folder: Path, index: int, count: int) -> None:
+    """One piece of the grid (points index, index + count, ...), written when done (module level: it pickles)."""
+    p: CurvatureParams = params.curvature
+    settings, source = cell_run(params, layout, cell)
+    model = model_for_run(source.info)
+    model.load_state_dict(load_state(source.final_checkpoint()))
+    params_now = study.parameters_of(model)
+    g = torch.Generator().manual_seed(p.seed)
+    directions = [study.filter_normalized_direction(params_now, g), study.filter_normalized_direction(params_now, g)]
+    batches = _subset(load_cell_data(settings, layout), p.model_copy(update={"groups": ["all"]}))["all"]
+    points = surface_grid(p)[index::count]
+    values = study.surface(model, params_now, directions, points, batches)
+    table = pd.DataFrame([{"x": x, "y": y, "loss": loss, "accuracy": acc} for (x, y), (loss, acc) in zip(points, values)])
+    write_shard(folder, index, count, table)
+
+
+def run(params: Params, layout: Layout, cell: Cell) -> Summary:
+    p: CurvatureParams = params.curvature
+    settings, source = cell_run(params, layout, cell)
+    folder = layout.study_dir("curvature", source.name)
+    model = model_for_run(source.info)
+    groups = _subset(load_cell_data(settings, layout), p)
+    rows, spectrum, density = [], [], []
+    summary = Summary()
+    for epoch, path in checkpoint_selection(source, p.checkpoints, "curvature.checkpoints"):
+        model.load_state_dict(load_state(path))
+        for group, batches in groups.items():
+            row, top, (nodes, weights) = _spectrum(model, batches, p)
+            rows.append({"epoch": epoch, "group": group, **row})
+            spectrum += [{"epoch": epoch, "group": group, "rank": r, "eigenvalue": v} for r, v in enumerate(top)]
+            density += [{"epoch": epoch, "group": group, "node": float(n), "weight": float(w)} for n, w in zip(nodes, weights)]
+            for measure in ("lambda_max", "trace"):
+                summary.epochs.setdefault(epoch, {}).setdefault(measure, {})[group] = row[measure]
+    atomic_write_parquet(folder / "curvature.parquet", pd.DataFrame(rows))
+    atomic_write_parquet(folder / "spectrum.parquet", pd.DataFrame(spectrum))
+    atomic_write_parquet(folder / "density.parquet", pd.DataFrame(density))
+    if p.surface.resolution:
+        count = p.surface.shards
+        missing = [(i, count) for i in range(count) if not shard_file(folder, i, count).exists()]
+        run_units(partial(compute_surface_shard, params, layout, cell, folder), missing, params.execution.backend,
+                  params.execution.workers, params.execution.address)
+        summary.extra["surface_points"] = len(read_shards(folder, count))
+    write_summary(folder, summary)
+    return summary
+
+
+def describe(summary: Summary) -> str:
+    final = summary.final()
+    lam, trace = final["lambda_max"], final["trace"]
+    return "curvature: " + "; ".join(f"{g}: top eigenvalue {lam[g]:.4g}, trace {trace[g]:.4g}" for g in lam)
