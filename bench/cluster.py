@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import commit_dvc_repo, copy_pipeline, write_params  # noqa: E402
 from tests.netns_cluster import netns_cluster, unavailable  # noqa: E402
 from tests.test_scheduler import comparable_lock, copy_repo, environment, run  # noqa: E402
+from tracking import copies  # noqa: E402  (bench/tracking.py: run folders under distinct identities)
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 OFF = {"enabled": False}
@@ -82,20 +83,6 @@ def repro_seconds(cluster, root: Path) -> float:
     return time.perf_counter() - start
 
 
-def copies(root: Path, count: int, tag: str) -> list[str]:
-    """`count` copies of a trained run folder, each its own MLflow run (distinct name and identity)."""
-    source = sorted((root / "artifacts" / "runs").iterdir())[-1]
-    names = []
-    for i in range(count):
-        target = root / "copies" / f"{tag}{i}"
-        shutil.copytree(source, target)
-        info = json.loads((target / "run.json").read_text())
-        info.update(run=f"{info['run']}-{tag}{i}", params_hash=f"{info['params_hash']}-{tag}{i}")
-        (target / "run.json").write_text(json.dumps(info))
-        names.append(str(target.relative_to(root)))
-    return names
-
-
 def tracking_seconds(cluster, root: Path, server: bool, tag: str) -> float:
     env = cluster.client_env()
     if not server:
@@ -103,7 +90,7 @@ def tracking_seconds(cluster, root: Path, server: bool, tag: str) -> float:
     params = yaml.safe_load((root / "params.yaml").read_text())  # after the timed repro: tracking on
     params["mlflow"] = {"enabled": True, "experiment": f"bench-{tag}", "log_models": "final"}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    names = copies(root, RUNS + 1, tag)
+    names = copies(root, sorted((root / "artifacts" / "runs").iterdir())[-1], RUNS + 1)
     done = cluster.on_head(sys.executable, "-c", TRACKER, *names, cwd=root, env=env, timeout=1800, check=True)
     spent = json.loads(done.stdout.strip().splitlines()[-1])
     return statistics.median(spent[1:])  # the first pays mlflow's import and the pt2 export's warm-up

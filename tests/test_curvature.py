@@ -184,3 +184,17 @@ def test_the_stage_measures_each_checkpoint_and_fills_the_surface_resumably(curv
     centre = pd.concat([pd.read_parquet(s) for s in shards]).query("x == 0 and y == 0").iloc[0]
     assert centre["loss"] == pytest.approx(surface(model, parameters_of(model), [{k: 0 * v for k, v in parameters_of(model).items()}], [(0.0,)],
                                                    batches["all"])[0][0], rel=1e-6)
+
+
+def test_pieces_of_another_surface_are_not_reused(curvature_project):
+    import pandas as pd
+
+    from tests.conftest import ok, write_params
+
+    ok("curvature")
+    folder = curvature_project / "artifacts/studies/curvature/mlp_w16-n0.2-r0"
+    write_params(curvature_project, train={"epochs": 2, "checkpoints": {"epochs": [1]}},
+                 curvature={**CURVATURE, "surface": {**CURVATURE["surface"], "span": 0.25}})
+    ok("curvature")
+    merged = pd.concat([pd.read_parquet(s) for s in sorted(folder.glob("shard-*-of-003.parquet"))])
+    assert sorted(merged["x"].unique()) == [-0.25, 0.0, 0.25]  # every piece is of the new grid

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.netns_cluster import kill_groups
 from tests.conftest import commit_dvc_repo, copy_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -514,19 +515,6 @@ def free_port() -> int:
     return closed_port()
 
 
-def process_groups_alive(groups: list[int]) -> list[int]:
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[2]) in groups:
-                alive.append(int(entry.name))
-    return alive
-
-
 # Hermetic: Ray >= 2.5x turns token authentication on by itself when ~/.ray/auth_token exists
 # (any local `ray.init()` writes one), and then a node joining with `ray start --address` fails.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -560,19 +548,9 @@ def ray_cluster():
         start("--address", f"127.0.0.1:{port}")
         yield f"127.0.0.1:{port}"
     finally:
-        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 15.0)):
-            for group in groups:
-                try:
-                    os.killpg(group, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait
-            while process_groups_alive(groups) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if not process_groups_alive(groups):
-                break
+        survivors = kill_groups(groups, grace=3.0, patience=15.0)
         shutil.rmtree(temp, ignore_errors=True)
-        assert process_groups_alive(groups) == [], "Ray processes survived the teardown"
+        assert survivors == [], "Ray processes survived the teardown"
 
 
 def test_ray_backend_on_a_two_node_cluster_equals_a_local_run(real, real_runs, ray_cluster, tmp_path):

@@ -298,7 +298,7 @@ def hyperplanes_model(
         shape = tuple(int(part) for part in input_shape.split(","))
     except ValueError:
         raise NetgeomError("--input-shape", f"must be integers separated by commas, e.g. 3,224,224; got {input_shape!r}") from None
-    folder = out or default_folder(Path.cwd(), arch, pretrained, seed)
+    folder = out or default_folder(Layout.here(), arch, pretrained, seed)
     network = model_hyperplanes(arch, shape, classes, folder, pretrained=pretrained, seed=seed, with_linear=with_linear,
                                 options={"batch_norm": True} if batch_norm else None)
     row = network.iloc[0]

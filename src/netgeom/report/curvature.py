@@ -10,7 +10,7 @@ import pandas as pd
 from netgeom.io import read_parquet
 from netgeom.report.context import Figure, ReportContext
 from netgeom.report.figure_style import house_style, save
-from netgeom.report.tables import noise_key
+from netgeom.report.tables import noise_key, per_run_table
 from netgeom.stages.study_common import read_shards
 from netgeom.studies.curvature import smoothed_density
 
@@ -21,11 +21,7 @@ HEADLINE_LABELS = {
 
 
 def curvature_table(context: ReportContext) -> pd.DataFrame:
-    root = context.layout.study_root("curvature")
-    frames = [read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/curvature.parquet"))]
-    if not frames or context.runs.empty:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True).merge(context.runs[["run", "width", "noise", "replicate", "test_error"]], on="run")
+    return per_run_table(context.layout.study_root("curvature"), "curvature.parquet", context.runs, ["width", "noise", "replicate", "test_error"])
 
 
 def _final(table: pd.DataFrame) -> pd.DataFrame:

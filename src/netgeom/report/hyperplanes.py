@@ -9,7 +9,7 @@ from netgeom.io import read_parquet
 from netgeom.report import figures_hyperplanes as figures
 from netgeom.report.context import Figure, ReportContext
 from netgeom.report.layer_names import run_layer_labels
-from netgeom.report.tables import noise_key
+from netgeom.report.tables import noise_key, per_run_table
 
 HEADLINE_LABELS = {
     "hyperplane_mass": "hyperplane mass at the final checkpoint (share of projections ≤ 0; 0.5 = unbiased)",
@@ -18,11 +18,7 @@ HEADLINE_LABELS = {
 
 
 def network_table(context: ReportContext) -> pd.DataFrame:
-    root = context.layout.study_root("hyperplanes")
-    frames = [read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/network.parquet"))]
-    if not frames or context.runs.empty:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True).merge(context.runs[["run", "width", "noise", "replicate"]], on="run")
+    return per_run_table(context.layout.study_root("hyperplanes"), "network.parquet", context.runs, ["width", "noise", "replicate"])
 
 
 def report(context: ReportContext) -> list[Figure]:

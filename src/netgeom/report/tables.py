@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from netgeom.io import read_csv, read_json_object
+from netgeom.io import read_csv, read_json_object, read_parquet
 from netgeom.layout import RUN_FILE, run_folders
 from netgeom.report.wording import measure_label
 
@@ -22,6 +22,15 @@ def _run_columns(folder: Path) -> dict:
         "seed": info["seed"],
         "parameters": info["parameters"],
     }
+
+
+def per_run_table(study_root: Path, file: str, runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Every run's `file` under a study's folder, with the run's `columns` (from the runs table)
+    joined on the run name; empty when there are no such files or no runs."""
+    frames = [read_parquet(f).assign(run=f.parent.name) for f in sorted(Path(study_root).glob(f"*/{file}"))]
+    if not frames or runs.empty:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).merge(runs[["run", *columns]], on="run")
 
 
 def runs_table(runs_root: Path) -> pd.DataFrame:

@@ -10,7 +10,8 @@ missing pieces; the pieces go over `execution.workers`.
 
 Writes artifacts/studies/curvature/<run>/: spectrum.parquet (epoch, group, rank, eigenvalue),
 curvature.parquet (epoch, group, samples, lambda_max, trace, trace_se, steps), density.parquet
-(epoch, group, node, weight), surface shards shard-<i>-of-<n>.parquet (x, y, loss, accuracy) and
+(epoch, group, node, weight), surface shards shard-<i>-of-<n>.parquet (x, y, loss, accuracy) with
+surface.json (what they belong to: a changed run or surface setting discards them) and
 summary.json (per epoch: lambda_max, trace by group).
 """
 
@@ -25,7 +26,7 @@ import torch
 
 from netgeom.execution import run_units
 from netgeom.groups.curvature import CurvatureParams
-from netgeom.io import atomic_write_parquet
+from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run
@@ -79,6 +80,17 @@ def compute_surface_shard(params: Params, layout: Layout, cell: Cell, folder: Pa
     write_shard(folder, index, count, table)
 
 
+def _keep_shards_of_this_surface(folder: Path, identity: dict) -> None:
+    """Finished pieces are reused only for the same surface: surface.json records what they
+    belong to; pieces of any other (another run, grid, subset or seed) are removed first."""
+    manifest = folder / "surface.json"
+    if manifest.exists() and read_json(manifest) == identity:
+        return
+    for stale in folder.glob("shard-*.parquet"):
+        stale.unlink()
+    atomic_write_json(manifest, identity)
+
+
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     p: CurvatureParams = params.curvature
     settings, source = cell_run(params, layout, cell)
@@ -100,6 +112,8 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     atomic_write_parquet(folder / "spectrum.parquet", pd.DataFrame(spectrum))
     atomic_write_parquet(folder / "density.parquet", pd.DataFrame(density))
     if p.surface.resolution:
+        _keep_shards_of_this_surface(folder, {"run": source.info["params_hash"], "epoch": source.checkpoints[-1][0], "seed": p.seed,
+                                              "samples": p.samples, "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json")})
         count = p.surface.shards
         missing = [(i, count) for i in range(count) if not shard_file(folder, i, count).exists()]
         run_units(partial(compute_surface_shard, params, layout, cell, folder), missing, params.execution.backend,

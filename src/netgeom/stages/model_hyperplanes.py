@@ -17,13 +17,14 @@ import torch
 
 from netgeom.errors import NetgeomError
 from netgeom.io import atomic_write_json, atomic_write_parquet, publish_dir
+from netgeom.layout import Layout
 from netgeom.models import create_model
 from netgeom.studies.hyperplanes import evolution_tables, projection_table
 
 
-def default_folder(root: Path, arch: str, pretrained: Path | None, seed: int) -> Path:
+def default_folder(layout: Layout, arch: str, pretrained: Path | None, seed: int) -> Path:
     source = f"file-{Path(pretrained).stem}" if pretrained else f"init-s{seed}"
-    return Path(root) / "artifacts" / "studies" / "hyperplanes" / "models" / f"{arch}-{source}"
+    return layout.study_root("hyperplanes") / "models" / f"{arch}-{source}"
 
 
 def model_hyperplanes(

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, grad_and_value, jvp
+from torch.func import functional_call, grad, jvp
 
 from netgeom.errors import NetgeomError
 
@@ -54,20 +54,6 @@ def _check_batches(batches: Batches) -> int:
 def batch_loss(model: nn.Module, params: Params, x: Tensor, y: Tensor) -> Tensor:
     """Mean cross-entropy of the batch at `params` (buffers: the model's own)."""
     return F.cross_entropy(functional_call(model, params, (x,)), y)
-
-
-def loss_and_gradient(model: nn.Module, params: Params, batches: Batches) -> tuple[float, Params]:
-    """The subset's mean loss and its gradient (batches weighted by their sizes)."""
-    total = _check_batches(batches)
-    loss, gradient = 0.0, {k: torch.zeros_like(v) for k, v in params.items()}
-    with _eval(model):
-        for x, y in batches:
-            share = y.shape[0] / total
-            g, value = grad_and_value(lambda p: batch_loss(model, p, x, y))(params)
-            loss += float(value) * share
-            for k in gradient:
-                gradient[k] += g[k] * share
-    return loss, gradient
 
 
 def hvp(model: nn.Module, params: Params, batches: Batches, vector: Params) -> Params:
