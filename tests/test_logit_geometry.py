@@ -244,3 +244,46 @@ def test_bad_logit_path_options_raise_with_the_right_key(inputs):
     with pytest.raises(NetgeomError) as err:
         gauss_rates(logit_path(model, a, b, inputs[:4]), [0.5], alphas_per_pass=0)
     assert err.value.key == "interpolation.gauss_alphas_per_pass"
+
+
+# --------------------------------------------------------------------------- process cost (issue #22)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 10, 11, 51, 100, 101])
+def test_simpson_on_uniform_grids_equals_scipys_rule(n):
+    from scipy.integrate import simpson as scipy_simpson
+
+    from netgeom.studies.logit_geometry import simpson
+
+    y = np.random.default_rng(n).normal(size=(n, 4))
+    x = np.linspace(0.0, 1.0, n)
+    np.testing.assert_allclose(simpson(y, x), scipy_simpson(y, x=x, axis=0), rtol=1e-13, atol=1e-15)
+    if n > 2:  # parabolas are integrated exactly, odd or even number of points
+        np.testing.assert_allclose(simpson(3 * x**2 - x, x), 0.5, rtol=1e-12)
+    uneven = np.sort(np.concatenate([[0.0, 1.0], np.random.default_rng(n + 1).uniform(size=max(n - 2, 0))]))
+    np.testing.assert_allclose(simpson(y, uneven), scipy_simpson(y, x=uneven, axis=0), rtol=1e-13, atol=1e-15)
+
+
+GAUSS_PROBE = """
+import sys, torch
+from torch import nn
+from netgeom.studies.logit_geometry import gauss_length, logit_path
+torch.manual_seed(0)
+net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+a = {k: v.clone() for k, v in net.state_dict().items()}
+b = {k: v + 0.3 * torch.randn_like(v) for k, v in a.items()}
+print(gauss_length(logit_path(net, a, b, torch.randn(5, 12, dtype=torch.float64)), n_points=11))
+print(sorted(m for m in ("torch._dynamo", "sympy", "scipy.integrate") if m in sys.modules))
+"""
+
+
+def test_the_gauss_length_of_a_bias_net_imports_no_dynamo_sympy_or_scipy_integrate():
+    """Nested forward AD through `W x + b` once sent the outer level's add of a plain tensor to
+    torch's Python reference kernels: 2 s of imports (torch._dynamo, sympy) in every stage."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", GAUSS_PROBE], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    length, imported = done.stdout.strip().splitlines()[-2:]
+    assert float(length) > 0 and imported == "[]"
