@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 from netgeom.errors import NetgeomError
 from netgeom.models import create_model
-from netgeom.studies.alignment import align, apply_permutation, permutation_spec, weight_matching
+from netgeom.studies.alignment import align, apply_permutation, permutation_spec, sinkhorn_assignment, sinkhorn_plan, weight_matching
 from netgeom.studies.interpolation import recalibrate_bn
 
 ZOO = [
@@ -228,3 +228,36 @@ def test_views_that_are_not_a_batch_flatten_are_refused():
         with pytest.raises(NetgeomError) as err:
             permutation_spec(model)
         assert err.value.key == "alignment.model", name
+
+
+# --------------------------------------------------------------------------- Sinkhorn (issue #28)
+
+
+def test_the_sinkhorn_plan_is_doubly_stochastic_uniform_when_hot_and_the_exact_assignment_when_cold():
+    from scipy.optimize import linear_sum_assignment
+
+    similarity = np.random.default_rng(4).normal(size=(7, 7))
+    exact = np.eye(7)[linear_sum_assignment(similarity, maximize=True)[1]]
+    plan = sinkhorn_plan(similarity, 0.3)
+    np.testing.assert_allclose(plan.sum(0), 1.0, atol=1e-8)
+    np.testing.assert_allclose(plan.sum(1), 1.0, atol=1e-8)
+    np.testing.assert_allclose(sinkhorn_plan(similarity, 1e4), 1 / 7, atol=1e-4)  # entropy wins
+    distances = [np.abs(sinkhorn_plan(similarity, t) - exact).max() for t in (1.0, 0.1, 0.01, 0.001)]
+    assert all(later < earlier for earlier, later in zip(distances, distances[1:])) and distances[-1] < 0.01
+    # brute force over all 5040 permutations: the cold plan's permutation is the optimum
+    best = max(itertools.permutations(range(7)), key=lambda p: similarity[np.arange(7), list(p)].sum())
+    assert list(sinkhorn_assignment(similarity, 0.001)) == list(best)
+
+
+def test_sinkhorn_weight_matching_recovers_a_known_permutation_and_refuses_bad_settings():
+    torch.manual_seed(0)
+    model = create_model("mlp", (1, 6, 6), 5, width=16, depth=2).double()
+    spec = permutation_spec(model)
+    a = random_state(model, 1)
+    perms = random_perms(spec, 2)
+    found, _ = weight_matching(spec, a, apply_permutation(spec, perms, a), method="sinkhorn", temperature=0.01)
+    assert all(torch.equal(found[p], torch.argsort(perms[p])) for p in spec.sizes)
+    with pytest.raises(NetgeomError, match="sinkhorn_temperature"):
+        weight_matching(spec, a, a, method="sinkhorn", temperature=0.0)
+    with pytest.raises(NetgeomError, match="matching"):
+        weight_matching(spec, a, a, method="hungarian")

@@ -24,7 +24,11 @@ NetgeomError("alignment.model", ...) rather than producing a wrong spec.
 Matching maximises sum over layers <W_A, P W_B> one group at a time with
 scipy.optimize.linear_sum_assignment (cost sum of W_A W_B^T along the permuted axis, other
 groups held fixed), groups in a seeded random order, until a full sweep brings no improvement
-(at most `max_sweeps`). Only weights enter the cost (BN running statistics are permuted but
+(at most `max_sweeps`). `method="sinkhorn"` solves each group's assignment by entropic optimal
+transport instead (Sinkhorn iterations in the log domain at a temperature relative to the
+cost's scale, then the plan rounded to the nearest permutation): the relaxation behind
+Sinkhorn re-basin (Pena et al., 2023), which the starlight seed offers beside weight matching;
+as the temperature goes to 0 its permutation is the exact assignment. Only weights enter the cost (BN running statistics are permuted but
 then usually recomputed).
 """
 
@@ -392,6 +396,44 @@ def apply_permutation(spec: PermutationSpec, perms: Mapping[str, Tensor], state:
     return {key: _permuted_entry(spec, perms, key, value) for key, value in state.items()}
 
 
+MATCHING_METHODS = ("lap", "sinkhorn")
+SINKHORN_MAX_ITERS = 2000  # per eps stage
+SINKHORN_TOL = 1e-9  # largest violation of a marginal of the plan (whose entries sum to n)
+
+
+def sinkhorn_plan(similarity: np.ndarray, temperature: float, *, max_iters: int = SINKHORN_MAX_ITERS, tol: float = SINKHORN_TOL) -> np.ndarray:
+    """The doubly stochastic plan P maximising <P, S> + entropy at `temperature` x max|S|.
+
+    P = diag(e^f) exp(S / eps) diag(e^g) with every row and column summing to 1, found by
+    alternating log-domain normalisations (stable at small eps) until both marginals are within
+    `tol`. A temperature relative to the similarities' scale makes one value fit every layer.
+    Small temperatures converge slowly from cold potentials, so eps is annealed from 1 down to
+    the target (eps-scaling), each stage warm-starting the next.
+    """
+    if not temperature > 0:
+        raise NetgeomError("sinkhorn_temperature", f"must be > 0, got {temperature!r}")
+    s = torch.as_tensor(similarity, dtype=torch.float64)
+    scale = float(s.abs().max()) or 1.0
+    stages = np.geomspace(max(1.0, temperature), temperature, int(np.ceil(np.log(max(1.0, 1.0 / temperature)) / np.log(4.0))) + 1)
+    f = torch.zeros(s.shape[0], dtype=torch.float64)
+    g = torch.zeros(s.shape[1], dtype=torch.float64)
+    for stage in stages:
+        logits = s / (float(stage) * scale)
+        for _ in range(max_iters):
+            f = -torch.logsumexp(logits + g[None, :], dim=1)
+            g = -torch.logsumexp(logits + f[:, None], dim=0)
+            rows = torch.exp(logits + f[:, None] + g[None, :]).sum(1)
+            if float((rows - 1).abs().max()) < tol:  # columns are exact right after the g update
+                break
+    return torch.exp(logits + f[:, None] + g[None, :]).numpy()
+
+
+def sinkhorn_assignment(similarity: np.ndarray, temperature: float) -> np.ndarray:
+    """cols with row i matched to column cols[i]: the permutation nearest the Sinkhorn plan."""
+    _, cols = linear_sum_assignment(sinkhorn_plan(similarity, temperature), maximize=True)
+    return cols
+
+
 def weight_matching(
     spec: PermutationSpec,
     state_a: StateDict,
@@ -399,17 +441,22 @@ def weight_matching(
     *,
     seed: int = 0,
     max_sweeps: int = MAX_SWEEPS,
+    method: str = "lap",
+    temperature: float = 0.01,
 ) -> tuple[dict[str, Tensor], int]:
     """Permutations that make B's weights closest to A's, and the number of sweeps used.
 
     Coordinate ascent over groups (Ainsworth et al., Algorithm 1): for group p, the cost
     C = sum over (key, axis) of A_key (moved to axis 0, flattened) @ B_key^T (all other axes
     already permuted); linear_sum_assignment(C, maximize=True) gives the new perm[p]. Stops
-    after a sweep with no improvement, or after max_sweeps.
+    after a sweep with no improvement, or after max_sweeps. `method="sinkhorn"` takes each
+    group's permutation from the Sinkhorn plan at `temperature` (see `sinkhorn_plan`).
     """
     check_same_architecture(state_a, state_b, "alignment.models")
     if max_sweeps < 1:
         raise NetgeomError("max_sweeps", f"must be >= 1, got {max_sweeps}")
+    if method not in MATCHING_METHODS:
+        raise NetgeomError("matching", f"unknown method {method!r}; allowed: {', '.join(MATCHING_METHODS)}")
     perms = {p: torch.arange(n) for p, n in spec.sizes.items()}
     by_perm = {p: [(k, ax, b) for k, ax, b in axes if not is_bn_statistic(k)] for p, axes in spec.perm_to_axes().items()}
     a64 = {k: v.detach().double().cpu() for k, v in state_a.items() if v.is_floating_point()}
@@ -428,7 +475,7 @@ def weight_matching(
                 wb = _permuted_entry(spec, perms, key, b64[key], axis).movedim(axis, 0).reshape(n, -1)
                 cost += wa @ wb.T
             c = cost.cpu().numpy()
-            _, cols = linear_sum_assignment(c, maximize=True)
+            cols = linear_sum_assignment(c, maximize=True)[1] if method == "lap" else sinkhorn_assignment(c, temperature)
             old = c[np.arange(n), perms[p].cpu().numpy()].sum()
             new = c[np.arange(n), cols].sum()
             if new > old + _IMPROVEMENT_RTOL * max(1.0, abs(old)):
@@ -456,6 +503,8 @@ def align(
     seed: int = 0,
     max_sweeps: int = MAX_SWEEPS,
     bn_batch_size: int = BN_BATCH_SIZE,
+    method: str = "lap",
+    temperature: float = 0.01,
 ) -> Alignment:
     """Match B to A on `model`'s architecture, permute B, and recompute B's BN statistics.
 
@@ -464,7 +513,7 @@ def align(
     """
     check_same_architecture(state_a, state_b, "alignment.models")
     spec = permutation_spec(model)
-    perms, sweeps = weight_matching(spec, state_a, state_b, seed=seed, max_sweeps=max_sweeps)
+    perms, sweeps = weight_matching(spec, state_a, state_b, seed=seed, max_sweeps=max_sweeps, method=method, temperature=temperature)
     permuted = apply_permutation(spec, perms, state_b)
     if calibration_inputs is not None:
         permuted = recalibrate_bn(model, permuted, calibration_inputs, bn_batch_size)
