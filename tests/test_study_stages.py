@@ -84,6 +84,29 @@ def test_interpolation_barriers_and_report(trained):
     assert {"smoothness_vs_width.png", "regions_vs_width.png", "mli_curves.png", "barriers.png", "landscape.png"} <= names
 
 
+def test_cold_sinkhorn_barriers_equal_the_weight_matching_ones(trained):
+    """At a temperature near 0 each Sinkhorn assignment is the exact one, so the coordinate ascent
+    takes the same steps as weight matching: the same permuted model and the same barriers."""
+    import yaml
+
+    params_file = trained / "params.yaml"
+    before = params_file.read_text()
+    params = yaml.safe_load(before)
+    params.setdefault("barriers", {})["sinkhorn_temperature"] = 0.001
+    try:
+        params_file.write_text(yaml.safe_dump(params))
+        ok("barriers")
+        table = pd.read_parquet(trained / "artifacts" / "studies" / "barriers" / "barriers.parquet")
+        assert set(table["matching"]) == {"none", "weights", "sinkhorn"}
+        by = table.set_index(["run_a", "run_b", "split", "matching"])["loss_barrier"].unstack("matching")
+        pd.testing.assert_series_equal(by["sinkhorn"], by["weights"], check_names=False, rtol=1e-9)
+        params["barriers"]["sinkhorn_temperature"] = 0
+        params_file.write_text(yaml.safe_dump(params))
+        refused("barriers", key="barriers.sinkhorn_temperature")
+    finally:
+        params_file.write_text(before)
+
+
 @pytest.mark.parametrize(
     ("groups", "command", "key"),
     [

@@ -6,7 +6,7 @@ imports no torch: the stage module `netgeom.stages.star` imports this group.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,6 +16,8 @@ from netgeom.params import Params, StudyGroup
 
 
 class StarParams(StudyGroup):
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"sinkhorn_temperature"})
+
     widths: list[int] = Field(default_factory=lambda: [64], min_length=1, description="one star cell per width")
     noise: float = Field(0.0, ge=0, le=1)
     anchors: list[int] = Field(default_factory=lambda: [1000, 1001, 1002, 1003], min_length=1, description="seeds of the anchors")
@@ -28,6 +30,9 @@ class StarParams(StudyGroup):
     epochs: int = Field(100, ge=1, description="training epochs of sources and stars (the rest of `train` applies)")
     points: int = Field(11, ge=2)
     matching: bool = True
+    sinkhorn_temperature: float | None = Field(
+        None, gt=0, description="also after Sinkhorn matching at this temperature (relative to each layer's similarity scale); null: off"
+    )
     calibration_samples: int = Field(512, ge=1)
     realign: bool = Field(False, description="re-align the anchors to the star by weight matching after every epoch (the starlight seed's option)")
     bn: Literal["recompute", "endpoint_ema"] = Field(

@@ -3,7 +3,7 @@
 Input tables (one row per pair / per curve point):
 - barriers: kind ("star" = star <-> held-out, "regular" = regular <-> regular), anchors (number of
   anchors the star was trained on; NaN for regular pairs), model_a, model_b, split ("train" |
-  "test"), matching ("none" | "weights"), loss_barrier, accuracy_barrier;
+  "test"), matching ("none" | "weights" | "sinkhorn"), loss_barrier, accuracy_barrier;
 - curves: kind, model_a, model_b, split, matching, t, loss, accuracy (optionally anchors).
 Each public function saves to `path` and returns it; its `*_figure` twin returns the Figure.
 """
@@ -48,7 +48,7 @@ def _splits(table: pd.DataFrame) -> list[str]:
 
 
 def _matchings(table: pd.DataFrame) -> list[str]:
-    return _ordered(table["matching"], ("none", "weights"))
+    return _ordered(table["matching"], ("none", "weights", "sinkhorn"))
 
 
 def largest_star(table: pd.DataFrame) -> pd.DataFrame:

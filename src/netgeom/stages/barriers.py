@@ -55,16 +55,22 @@ def barrier_rows(curve: pd.DataFrame, pair: dict) -> list[dict]:
 
 
 def pair_barriers(
-    run_a, run_b, data, settings, *, match: bool, seed: int, device, pair: dict, splits: Sequence[str] | None = None
+    run_a, run_b, data, settings, *, match: bool, seed: int, device, pair: dict, splits: Sequence[str] | None = None,
+    sinkhorn_temperature: float | None = None,
 ) -> tuple[list[pd.DataFrame], list[dict]]:
-    """The linear path between two finished runs' final weights, as is and (with `match`) after
-    weight matching B to A: (curves, barrier rows), each tagged with `pair` and its `matching`
-    ("none" / "weights"); `splits` keeps only those splits of the curve."""
+    """The linear path between two finished runs' final weights, as is, (with `match`) after
+    weight matching B to A and (with a `sinkhorn_temperature`) after Sinkhorn matching: (curves,
+    barrier rows), each tagged with `pair` and its `matching` ("none" / "weights" / "sinkhorn");
+    `splits` keeps only those splits of the curve."""
     model = model_for_run(run_a.info, device=device)
     state_a, state_b = load_state(run_a.final_checkpoint(), device), load_state(run_b.final_checkpoint(), device)
     candidates = {"none": state_b}
     if match:
         candidates["weights"] = align(model, state_a, state_b, calibration_inputs=calibration(data, settings), seed=seed).state
+    if sinkhorn_temperature is not None:
+        candidates["sinkhorn"] = align(
+            model, state_a, state_b, calibration_inputs=calibration(data, settings), seed=seed, method="sinkhorn", temperature=sinkhorn_temperature
+        ).state
     curves, rows = [], []
     for matching, state in candidates.items():
         curve = barrier_curve(model, state_a, state, data, settings)
@@ -84,7 +90,10 @@ def run(params: Params, layout: Layout) -> Summary:
         (pa, run_a), (_, run_b) = cell_run(params, layout, cell_a), cell_run(params, layout, cell_b)
         data = load_cell_data(pa, layout, device)
         pair = {"run_a": run_a.name, "run_b": run_b.name, "width": cell_a.width, "noise": cell_a.noise}
-        more_curves, more_rows = pair_barriers(run_a, run_b, data, curve_settings, match=p.matching, seed=params.seed, device=device, pair=pair)
+        more_curves, more_rows = pair_barriers(
+            run_a, run_b, data, curve_settings, match=p.matching, seed=params.seed, device=device, pair=pair,
+            sinkhorn_temperature=p.sinkhorn_temperature,
+        )
         curves += more_curves
         rows += more_rows
     table = pd.DataFrame(rows, columns=COLUMNS)

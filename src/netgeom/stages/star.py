@@ -144,7 +144,8 @@ def run_barriers(params: Params, layout: Layout) -> Summary:
         for kind, count, run_a, run_b in pairs:
             pair = {"kind": kind, "anchors": count, "width": width, "model_a": run_a.name, "model_b": run_b.name}
             more_curves, more_rows = pair_barriers(
-                run_a, run_b, data, settings, match=p.matching, seed=params.seed, device=device, pair=pair, splits=SPLITS
+                run_a, run_b, data, settings, match=p.matching, seed=params.seed, device=device, pair=pair, splits=SPLITS,
+                sinkhorn_temperature=p.sinkhorn_temperature,
             )
             curves += more_curves
             rows += more_rows
