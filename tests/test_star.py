@@ -395,3 +395,90 @@ def test_realigning_aligned_anchors_changes_nothing_and_undoes_a_known_permutati
     assert not torch.equal(shuffled[f"{first}.weight"], star[f"{first}.weight"])
     (back,) = realign_anchors(model, star, [shuffled])
     assert all(torch.equal(back[k], star[k]) for k in star)
+
+
+# --------------------------------------------------------------------------- anti-star (issue #28)
+
+
+def test_anti_star_gradient_matches_its_closed_form_and_finite_differences():
+    model, shape = make("mlp_bn", 0, torch.float64)
+    anchor_model, _ = make("mlp_bn", 1, torch.float64)
+    x, y = batch(shape, 12, 2, torch.float64)
+    t, mu = 0.3, 0.5
+    star = leaves(dict(model.named_parameters()))
+    anchor = {k: v.detach() for k, v in anchor_model.named_parameters()}
+    got = torch.autograd.grad(star_objective(model, star, anchor, t, x, y, mu=mu, anti=True), list(star.values()))
+    point = leaves({k: (1 - t) * star[k].detach() + t * anchor[k] for k in star})
+    at_point = torch.autograd.grad(F.cross_entropy(functional_call(model, point, (x,)), y), list(point.values()))
+    at_star = torch.autograd.grad(F.cross_entropy(functional_call(model, star, (x,)), y), list(star.values()))
+    for g, gp, gs in zip(got, at_point, at_star):
+        torch.testing.assert_close(g, (mu * gs - (1 - t) * gp) / (1 + mu), rtol=1e-10, atol=1e-12)
+    direction = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(3), dtype=v.dtype) for k, v in star.items()}
+    eps = 1e-6
+
+    def objective_at(sign):
+        with torch.no_grad():
+            return float(star_objective(model, {k: star[k] + sign * eps * direction[k] for k in star}, anchor, t, x, y, mu=mu, anti=True))
+
+    analytic = sum(float((g * direction[k]).sum()) for g, k in zip(got, star))
+    assert (objective_at(1) - objective_at(-1)) / (2 * eps) == pytest.approx(analytic, rel=1e-6, abs=1e-9)
+
+
+def line_barrier(model, star, anchor, x, y) -> float:
+    """max over t of CE on the line minus the chord between the endpoints' CEs."""
+    with torch.no_grad():
+        ends = [float(F.cross_entropy(functional_call(model, s, (x,)), y)) for s in (star, anchor)]
+        return max(
+            float(F.cross_entropy(functional_call(model, {k: torch.lerp(star[k], anchor[k], t) for k in star}, (x,)), y))
+            - ((1 - t) * ends[0] + t * ends[1])
+            for t in np.linspace(0, 1, 11)
+        )
+
+
+def test_anti_star_training_raises_the_barrier_that_star_training_lowers():
+    """Same start, same anchor, same draws of t: star steps lower the barrier to the anchor, anti
+    steps raise it, and the anti-star stays a model (its own loss does not blow up)."""
+    torch.manual_seed(0)
+    model = create_model("mlp", (1, 4, 4), 3, width=16, depth=1).double().eval()
+    x, y = batch((1, 4, 4), 64, 5, torch.float64)
+    y = y % 3
+
+    def trained(seed):
+        torch.manual_seed(seed)
+        params = {k: v.detach().clone().requires_grad_(True) for k, v in create_model("mlp", (1, 4, 4), 3, width=16, depth=1).double().named_parameters()}
+        opt = torch.optim.Adam(params.values(), lr=0.02)
+        for _ in range(300):
+            opt.zero_grad()
+            F.cross_entropy(functional_call(model, params, (x,)), y).backward()
+            opt.step()
+        return {k: v.detach() for k, v in params.items()}
+
+    start, anchor = trained(1), trained(2)
+    before = line_barrier(model, start, anchor, x, y)
+    after = {}
+    for anti in (False, True):
+        params = {k: v.clone().requires_grad_(True) for k, v in start.items()}
+        opt = torch.optim.SGD(params.values(), lr=0.05)
+        for t in np.random.default_rng(0).uniform(size=200):
+            opt.zero_grad()
+            star_objective(model, params, anchor, float(t), x, y, mu=1.0, anti=anti).backward()
+            opt.step()
+        after[anti] = ({k: v.detach() for k, v in params.items()})
+    assert line_barrier(model, after[False], anchor, x, y) < before < line_barrier(model, after[True], anchor, x, y)
+    with torch.no_grad():
+        own = float(F.cross_entropy(functional_call(model, after[True], (x,)), y))
+    assert own < math.log(3)  # better than chance
+
+
+def test_anti_star_needs_a_positive_mu(tmp_path):
+    from netgeom.params import load_params
+    from tests.conftest import write_params
+
+    model, shape = make("mlp_bn", 0)
+    x, y = batch(shape, 4, 0)
+    with pytest.raises(NetgeomError, match="star.anti"):
+        star_objective(model, dict(model.named_parameters()), dict(model.named_parameters()), 0.5, x, y, anti=True)
+    with pytest.raises(NetgeomError) as refused:
+        load_params(write_params(tmp_path, star={"anti": True, "mu": 0.0}))
+    assert refused.value.key == "star.anti"
+    assert load_params(write_params(tmp_path, star={"anti": True, "mu": 0.5})).star.anti

@@ -109,6 +109,27 @@ def test_a_star_with_realigned_anchors_is_its_own_run_and_resumes_bit_exactly(so
     assert any(not torch.equal(plain[k], realigned[k]) for k in plain)  # the anchors moved, so did the star
 
 
+def test_an_anti_star_is_its_own_run(sources, tmp_path, monkeypatch):
+    """star.anti retrains the star (its identity says so); that it raises the barrier is the
+    objective's test in tests/test_star.py."""
+    import shutil
+
+    from netgeom.stages.star import run_star
+
+    root = tmp_path / "project"
+    shutil.copytree(sources, root, ignore=shutil.ignore_patterns("stars"))
+    monkeypatch.chdir(root)
+    params = {"model": {"arch": "mlp", "width": 16, "depth": 1, "batch_norm": True}, "train": {"epochs": 3, "checkpoints": {"epochs": [1]}}}
+    finals = {}
+    for anti in (False, True):
+        write_params(root, **params, star={**STAR, "mu": 1.0, "anti": anti})
+        run_star(load_params(root / "params.yaml"), Layout(root), 8, 1)
+        run = read_run(root / "artifacts/star/stars/mlp_w8-n0.2-star1")
+        assert run.info["star"].get("anti", False) is anti
+        finals[anti] = load_checkpoint(run.final_checkpoint())[0]
+    assert any(not torch.equal(finals[False][k], finals[True][k]) for k in finals[False])
+
+
 def test_barriers_are_symmetric_and_zero_from_a_model_to_itself(sources):
     from netgeom.runs import load_cell_data, model_for_run
     from netgeom.groups.interpolation import InterpolationParams

@@ -16,7 +16,7 @@ from netgeom.params import Params, StudyGroup
 
 
 class StarParams(StudyGroup):
-    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"sinkhorn_temperature"})
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"sinkhorn_temperature", "anti"})
 
     widths: list[int] = Field(default_factory=lambda: [64], min_length=1, description="one star cell per width")
     noise: float = Field(0.0, ge=0, le=1)
@@ -29,6 +29,9 @@ class StarParams(StudyGroup):
     mu: float = Field(0.0, ge=0, description="weight of the star's own cross-entropy (0: off)")
     epochs: int = Field(100, ge=1, description="training epochs of sources and stars (the rest of `train` applies)")
     points: int = Field(11, ge=2)
+    anti: bool = Field(
+        False, description="anti-star control: keep the star a good model (mu > 0) while maximising the loss on its lines to the anchors"
+    )
     matching: bool = True
     sinkhorn_temperature: float | None = Field(
         None, gt=0, description="also after Sinkhorn matching at this temperature (relative to each layer's similarity scale); null: off"
@@ -49,6 +52,8 @@ class StarParams(StudyGroup):
 
     @model_validator(mode="after")
     def _consistent(self) -> StarParams:
+        if self.anti and not self.mu > 0:
+            raise NetgeomError("anti", f"needs mu > 0 (the anti-star's own cross-entropy keeps it a model), got mu={self.mu}")
         shared = sorted(set(self.anchors) & set(self.held_out))
         if shared:  # the test is on unseen models
             raise NetgeomError("held_out", f"held-out models must not be anchors; shared: {shared[:5]}")

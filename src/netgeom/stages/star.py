@@ -102,7 +102,7 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
                 due["realign"] = False
             n, t = star_study.draw_anchor_and_t(generator, len(placed), p.t)
             return star_study.star_objective(model, dict(model.named_parameters()), placed[n], t, inputs, targets, mu=p.mu,
-                                             label_smoothing=settings.train.label_smoothing)
+                                             label_smoothing=settings.train.label_smoothing, anti=p.anti)
 
         return objective
 
@@ -113,8 +113,9 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
         due["realign"] = True
 
     name = star_name(params, width, count)
-    identity = {"anchors": [run.info["params_hash"] for run in anchors], "t": p.t, "mu": p.mu, **({"realign": True} if p.realign else {})}
-    info = {"star": {"anchors": [run.name for run in anchors], "t": p.t, "mu": p.mu, **({"realign": True} if p.realign else {})}}
+    options = {**({"realign": True} if p.realign else {}), **({"anti": True} if p.anti else {})}  # absent when off: old stars keep their identity
+    identity = {"anchors": [run.info["params_hash"] for run in anchors], "t": p.t, "mu": p.mu, **options}
+    info = {"star": {"anchors": [run.name for run in anchors], "t": p.t, "mu": p.mu, **options}}
     display = f"star{count} {params.model.arch} w{width} {noise_tag(p.noise)} s{settings.seed}"
     folder = train_run(
         settings, layout, name=name, target=layout.star_dir(name), cell=Cell(width, p.noise, 0), data=data,

@@ -170,7 +170,7 @@ def interpolated_parameters(star_params: StateDict, anchor: StateDict, t: float)
 
 def star_objective(
     model: nn.Module, star_params: StateDict, anchor: StateDict, t: float, x: Tensor, y: Tensor, *, mu: float = 0.0,
-    label_smoothing: float = 0.0,
+    label_smoothing: float = 0.0, anti: bool = False,
 ) -> Tensor:
     """(CE at (1 - t) theta* + t theta_n  +  mu * CE(theta*)) / (1 + mu), in the model's current
     mode: the starlight seed's normalisation, so that mu reweights the two terms without scaling
@@ -180,8 +180,16 @@ def star_objective(
     the module docstring); `star_params` maps parameter names to theta* (usually the model's own
     live parameters); `anchor` maps the same names to theta_n (extra keys ignored). Both
     cross-entropies use `label_smoothing` (train.label_smoothing).
+
+    `anti`: the anti-star control, (mu * CE(theta*) - CE at (1 - t) theta* + t theta_n) / (1 + mu):
+    theta* stays a good model (mu > 0 is required: without it the objective only ascends) while
+    the loss on its lines to the anchors is pushed up, i.e. the barrier maximised.
     """
+    if anti and not mu > 0:
+        raise NetgeomError("star.anti", f"needs star.mu > 0 (the anti-star's own cross-entropy keeps it a model), got mu={mu!r}")
     loss = F.cross_entropy(functional_call(model, interpolated_parameters(star_params, anchor, t), (x,)), y, label_smoothing=label_smoothing)
+    if anti:
+        loss = -loss
     if mu:
         own = F.cross_entropy(functional_call(model, dict(star_params), (x,)), y, label_smoothing=label_smoothing)
         loss = (loss + mu * own) / (1 + mu)
