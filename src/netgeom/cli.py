@@ -305,6 +305,46 @@ def hyperplanes_model(
     typer.echo(f"{arch}: mass (share of filters with projection <= 0) {row['mass']:.3f} over {int(row['filters'])} filters -> {folder}")
 
 
+@app.command("reinit-model")
+@guarded
+def reinit_model(
+    arch: str = typer.Argument(..., help="a registered model, e.g. tv_resnet18, tv_vgg16 (torchvision)"),
+    pretrained: Path = typer.Option(..., "--pretrained", help="weights file (safetensors or torch.save state dict)"),
+    images: Path = typer.Option(..., "--images", help="labelled images, one sub-folder per class (ImageFolder; e.g. ImageNet val)"),
+    size: int = typer.Option(224, "--size", min=1, help="side of the centre crop the model sees"),
+    classes: int = typer.Option(1000, "--classes", help="outputs of the classifier (the file's)"),
+    samples: int = typer.Option(1000, "--samples", min=1, help="images evaluated (a seeded subset)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the subset and of the fresh layers (rand)"),
+    conv_only: bool = typer.Option(False, "--conv-only/--conv-and-linear", help="reset convolutions only (the seed's default)"),
+    inits_from: list[str] = typer.Option([], "--inits-from", help="further weight files to reset layers to, or a .txt listing one per line"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    batch_norm: bool = typer.Option(False, "--batch-norm", help="the family's BN variant (vgg: *_bn)"),
+    out: Path = typer.Option(None, "--out", help="folder to write (default artifacts/studies/reinit/models/<arch>-file-<weights>)"),
+) -> None:
+    """Re-initialisation robustness of one pretrained model: each layer reset to a fresh draw (and
+    to --inits-from weights), top-1 and top-5 accuracy on labelled images (the hyperplane seed's
+    --pretrained re-initialisation)."""
+    from netgeom.stages.model_reinit import default_folder, model_reinit
+
+    folder = out or default_folder(Layout.here(), arch, pretrained)
+    table = model_reinit(
+        arch, pretrained, images, folder, size=size, num_classes=classes, samples=samples, seed=seed,
+        layer_kinds="conv" if conv_only else "conv_and_linear", inits_from=inits_from, batch_size=batch_size,
+        options={"batch_norm": True} if batch_norm else None,
+    )
+    first = table.iloc[0]
+    drops = table["relative_drop"].astype("Float64")
+    if drops.notna().any():  # no relative drop from a model that classifies nothing right
+        worst = table.loc[drops.idxmax()]
+        largest = f"largest drop {worst['relative_drop']:.3f} ({worst['layer']} reset to {worst['checkpoint']})"
+    else:
+        largest = "no relative drop (top-1 is 0)"
+    typer.echo(
+        f"{arch}: top-1 {first['trained_accuracy']:.3f}, top-5 {first['trained_accuracy_top5']:.3f}; {largest} "
+        f"over {table['layer'].nunique()} layers -> {folder}"
+    )
+
+
 def _register_studies() -> None:
     from netgeom.stages.registry import STUDIES
 

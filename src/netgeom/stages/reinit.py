@@ -52,16 +52,16 @@ def _evaluation_groups(data, p: ReinitParams) -> dict[str, tuple[torch.Tensor, t
     return groups
 
 
-def init_files(named: list[str], root: Path, device) -> dict[str, dict]:
+def init_files(named: list[str], root: Path, device, key: str = "reinit.inits_from") -> dict[str, dict]:
     """`reinit.inits_from`: {"file:<stem>": state dict} of each weight file (paths relative to
-    the project; a .txt file lists one path per line, blank lines and # comments skipped), read
-    without executing code; one line naming the file for anything else."""
+    `root`; a .txt file lists one path per line, blank lines and # comments skipped), read
+    without executing code; one line naming the file (and `key`) for anything else."""
     paths: list[Path] = []
     for entry in named:
         path = root / entry
         if path.suffix == ".txt":
             if not path.is_file():
-                raise NetgeomError("reinit.inits_from", f"no such file: {path}")
+                raise NetgeomError(key, f"no such file: {path}")
             lines = [line.strip() for line in path.read_text().splitlines()]
             paths += [root / line for line in lines if line and not line.startswith("#")]
         else:
@@ -70,8 +70,8 @@ def init_files(named: list[str], root: Path, device) -> dict[str, dict]:
     for path in paths:
         name = f"file:{path.stem}"
         if name in states:
-            raise NetgeomError("reinit.inits_from", f"two files named {path.stem}: give each a distinct file name")
-        states[name] = {k: v.to(device) for k, v in read_state_dict(path, key="reinit.inits_from").items()}
+            raise NetgeomError(key, f"two files named {path.stem}: give each a distinct file name")
+        states[name] = {k: v.to(device) for k, v in read_state_dict(path, key=key).items()}
     return states
 
 
