@@ -136,7 +136,7 @@ def test_the_surface_is_invariant_to_a_positive_rescaling_of_relu_layers():
 # --------------------------------------------------------------------------- the stage
 
 CURVATURE = {"enabled": True, "samples": 96, "batch_size": 40, "groups": ["all", "clean", "noisy"], "top_k": 2, "trace_probes": 4,
-             "density_probes": 1, "density_steps": 6, "surface": {"resolution": 3, "span": 0.5, "shards": 3}}
+             "density_probes": 1, "density_steps": 6, "surface": {"resolution": 3, "span": 0.5, "shards": 3, "line": 5}}
 
 
 @pytest.fixture
@@ -198,3 +198,45 @@ def test_pieces_of_another_surface_are_not_reused(curvature_project):
     ok("curvature")
     merged = pd.concat([pd.read_parquet(s) for s in sorted(folder.glob("shard-*-of-003.parquet"))])
     assert sorted(merged["x"].unique()) == [-0.25, 0.0, 0.25]  # every piece is of the new grid
+
+
+def test_the_1d_cut_runs_through_the_surfaces_first_axis(curvature_project):
+    """The cut follows the 2-D surface's first direction: where their points meet (y = 0) they agree."""
+    import pandas as pd
+
+    from tests.conftest import ok
+
+    ok("curvature")
+    folder = curvature_project / "artifacts/studies/curvature/mlp_w16-n0.2-r0"
+    line = pd.read_parquet(folder / "line.parquet").set_index("x")
+    assert list(line.index) == [-0.5, -0.25, 0.0, 0.25, 0.5]
+    grid = pd.concat([pd.read_parquet(s) for s in folder.glob("shard-*-of-003.parquet")]).query("y == 0").set_index("x")
+    for x in (-0.5, 0.0, 0.5):
+        assert line.loc[x, "loss"] == pytest.approx(grid.loc[x, "loss"], rel=1e-9)
+        assert line.loc[x, "accuracy"] == grid.loc[x, "accuracy"]
+
+
+def test_curvature_metrics_reach_mlflow_per_checkpoint_and_figures_the_report(curvature_project, monkeypatch):
+    import json
+
+    import mlflow
+
+    from netgeom.layout import Layout
+    from netgeom.tracking import runs_table
+    from tests.conftest import ok, write_params
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write_params(curvature_project, train={"epochs": 2, "checkpoints": {"epochs": [1]}}, curvature={**CURVATURE, "checkpoints": "all"},
+                 mlflow={"enabled": True, "experiment": "curvature"})
+    ok("train"), ok("curvature"), ok("mlflow", "sync")
+    summary = json.loads((curvature_project / "artifacts/studies/curvature/mlp_w16-n0.2-r0/summary.json").read_text())
+    runs = runs_table(Layout(curvature_project), "curvature")
+    history = mlflow.MlflowClient().get_metric_history(runs["run_id"].iloc[0], "curvature/lambda_max.noisy")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert [m.value for m in history] == pytest.approx([summary[str(e)]["lambda_max"]["noisy"] for e in (0, 1, 2)])
+    ok("report")
+    names = {p.name for p in (curvature_project / "reports/figures").iterdir()}
+    assert {"curvature_sharpness.png", "curvature_groups.png", "curvature_epochs.png", "curvature_line.png",
+            "curvature_density.png", "curvature_surface.png"} <= names
+    headline = json.loads((curvature_project / "reports/summary.json").read_text())
+    assert "curvature_lambda_max" in json.dumps(headline)

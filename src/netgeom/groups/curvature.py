@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -10,7 +10,10 @@ from netgeom.params import Group, StudyGroup
 
 
 class SurfaceParams(Group):
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"line"})
+
     resolution: int = Field(11, ge=0, description="points per axis of the 2-D surface (0 = no surface)")
+    line: int = Field(41, ge=0, description="points of the 1-D cut along the surface's first direction over [-span, span] (0 = none)")
     span: float = Field(1.0, gt=0, description="the grid covers [-span, span] in both filter-normalised directions")
     shards: int = Field(4, ge=1, description="pieces of the grid, each written when done (a rerun computes only the missing ones)")
 

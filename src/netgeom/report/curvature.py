@@ -1,5 +1,6 @@
 """The curvature study in the report: sharpness (top Hessian eigenvalue, trace) against width
-beside the test error, the spectral density and the 2-D loss surface of the focus run."""
+beside the test error, on clean and noisy samples, across epochs, and the focus run's spectral
+density, 1-D cut and 2-D loss surface."""
 
 from __future__ import annotations
 
@@ -44,6 +45,56 @@ def sharpness_figure(final: pd.DataFrame, path) -> object:
     return save(figure, path)
 
 
+def groups_figure(final: pd.DataFrame, path) -> object:
+    """Top eigenvalue and trace of the loss on the clean and on the noisy samples against width."""
+    with house_style():
+        figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for (noise, group), part in final[final["noise"] > 0].groupby(["noise", "group"]):
+            part = part.groupby("width", as_index=False)[["lambda_max", "trace"]].mean().sort_values("width")
+            for ax, column in zip(axes, ("lambda_max", "trace")):
+                ax.plot(part["width"], part[column], marker="o", linestyle="-" if group != "noisy" else "--",
+                        label=f"{group} samples, label noise {noise:.0%}")
+        for ax, label in zip(axes, ("top Hessian eigenvalue", "Hessian trace")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("width")
+            ax.set_ylabel(label)
+        axes[-1].legend(loc="best", fontsize="small")
+        figure.tight_layout()
+    return save(figure, path)
+
+
+def epochs_figure(table: pd.DataFrame, path) -> object:
+    """Top eigenvalue and trace of one run's training loss at each checkpoint, per sample group."""
+    with house_style():
+        figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for group, part in table.groupby("group"):
+            part = part.sort_values("epoch")
+            for ax, column in zip(axes, ("lambda_max", "trace")):
+                ax.plot(part["epoch"], part[column], marker="o", label=f"{group} samples")
+        for ax, label in zip(axes, ("top Hessian eigenvalue", "Hessian trace")):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+        axes[-1].legend(loc="best", fontsize="small")
+        figure.tight_layout()
+    return save(figure, path)
+
+
+def line_figure(line: pd.DataFrame, path) -> object:
+    with house_style():
+        figure, ax = plt.subplots(figsize=(5.5, 3.6))
+        ax.plot(line["x"], line["loss"], color="C0")
+        ax.set_yscale("log")
+        ax.set_xlabel("step along direction 1 (filter-normalised)")
+        ax.set_ylabel("train loss", color="C0")
+        twin = ax.twinx()
+        twin.plot(line["x"], line["accuracy"], color="C1", linestyle="--")
+        twin.set_ylabel("train accuracy", color="C1")
+        ax.axvline(0, color="grey", linewidth=0.5)
+        figure.tight_layout()
+    return save(figure, path)
+
+
 def surface_figure(surface: pd.DataFrame, path) -> object:
     grid = surface.pivot_table(index="y", columns="x", values="loss")
     with house_style():
@@ -83,8 +134,20 @@ def report(context: ReportContext) -> list[Figure]:
                         f"{row.trace:.4g} ± {row.trace_se:.2g}" for row in widest[widest["group"] == "all"].itertuples())
     figures = [Figure(sharpness_figure(final, context.figure_path("curvature_sharpness")),
                       "Sharpness of the training loss and test error against width", caption)]
+    if final["group"].nunique() > 1 and (final["noise"] > 0).any():
+        figures.append(Figure(groups_figure(final, context.figure_path("curvature_groups")),
+                              "Sharpness of the loss on the clean and on the noisy training samples against width",
+                              "Each group's own Hessian (the loss averaged over its samples only); dashed: the noisy samples."))
     run = context.peak_run
+    mine = table[table["run"] == run] if run else table.iloc[:0]
+    if mine["epoch"].nunique() > 1:
+        figures.append(Figure(epochs_figure(mine, context.figure_path("curvature_epochs")), f"Sharpness across training, {run}",
+                              "Top Hessian eigenvalue and trace of the training loss at each checkpoint, per sample group."))
     folder = context.layout.study_dir("curvature", run) if run else None
+    if folder is not None and (folder / "line.parquet").exists():
+        line = read_parquet(folder / "line.parquet")
+        figures.append(Figure(line_figure(line, context.figure_path("curvature_line")), f"1-D cut of the training loss, {run}",
+                              f"Along the surface's first filter-normalised direction; loss {line['loss'].min():.3g} to {line['loss'].max():.3g}."))
     if folder is not None and (folder / "density.parquet").exists():
         density = read_parquet(folder / "density.parquet")
         figures.append(Figure(density_figure(density, context.figure_path("curvature_density")),

@@ -4,13 +4,14 @@ For each selected checkpoint and each sample group (`curvature.groups`: all, cle
 seeded training subset of `curvature.samples`), the top-k Hessian eigenvalues (Lanczos), the
 trace (Hutchinson, with its standard error) and the spectral density (stochastic Lanczos
 quadrature), the model in eval mode (BN with the trained statistics). For the final checkpoint,
-the loss and accuracy on a 2-D grid of filter-normalised directions (Li et al.), written in
-`curvature.surface.shards` pieces as each finishes: a rerun after a crash computes only the
-missing pieces; the pieces go over `execution.workers`.
+the loss and accuracy along a 1-D cut and on a 2-D grid of filter-normalised directions (Li et
+al.), the grid written in `curvature.surface.shards` pieces as each finishes: a rerun after a
+crash computes only the missing pieces; the pieces go over `execution.workers`.
 
 Writes artifacts/studies/curvature/<run>/: spectrum.parquet (epoch, group, rank, eigenvalue),
 curvature.parquet (epoch, group, samples, lambda_max, trace, trace_se, steps), density.parquet
-(epoch, group, node, weight), surface shards shard-<i>-of-<n>.parquet (x, y, loss, accuracy) with
+(epoch, group, node, weight), line.parquet (x, loss, accuracy: the 1-D cut along the first
+direction, `curvature.surface.line` points), surface shards shard-<i>-of-<n>.parquet (x, y, loss, accuracy) with
 surface.json (what they belong to: a changed run or surface setting discards them) and
 summary.json (per epoch: lambda_max, trace by group).
 """
@@ -64,6 +65,12 @@ def surface_grid(p: CurvatureParams) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for b in axis for a in axis]
 
 
+def _surface_directions(params_now, p: CurvatureParams) -> list:
+    """The two seeded filter-normalised directions of the 2-D surface; the 1-D cut follows the first."""
+    g = torch.Generator().manual_seed(p.seed)
+    return [study.filter_normalized_direction(params_now, g), study.filter_normalized_direction(params_now, g)]
+
+
 def compute_surface_shard(params: Params, layout: Layout, cell: Cell, folder: Path, index: int, count: int) -> None:
     """One piece of the grid (points index, index + count, ...), written when done (module level: it pickles)."""
     p: CurvatureParams = params.curvature
@@ -71,13 +78,21 @@ def compute_surface_shard(params: Params, layout: Layout, cell: Cell, folder: Pa
     model = model_for_run(source.info)
     model.load_state_dict(load_state(source.final_checkpoint()))
     params_now = study.parameters_of(model)
-    g = torch.Generator().manual_seed(p.seed)
-    directions = [study.filter_normalized_direction(params_now, g), study.filter_normalized_direction(params_now, g)]
+    directions = _surface_directions(params_now, p)
     batches = _subset(load_cell_data(settings, layout), p.model_copy(update={"groups": ["all"]}))["all"]
     points = surface_grid(p)[index::count]
     values = study.surface(model, params_now, directions, points, batches)
     table = pd.DataFrame([{"x": x, "y": y, "loss": loss, "accuracy": acc} for (x, y), (loss, acc) in zip(points, values)])
     write_shard(folder, index, count, table)
+
+
+def line_cut(model, batches, p: CurvatureParams) -> pd.DataFrame:
+    """Loss and accuracy along the surface's first direction, `surface.line` points over [-span, span]."""
+    params_now = study.parameters_of(model)
+    first = _surface_directions(params_now, p)[:1]
+    steps = np.linspace(-p.surface.span, p.surface.span, p.surface.line)
+    values = study.surface(model, params_now, first, [(float(a),) for a in steps], batches)
+    return pd.DataFrame({"x": steps, "loss": [v[0] for v in values], "accuracy": [v[1] for v in values]})
 
 
 def _keep_shards_of_this_surface(folder: Path, identity: dict) -> None:
@@ -96,7 +111,8 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     settings, source = cell_run(params, layout, cell)
     folder = layout.study_dir("curvature", source.name)
     model = model_for_run(source.info)
-    groups = _subset(load_cell_data(settings, layout), p)
+    data = load_cell_data(settings, layout)
+    groups = _subset(data, p)
     rows, spectrum, density = [], [], []
     summary = Summary()
     for epoch, path in checkpoint_selection(source, p.checkpoints, "curvature.checkpoints"):
@@ -111,6 +127,10 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     atomic_write_parquet(folder / "curvature.parquet", pd.DataFrame(rows))
     atomic_write_parquet(folder / "spectrum.parquet", pd.DataFrame(spectrum))
     atomic_write_parquet(folder / "density.parquet", pd.DataFrame(density))
+    if p.surface.line:  # at the final checkpoint, the one the model holds after the loop
+        model.load_state_dict(load_state(source.final_checkpoint()))
+        batches = _subset(data, p.model_copy(update={"groups": ["all"]}))["all"]
+        atomic_write_parquet(folder / "line.parquet", line_cut(model, batches, p))
     if p.surface.resolution:
         _keep_shards_of_this_surface(folder, {"run": source.info["params_hash"], "epoch": source.checkpoints[-1][0], "seed": p.seed,
                                               "samples": p.samples, "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json")})
