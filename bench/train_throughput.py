@@ -7,11 +7,12 @@ torch.utils.flop_counter on one training step (forward + backward; the optimiser
 update is not counted) times the number of samples; its time is the loop's own `epoch_seconds`
 (training steps only, no evaluation). The baseline, in the same run and on the same threads: the
 GFLOP/s of a plain torch.mm of the MLP's largest product (batch x 784 @ 784 x 1024), best of
-several repeats. fraction_of_matmul is the smaller of the two batch sizes' ratios.
+several repeats. fraction_of_matmul is the smaller of the two batch sizes' ratios; fraction_of_matmul_fused the
+same with `train.fused_optimizer` (Adam's fused kernel: faster, not bit-identical).
 Goal (issue #22): fraction_of_matmul >= 0.5.
 
 Run: .venv/bin/python bench/train_throughput.py  [env BENCH_THREADS (default 1), BENCH_SAMPLES (60000)]
-Last line: fraction_of_matmul=<x> gflops_b128=<x> gflops_b512=<x> matmul_gflops=<x>
+Last line: fraction_of_matmul=<x> fraction_of_matmul_fused=<x> gflops_b128=<x> gflops_b512=<x> matmul_gflops=<x>
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def flops_per_sample(batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
-def epoch_gflops(data: DataBundle, batch: int) -> float:
-    p = TrainParams(epochs=1, batch_size=batch, optimizer="adam", lr=1e-3, eval_every=1, checkpoints={"init": False, "epochs": []})
+def epoch_gflops(data: DataBundle, batch: int, fused: bool = False) -> float:
+    p = TrainParams(epochs=1, batch_size=batch, optimizer="adam", lr=1e-3, eval_every=1, checkpoints={"init": False, "epochs": []},
+                    fused_optimizer=fused)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(model(), data, p, seed=0, workdir=Path(tmp))
     seconds = float(result.history["epoch_seconds"].iloc[-1])
@@ -81,12 +83,16 @@ def main() -> None:
     set_quiet(True)
     data = fashion_shaped(SAMPLES)
     achieved = {batch: epoch_gflops(data, batch) for batch in (128, 512)}
+    fused = {batch: epoch_gflops(data, batch, fused=True) for batch in (128, 512)}
     plain = {batch: matmul_gflops(batch) for batch in (128, 512)}
     for batch in achieved:
-        print(f"batch {batch}: training epoch {achieved[batch]:.1f} GFLOP/s, plain matmul {plain[batch]:.1f} GFLOP/s "
-              f"({achieved[batch] / plain[batch]:.2f}) on {THREADS} thread(s)")  # fmt: skip
+        print(f"batch {batch}: training epoch {achieved[batch]:.1f} GFLOP/s ({fused[batch]:.1f} with train.fused_optimizer), "
+              f"plain matmul {plain[batch]:.1f} GFLOP/s ({achieved[batch] / plain[batch]:.2f}, fused {fused[batch] / plain[batch]:.2f}) "
+              f"on {THREADS} thread(s)")  # fmt: skip
     fraction = min(achieved[b] / plain[b] for b in achieved)
-    print(f"fraction_of_matmul={fraction:.2f} gflops_b128={achieved[128]:.1f} gflops_b512={achieved[512]:.1f} matmul_gflops={max(plain.values()):.1f}")
+    fraction_fused = min(fused[b] / plain[b] for b in fused)
+    print(f"fraction_of_matmul={fraction:.2f} fraction_of_matmul_fused={fraction_fused:.2f} gflops_b128={achieved[128]:.1f} "
+          f"gflops_b512={achieved[512]:.1f} matmul_gflops={max(plain.values()):.1f}")
 
 
 if __name__ == "__main__":

@@ -241,3 +241,27 @@ def test_the_foreach_optimisers_give_the_very_weights_of_the_per_tensor_ones(set
             optimiser.step()
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_the_fused_optimiser_follows_the_same_update_up_to_rounding(optimizer):
+    """train.fused_optimizer: torch's fused kernel, the same update as the default's to rounding,
+    not bit for bit (why it is opt-in), and the default keeps its foreach kernel."""
+    from netgeom.params import TrainParams
+    from netgeom.training.schedule import make_optimizer
+
+    x, y = torch.randn(256, 20, generator=torch.Generator().manual_seed(0)), torch.arange(256) % 5
+    weights = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
+        settings = TrainParams(optimizer=optimizer, lr=1e-3, momentum=0.9, weight_decay=1e-4, fused_optimizer=fused)
+        optimiser = make_optimizer(model.parameters(), settings)
+        assert optimiser.defaults["fused"] is (True if fused else None) and optimiser.defaults["foreach"] is (None if fused else True)
+        for i in range(0, 256, 32):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i : i + 32]), y[i : i + 32]).backward()
+            optimiser.step()
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-6)
+    assert TrainParams().identity_dump() == TrainParams(fused_optimizer=False).identity_dump() != TrainParams(fused_optimizer=True).identity_dump()

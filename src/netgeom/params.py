@@ -136,8 +136,11 @@ class TrainParams(Group):
     kill_plateaus_within: int | None = Field(
         None, ge=1, description="stop when the validation accuracy repeats between two evaluations within the first N epochs (the seed's --kill-plateaus: 10)"
     )
+    fused_optimizer: bool = Field(
+        False, description="the optimiser's fused kernel: on the CPU Adam's update 3.5x faster, the weights not bit-identical to the default's (~1e-8)"
+    )
     checkpoints: CheckpointParams = CheckpointParams()
-    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"label_smoothing", "grad_clip_norm", "kill_plateaus_within"})
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"label_smoothing", "grad_clip_norm", "kill_plateaus_within", "fused_optimizer"})
 
     @field_validator("checkpoints")
     @classmethod
