@@ -102,7 +102,7 @@ def test_options_added_later_leave_the_identity_of_old_runs_alone():
     def old_formula(p: Params) -> str:  # identity_hash before the options existed
         data, train_ = p.data.model_dump(mode="json"), p.train.model_dump(mode="json")
         data.pop("normalize")
-        for name in ("label_smoothing", "grad_clip_norm", "kill_plateaus_within"):
+        for name in ("label_smoothing", "grad_clip_norm", "kill_plateaus_within", "fused_optimizer"):
             train_.pop(name)
         train_["checkpoints"].pop("all_until")
         payload = {"seed": p.seed, "device": "cpu", "deterministic": p.execution.deterministic,
