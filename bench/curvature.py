@@ -77,42 +77,9 @@ def median_seconds(fn, repeats: int = 15) -> float:
     return statistics.median(times)
 
 
-def pyhessian_top_eigenvalue(model, x, y, tol: float) -> tuple[float, int]:
-    """PyHessian's `eigenvalues(top_n=1)`: power iteration, HVP by double backward on the full batch."""
-    params = [p for p in model.parameters()]
-    loss = F.cross_entropy(model(x), y)
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    g = torch.Generator().manual_seed(0)
-    v = [torch.randn(p.shape, generator=g) for p in params]
-    norm = torch.sqrt(sum((u * u).sum() for u in v))
-    v = [u / norm for u in v]
-    eigenvalue = None
-    for i in range(100):
-        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
-        new = float(sum((h * u).sum() for h, u in zip(hv, v)))
-        norm = torch.sqrt(sum((h * h).sum() for h in hv))
-        v = [h / norm for h in hv]
-        if eigenvalue is not None and abs(eigenvalue - new) / (abs(eigenvalue) + 1e-6) < tol:
-            return new, i + 1
-        eigenvalue = new
-    return eigenvalue, 100
-
-
-def pyhessian_dataloader_top_eigenvalue(model, batches, tol: float) -> tuple[float, int]:
-    """PyHessian's `eigenvalues(top_n=1)` with full_dataset=True: power iteration whose every HVP
-    (`dataloader_hv_product`) runs each batch's forward pass and gradient with create_graph, then
-    a double backward, and averages the products weighted by batch size."""
-    params = [p for p in model.parameters()]
-    total = sum(len(y) for _, y in batches)
-
-    def product(v):
-        out = [torch.zeros_like(p) for p in params]
-        for x, y in batches:
-            grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
-            hv = torch.autograd.grad(grads, params, grad_outputs=v)
-            out = [o + h * len(y) for o, h in zip(out, hv)]
-        return [o / total for o in out]
-
+def _power_iteration(product, params, tol: float) -> tuple[float, int]:
+    """PyHessian's power iteration on `product` (v -> Hv over lists of tensors): seeded start,
+    stopped when the Rayleigh quotient moves by less than `tol` relative, at most 100 HVPs."""
     g = torch.Generator().manual_seed(0)
     v = [torch.randn(p.shape, generator=g) for p in params]
     norm = torch.sqrt(sum((u * u).sum() for u in v))
@@ -127,6 +94,32 @@ def pyhessian_dataloader_top_eigenvalue(model, batches, tol: float) -> tuple[flo
             return new, i + 1
         eigenvalue = new
     return eigenvalue, 100
+
+
+def pyhessian_top_eigenvalue(model, x, y, tol: float) -> tuple[float, int]:
+    """PyHessian's `eigenvalues(top_n=1)` on one batch: the gradient's graph built once, each HVP
+    a double backward through it."""
+    params = [p for p in model.parameters()]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+    return _power_iteration(lambda v: torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True), params, tol)
+
+
+def pyhessian_dataloader_top_eigenvalue(model, batches, tol: float) -> tuple[float, int]:
+    """PyHessian's `eigenvalues(top_n=1)` with full_dataset=True: every HVP
+    (`dataloader_hv_product`) runs each batch's forward pass and gradient with create_graph, then
+    a double backward, and averages the products weighted by batch size."""
+    params = [p for p in model.parameters()]
+    total = sum(len(y) for _, y in batches)
+
+    def product(v):
+        out = [torch.zeros_like(p) for p in params]
+        for x, y in batches:
+            grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+            hv = torch.autograd.grad(grads, params, grad_outputs=v)
+            out = [o + h * len(y) for o, h in zip(out, hv)]
+        return [o / total for o in out]
+
+    return _power_iteration(product, params, tol)
 
 
 def deflated_power_iteration(matvec, dim: int, k: int, tol: float) -> tuple[list[float], int]:

@@ -29,55 +29,51 @@ def _final(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["epoch"] == table.groupby("run")["epoch"].transform("max")]
 
 
-def sharpness_figure(final: pd.DataFrame, path) -> object:
+LABELS = {"lambda_max": "top Hessian eigenvalue", "trace": "Hessian trace", "test_error": "test error"}
+
+
+def _panels(curves, columns: tuple[str, ...], x: str, path, *, log_y: bool = False) -> object:
+    """One panel per column of `columns` against `x` (width on a log2 axis), one line per
+    (label, linestyle, frame) of `curves`."""
     with house_style():
-        figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-        for noise, part in final[final["group"] == "all"].groupby("noise"):
-            part = part.groupby("width", as_index=False)[["lambda_max", "trace", "test_error"]].mean().sort_values("width")
-            for ax, column in zip(axes, ("lambda_max", "trace", "test_error")):
-                ax.plot(part["width"], part[column], marker="o", label=f"label noise {noise:.0%}")
-        for ax, label in zip(axes, ("top Hessian eigenvalue", "Hessian trace", "test error")):
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("width")
-            ax.set_ylabel(label)
+        figure, axes = plt.subplots(1, len(columns), figsize=(4.4 * len(columns) + 1, 3.6))
+        for label, linestyle, frame in curves:
+            for ax, column in zip(axes, columns):
+                ax.plot(frame[x], frame[column], marker="o", linestyle=linestyle, label=label)
+        for ax, column in zip(axes, columns):
+            if x == "width":
+                ax.set_xscale("log", base=2)
+            if log_y:
+                ax.set_yscale("log")
+            ax.set_xlabel(x)
+            ax.set_ylabel(LABELS[column])
         axes[-1].legend(loc="best", fontsize="small")
         figure.tight_layout()
     return save(figure, path)
+
+
+def _by_width(part: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return part.groupby("width", as_index=False)[columns].mean().sort_values("width")
+
+
+def sharpness_figure(final: pd.DataFrame, path) -> object:
+    columns = ("lambda_max", "trace", "test_error")
+    curves = [(f"label noise {noise:.0%}", "-", _by_width(part, list(columns))) for noise, part in final[final["group"] == "all"].groupby("noise")]
+    return _panels(curves, columns, "width", path)
 
 
 def groups_figure(final: pd.DataFrame, path) -> object:
     """Top eigenvalue and trace of the loss on the clean and on the noisy samples against width."""
-    with house_style():
-        figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for (noise, group), part in final[final["noise"] > 0].groupby(["noise", "group"]):
-            part = part.groupby("width", as_index=False)[["lambda_max", "trace"]].mean().sort_values("width")
-            for ax, column in zip(axes, ("lambda_max", "trace")):
-                ax.plot(part["width"], part[column], marker="o", linestyle="-" if group != "noisy" else "--",
-                        label=f"{group} samples, label noise {noise:.0%}")
-        for ax, label in zip(axes, ("top Hessian eigenvalue", "Hessian trace")):
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("width")
-            ax.set_ylabel(label)
-        axes[-1].legend(loc="best", fontsize="small")
-        figure.tight_layout()
-    return save(figure, path)
+    columns = ("lambda_max", "trace")
+    curves = [(f"{group} samples, label noise {noise:.0%}", "--" if group == "noisy" else "-", _by_width(part, list(columns)))
+              for (noise, group), part in final[final["noise"] > 0].groupby(["noise", "group"])]
+    return _panels(curves, columns, "width", path, log_y=True)
 
 
 def epochs_figure(table: pd.DataFrame, path) -> object:
     """Top eigenvalue and trace of one run's training loss at each checkpoint, per sample group."""
-    with house_style():
-        figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for group, part in table.groupby("group"):
-            part = part.sort_values("epoch")
-            for ax, column in zip(axes, ("lambda_max", "trace")):
-                ax.plot(part["epoch"], part[column], marker="o", label=f"{group} samples")
-        for ax, label in zip(axes, ("top Hessian eigenvalue", "Hessian trace")):
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
-        axes[-1].legend(loc="best", fontsize="small")
-        figure.tight_layout()
-    return save(figure, path)
+    curves = [(f"{group} samples", "-", part.sort_values("epoch")) for group, part in table.groupby("group")]
+    return _panels(curves, ("lambda_max", "trace"), "epoch", path)
 
 
 def line_figure(line: pd.DataFrame, path) -> object:

@@ -51,6 +51,11 @@ def _subset(data, p: CurvatureParams) -> dict[str, list[tuple[torch.Tensor, torc
     return out
 
 
+def _all_batches(data, p: CurvatureParams) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The whole seeded subset's batches: the loss the surface and its 1-D cut are drawn of."""
+    return _subset(data, p.model_copy(update={"groups": ["all"]}))["all"]
+
+
 def _spectrum(model, batches, p: CurvatureParams) -> tuple[dict, list[float], tuple[np.ndarray, np.ndarray]]:
     matvec, dim = study.hessian_operator(model, batches)
     top, steps = study.top_eigenvalues(matvec, dim, k=min(p.top_k, dim), tol=p.tol, max_steps=p.max_steps, seed=p.seed)
@@ -79,7 +84,7 @@ def compute_surface_shard(params: Params, layout: Layout, cell: Cell, folder: Pa
     model.load_state_dict(load_state(source.final_checkpoint()))
     params_now = study.parameters_of(model)
     directions = _surface_directions(params_now, p)
-    batches = _subset(load_cell_data(settings, layout), p.model_copy(update={"groups": ["all"]}))["all"]
+    batches = _all_batches(load_cell_data(settings, layout), p)
     points = surface_grid(p)[index::count]
     values = study.surface(model, params_now, directions, points, batches)
     table = pd.DataFrame([{"x": x, "y": y, "loss": loss, "accuracy": acc} for (x, y), (loss, acc) in zip(points, values)])
@@ -129,8 +134,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     atomic_write_parquet(folder / "density.parquet", pd.DataFrame(density))
     if p.surface.line:  # at the final checkpoint, the one the model holds after the loop
         model.load_state_dict(load_state(source.final_checkpoint()))
-        batches = _subset(data, p.model_copy(update={"groups": ["all"]}))["all"]
-        atomic_write_parquet(folder / "line.parquet", line_cut(model, batches, p))
+        atomic_write_parquet(folder / "line.parquet", line_cut(model, _all_batches(data, p), p))
     if p.surface.resolution:
         _keep_shards_of_this_surface(folder, {"run": source.info["params_hash"], "epoch": source.checkpoints[-1][0], "seed": p.seed,
                                               "samples": p.samples, "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json")})
