@@ -240,3 +240,47 @@ def test_curvature_metrics_reach_mlflow_per_checkpoint_and_figures_the_report(cu
             "curvature_density.png", "curvature_surface.png"} <= names
     headline = json.loads((curvature_project / "reports/summary.json").read_text())
     assert "curvature_lambda_max" in json.dumps(headline)
+
+
+def _stage_tables(folder) -> dict:
+    import pandas as pd
+
+    names = ["curvature", "spectrum", "density", "line"] + sorted(s.stem for s in folder.glob("shard-*.parquet"))
+    return {name: pd.read_parquet(folder / f"{name}.parquet") for name in names}
+
+
+def test_the_stage_with_execution_device_cpu_given_explicitly_equals_the_default(curvature_project):
+    """The stage moves the model, the subset and the Krylov vectors to `execution.device`: named
+    explicitly as the CPU, every table is bit-identical to the default's (auto on a CPU-only host)."""
+    import shutil
+
+    import pandas as pd
+
+    from tests.conftest import ok, write_params
+
+    folder = curvature_project / "artifacts/studies/curvature/mlp_w16-n0.2-r0"
+    ok("curvature")
+    default = _stage_tables(folder)
+    shutil.rmtree(folder)
+    write_params(curvature_project, train={"epochs": 2, "checkpoints": {"epochs": [1]}}, curvature={**CURVATURE, "checkpoints": "all"},
+                 execution={"device": "cpu"})
+    ok("curvature")
+    explicit = _stage_tables(folder)
+    assert default.keys() == explicit.keys() and len(default) == 4 + 3
+    for name, table in default.items():
+        pd.testing.assert_frame_equal(table, explicit[name], check_exact=True)
+
+
+def test_the_krylov_functions_keep_their_vectors_on_the_device_they_are_given():
+    """The probes come from a CPU generator whatever the device: the same seed, the same numbers."""
+    model, batches = small_problem()
+    matvec, dim = hessian_operator(model, batches)
+    seen = []
+
+    def recording(v):
+        seen.append(v.device)
+        return matvec(v)
+
+    assert hutchinson_trace(recording, dim, probes=3, seed=2, device="cpu") == hutchinson_trace(matvec, dim, probes=3, seed=2)
+    assert top_eigenvalues(recording, dim, k=2, seed=2, device=torch.device("cpu"))[0].tolist() == top_eigenvalues(matvec, dim, k=2, seed=2)[0].tolist()
+    assert set(seen) == {torch.device("cpu")}

@@ -193,3 +193,30 @@ def test_bf16_slowdown_is_a_positive_ratio():
     from netgeom.precision import bf16_slowdown
 
     assert 0 < bf16_slowdown(size=64, repeats=1) < 1e4
+
+
+@needs_gpu
+def test_the_curvature_stage_on_the_gpu_equals_the_cpu_within_float_tolerance(project):
+    """Issue 29: the Hessian's top eigenvalues, trace and the loss surface computed on the GPU
+    (model, subset and Krylov vectors there) against the CPU, the same checkpoint and probes."""
+    train = {"epochs": 2, "checkpoints": {"epochs": [1]}}
+    curvature = {"enabled": True, "samples": 96, "batch_size": 40, "top_k": 2, "trace_probes": 4, "density_probes": 1,
+                 "density_steps": 6, "tol": 1e-6, "surface": {"resolution": 3, "span": 0.5, "shards": 3, "line": 5}}
+    write_params(project, execution={"device": "cuda"}, train=train, curvature=curvature)
+    ok("split"), ok("corrupt"), ok("train")
+    folder = project / "artifacts" / "studies" / "curvature" / "mlp_w16-n0.2-r0"
+    tables = {}
+    for device in ("cuda", "cpu"):
+        write_params(project, execution={"device": device}, train=train, curvature=curvature)
+        ok("curvature")
+        tables[device] = {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("curvature", "spectrum", "line")}
+        tables[device]["surface"] = pd.concat([pd.read_parquet(s) for s in sorted(folder.glob("shard-*.parquet"))]).sort_values(["x", "y"])
+        import shutil
+
+        shutil.rmtree(folder)
+    gpu, cpu = tables["cuda"], tables["cpu"]
+    for column in ("lambda_max", "trace"):
+        assert gpu["curvature"][column].to_numpy() == pytest.approx(cpu["curvature"][column].to_numpy(), rel=1e-4), column
+    assert gpu["spectrum"]["eigenvalue"].to_numpy() == pytest.approx(cpu["spectrum"]["eigenvalue"].to_numpy(), rel=1e-4)
+    for name in ("line", "surface"):
+        assert gpu[name]["loss"].to_numpy() == pytest.approx(cpu[name]["loss"].to_numpy(), rel=1e-4), name

@@ -6,7 +6,9 @@ trace (Hutchinson, with its standard error) and the spectral density (stochastic
 quadrature), the model in eval mode (BN with the trained statistics). For the final checkpoint,
 the loss and accuracy along a 1-D cut and on a 2-D grid of filter-normalised directions (Li et
 al.), the grid written in `curvature.surface.shards` pieces as each finishes: a rerun after a
-crash computes only the missing pieces; the pieces go over `execution.workers`.
+crash computes only the missing pieces; the pieces go over `execution.workers`. Everything runs
+on `execution.device` (the model, the subset's batches, the Krylov vectors); the subset and every
+probe are drawn on the CPU, so a GPU measures the same samples with the same probes.
 
 Writes artifacts/studies/curvature/<run>/: spectrum.parquet (epoch, group, rank, eigenvalue),
 curvature.parquet (epoch, group, samples, lambda_max, trace, trace_se, steps), density.parquet
@@ -30,18 +32,21 @@ from netgeom.groups.curvature import CurvatureParams
 from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
 from netgeom.params import Params
-from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run
+from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run, study_device
 from netgeom.stages.study_common import read_shards, shard_file, write_shard
 from netgeom.studies import curvature as study
 from netgeom.summary import Summary, write_summary
 
 
-def _subset(data, p: CurvatureParams) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Batches of the seeded subset per group (a group with no sample is left out)."""
+def _subset(data, p: CurvatureParams, device: torch.device | None = None) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Batches of the seeded subset per group (a group with no sample is left out), chosen on the
+    CPU and moved to `device` when given."""
     t = data.train
     g = torch.Generator().manual_seed(p.seed)
     chosen = torch.randperm(len(t.y), generator=g)[: p.samples]
-    x, y, noisy = t.x[chosen], t.y[chosen], t.is_noisy[chosen]
+    x, y, noisy = (v.cpu()[chosen] for v in (t.x, t.y, t.is_noisy))
+    if device is not None:
+        x, y, noisy = x.to(device), y.to(device), noisy.to(device)
     masks = {"all": torch.ones_like(noisy), "clean": ~noisy, "noisy": noisy}
     out = {}
     for group in p.groups:
@@ -51,16 +56,16 @@ def _subset(data, p: CurvatureParams) -> dict[str, list[tuple[torch.Tensor, torc
     return out
 
 
-def _all_batches(data, p: CurvatureParams) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _all_batches(data, p: CurvatureParams, device: torch.device | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The whole seeded subset's batches: the loss the surface and its 1-D cut are drawn of."""
-    return _subset(data, p.model_copy(update={"groups": ["all"]}))["all"]
+    return _subset(data, p.model_copy(update={"groups": ["all"]}), device)["all"]
 
 
-def _spectrum(model, batches, p: CurvatureParams) -> tuple[dict, list[float], tuple[np.ndarray, np.ndarray]]:
+def _spectrum(model, batches, p: CurvatureParams, device: torch.device) -> tuple[dict, list[float], tuple[np.ndarray, np.ndarray]]:
     matvec, dim = study.hessian_operator(model, batches)
-    top, steps = study.top_eigenvalues(matvec, dim, k=min(p.top_k, dim), tol=p.tol, max_steps=p.max_steps, seed=p.seed)
-    trace, trace_se = study.hutchinson_trace(matvec, dim, probes=p.trace_probes, seed=p.seed)
-    density = study.spectral_density(matvec, dim, probes=p.density_probes, steps=p.density_steps, seed=p.seed)
+    top, steps = study.top_eigenvalues(matvec, dim, k=min(p.top_k, dim), tol=p.tol, max_steps=p.max_steps, seed=p.seed, device=device)
+    trace, trace_se = study.hutchinson_trace(matvec, dim, probes=p.trace_probes, seed=p.seed, device=device)
+    density = study.spectral_density(matvec, dim, probes=p.density_probes, steps=p.density_steps, seed=p.seed, device=device)
     row = {"samples": sum(len(b[1]) for b in batches), "lambda_max": float(top[0]), "trace": trace, "trace_se": trace_se, "steps": steps}
     return row, [float(v) for v in top], density
 
@@ -80,11 +85,12 @@ def compute_surface_shard(params: Params, layout: Layout, cell: Cell, folder: Pa
     """One piece of the grid (points index, index + count, ...), written when done (module level: it pickles)."""
     p: CurvatureParams = params.curvature
     settings, source = cell_run(params, layout, cell)
-    model = model_for_run(source.info)
+    device = study_device(params)
+    model = model_for_run(source.info).to(device)
     model.load_state_dict(load_state(source.final_checkpoint()))
     params_now = study.parameters_of(model)
     directions = _surface_directions(params_now, p)
-    batches = _all_batches(load_cell_data(settings, layout), p)
+    batches = _all_batches(load_cell_data(settings, layout), p, device)
     points = surface_grid(p)[index::count]
     values = study.surface(model, params_now, directions, points, batches)
     table = pd.DataFrame([{"x": x, "y": y, "loss": loss, "accuracy": acc} for (x, y), (loss, acc) in zip(points, values)])
@@ -115,15 +121,16 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     p: CurvatureParams = params.curvature
     settings, source = cell_run(params, layout, cell)
     folder = layout.study_dir("curvature", source.name)
-    model = model_for_run(source.info)
+    device = study_device(params)
+    model = model_for_run(source.info).to(device)
     data = load_cell_data(settings, layout)
-    groups = _subset(data, p)
+    groups = _subset(data, p, device)
     rows, spectrum, density = [], [], []
     summary = Summary()
     for epoch, path in checkpoint_selection(source, p.checkpoints, "curvature.checkpoints"):
         model.load_state_dict(load_state(path))
         for group, batches in groups.items():
-            row, top, (nodes, weights) = _spectrum(model, batches, p)
+            row, top, (nodes, weights) = _spectrum(model, batches, p, device)
             rows.append({"epoch": epoch, "group": group, **row})
             spectrum += [{"epoch": epoch, "group": group, "rank": r, "eigenvalue": v} for r, v in enumerate(top)]
             density += [{"epoch": epoch, "group": group, "node": float(n), "weight": float(w)} for n, w in zip(nodes, weights)]
@@ -134,7 +141,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     atomic_write_parquet(folder / "density.parquet", pd.DataFrame(density))
     if p.surface.line:  # at the final checkpoint, the one the model holds after the loop
         model.load_state_dict(load_state(source.final_checkpoint()))
-        atomic_write_parquet(folder / "line.parquet", line_cut(model, _all_batches(data, p), p))
+        atomic_write_parquet(folder / "line.parquet", line_cut(model, _all_batches(data, p, device), p))
     if p.surface.resolution:
         _keep_shards_of_this_surface(folder, {"run": source.info["params_hash"], "epoch": source.checkpoints[-1][0], "seed": p.seed,
                                               "samples": p.samples, "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json")})

@@ -5,6 +5,11 @@ caller picks it, e.g. clean or noisy samples), the model in eval mode: BatchNorm
 running statistics, so the loss is a fixed function of the weights (PyHessian does the same).
 Only parameters are differentiated; buffers stay as trained.
 
+Devices: the products run where the model and the batches are; the Krylov vectors live on the
+`device` the eigen/trace/density functions are given (the stage gives the study's device). Every
+probe and start vector is drawn from a seeded CPU generator and then moved, so the same seed
+draws the same vectors on any device.
+
 - `hvp`: the Hessian-vector product by forward-over-reverse (torch.func.jvp of torch.func.grad),
   one pass per batch, summed with the batch's share of the samples.
 - `top_eigenvalues`: Lanczos with full reorthogonalisation (exact in exact arithmetic after
@@ -104,7 +109,8 @@ class Flat:
 
 
 def hessian_operator(model: nn.Module, batches: Batches, params: Params | None = None, *, retain_graph: bool = True) -> tuple[Callable[[Tensor], Tensor], int]:
-    """(v -> H v on flat float64 vectors, dimension) at `params` (default: the model's).
+    """(v -> H v on flat float64 vectors, dimension) at `params` (default: the model's). H v is
+    computed on the parameters' device and returned on v's.
 
     retain_graph=True (the default, PyHessian's way): each batch's gradient is built once with
     its graph kept, and every product is one backward pass through it (about one gradient's
@@ -114,7 +120,7 @@ def hessian_operator(model: nn.Module, batches: Batches, params: Params | None =
     params = parameters_of(model) if params is None else params
     flat = Flat(params)
     if not retain_graph:
-        return (lambda v: flat.flatten(hvp(model, params, batches, flat.unflatten(v)))), flat.dim
+        return (lambda v: flat.flatten(hvp(model, params, batches, flat.unflatten(v))).to(v.device)), flat.dim
     total = _check_batches(batches)
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     with _eval(model), torch.enable_grad():
@@ -123,11 +129,11 @@ def hessian_operator(model: nn.Module, batches: Batches, params: Params | None =
 
     def matvec(v: Tensor) -> Tensor:
         tangent = list(flat.unflatten(v).values())
-        out = torch.zeros(flat.dim, dtype=torch.float64, device=v.device)
+        out = torch.zeros(flat.dim, dtype=torch.float64, device=flat.device)
         for g, share in gradients:
             hv = torch.autograd.grad(g, list(leaves.values()), grad_outputs=tangent, retain_graph=True)
             out += share * torch.cat([h.reshape(-1).to(torch.float64) for h in hv])
-        return out
+        return out.to(v.device)
 
     return matvec, flat.dim
 
@@ -175,8 +181,13 @@ def lanczos(matvec: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tu
     return theta, vectors[0] ** 2
 
 
+def _rademacher(dim: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+    return (torch.randint(0, 2, (dim,), generator=generator, dtype=torch.float64) * 2 - 1).to(device)
+
+
 def top_eigenvalues(
     matvec: Callable[[Tensor], Tensor], dim: int, k: int = 1, *, tol: float = 1e-3, max_steps: int = 100, seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, int]:
     """The k largest eigenvalues (descending) and the Lanczos steps (HVPs) used. Stops when each
     of the top-k Ritz pairs (theta, u) has a residual |H u - theta u| = beta_m |y_m| <= tol |theta|
@@ -184,7 +195,7 @@ def top_eigenvalues(
     if k < 1 or k > dim:
         raise NetgeomError("curvature.top_k", f"must be in 1..{dim} (the number of parameters), got {k}")
     g = torch.Generator().manual_seed(seed)
-    run = _Lanczos(matvec, torch.randn(dim, generator=g, dtype=torch.float64))
+    run = _Lanczos(matvec, torch.randn(dim, generator=g, dtype=torch.float64).to(device))
     while True:
         run.step()
         theta, vectors = run.ritz()
@@ -198,20 +209,24 @@ def top_eigenvalues(
                 return theta[top], steps
 
 
-def hutchinson_trace(matvec: Callable[[Tensor], Tensor], dim: int, probes: int = 100, seed: int = 0) -> tuple[float, float]:
+def hutchinson_trace(
+    matvec: Callable[[Tensor], Tensor], dim: int, probes: int = 100, seed: int = 0, device: torch.device | str = "cpu",
+) -> tuple[float, float]:
     """(estimate of tr H, its standard error) from `probes` Rademacher vectors."""
     if probes < 2:
         raise NetgeomError("curvature.trace_probes", f"must be >= 2 (a standard error needs two), got {probes}")
     g = torch.Generator().manual_seed(seed)
     values = []
     for _ in range(probes):
-        v = torch.randint(0, 2, (dim,), generator=g, dtype=torch.float64) * 2 - 1
+        v = _rademacher(dim, g, device)
         values.append(float(v @ matvec(v)))
     values = np.asarray(values)
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(probes))
 
 
-def spectral_density(matvec: Callable[[Tensor], Tensor], dim: int, probes: int = 4, steps: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def spectral_density(
+    matvec: Callable[[Tensor], Tensor], dim: int, probes: int = 4, steps: int = 30, seed: int = 0, device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Stochastic Lanczos quadrature: (nodes, weights), the probes' rules concatenated, weights
     scaled so they sum to 1 (each probe's sum to 1 / probes)."""
     if probes < 1 or steps < 1:
@@ -219,8 +234,7 @@ def spectral_density(matvec: Callable[[Tensor], Tensor], dim: int, probes: int =
     g = torch.Generator().manual_seed(seed)
     nodes, weights = [], []
     for _ in range(probes):
-        v = torch.randint(0, 2, (dim,), generator=g, dtype=torch.float64) * 2 - 1
-        theta, first = lanczos(matvec, v, min(steps, dim))
+        theta, first = lanczos(matvec, _rademacher(dim, g, device), min(steps, dim))
         nodes.append(theta)
         weights.append(first / probes)
     return np.concatenate(nodes), np.concatenate(weights)
