@@ -284,3 +284,53 @@ def test_the_krylov_functions_keep_their_vectors_on_the_device_they_are_given():
     assert hutchinson_trace(recording, dim, probes=3, seed=2, device="cpu") == hutchinson_trace(matvec, dim, probes=3, seed=2)
     assert top_eigenvalues(recording, dim, k=2, seed=2, device=torch.device("cpu"))[0].tolist() == top_eigenvalues(matvec, dim, k=2, seed=2)[0].tolist()
     assert set(seen) == {torch.device("cpu")}
+
+
+def test_a_surface_cut_off_midway_is_resumed_after_dvc_deleted_the_outputs(curvature_project, monkeypatch):
+    """A crash after two of the three pieces: DVC deletes the stage's outputs before it re-runs it,
+    but the finished pieces wait in the staging folder, so the rerun computes only the third and
+    the result equals an uninterrupted run's."""
+    import shutil
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from netgeom.cli import app
+    from netgeom.stages import curvature as stage
+    from tests.conftest import ok
+
+    folder = curvature_project / "artifacts/studies/curvature/mlp_w16-n0.2-r0"
+    staging = curvature_project / ".netgeom/staging/studies/curvature/mlp_w16-n0.2-r0"
+    ok("curvature")
+    uninterrupted = _stage_tables(folder)
+    assert not staging.exists()  # gone once the surface is whole
+    shutil.rmtree(folder)
+    real, computed = stage.compute_surface_shard, []
+
+    def killed_after_two(params, layout, cell, out, index, count):
+        if len(computed) == 2:
+            raise KeyboardInterrupt  # the process dies here
+        real(params, layout, cell, out, index, count)
+        computed.append(index)
+
+    monkeypatch.setattr(stage, "compute_surface_shard", killed_after_two)
+    try:
+        result = CliRunner().invoke(app, ["curvature"])
+        assert result.exit_code != 0
+    except KeyboardInterrupt:
+        pass
+    assert sorted(p.name for p in staging.glob("shard-*.parquet")) == ["shard-000-of-003.parquet", "shard-001-of-003.parquet"]
+    shutil.rmtree(folder)  # what DVC does before it re-runs the stage
+    computed.clear()
+
+    def counted(params, layout, cell, out, index, count):
+        computed.append(index)
+        real(params, layout, cell, out, index, count)
+
+    monkeypatch.setattr(stage, "compute_surface_shard", counted)
+    ok("curvature")
+    assert computed == [2] and not staging.exists()
+    again = _stage_tables(folder)
+    assert again.keys() == uninterrupted.keys()
+    for name, table in uninterrupted.items():
+        pd.testing.assert_frame_equal(table, again[name], check_exact=True)

@@ -144,6 +144,12 @@ class Layout:
         state must live outside them, and a half-finished run never appears under artifacts/."""
         return self.staging_root / run
 
+    def study_staging_dir(self, study: str, run: str) -> Path:
+        """Where a study's long-running pieces wait until the whole result is there (the
+        curvature surface's shards): outside the stage's DVC outputs, which DVC deletes before
+        re-running the stage, so a rerun after a crash finds the pieces already done."""
+        return self.staging_root / "studies" / study / run
+
     def finished_dir(self, run: str) -> Path:
         """A complete run, assembled beside its staging folder before it is published."""
         return self.staging_root / f"{run}.done"

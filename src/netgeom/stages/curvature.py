@@ -6,7 +6,8 @@ trace (Hutchinson, with its standard error) and the spectral density (stochastic
 quadrature), the model in eval mode (BN with the trained statistics). For the final checkpoint,
 the loss and accuracy along a 1-D cut and on a 2-D grid of filter-normalised directions (Li et
 al.), the grid written in `curvature.surface.shards` pieces as each finishes: a rerun after a
-crash computes only the missing pieces; the pieces go over `execution.workers`. Everything runs
+crash computes only the missing pieces (they wait under .netgeom/staging/studies/curvature/<run>,
+outside the DVC outputs, until all are there); the pieces go over `execution.workers`. Everything runs
 on `execution.device` (the model, the subset's batches, the Krylov vectors); the subset and every
 probe are drawn on the CPU, so a GPU measures the same samples with the same probes.
 
@@ -20,6 +21,7 @@ summary.json (per epoch: lambda_max, trace by group).
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import torch
 
 from netgeom.execution import run_units
 from netgeom.groups.curvature import CurvatureParams
-from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
+from netgeom.io import atomic_write, atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run, study_device
@@ -117,6 +119,29 @@ def _keep_shards_of_this_surface(folder: Path, identity: dict) -> None:
     atomic_write_json(manifest, identity)
 
 
+def fill_surface(params: Params, layout: Layout, cell: Cell, source, folder: Path) -> int:
+    """The 2-D grid's pieces in `folder`, computing only those neither there nor staged; the
+    number of grid points. Pieces are computed into the staging folder (DVC deletes `folder`
+    before it re-runs the stage, not the staging folder) and copied into `folder` once all are
+    done; the staging folder goes last, so a crash anywhere leaves every finished piece somewhere."""
+    p: CurvatureParams = params.curvature
+    count = p.surface.shards
+    identity = {"run": source.info["params_hash"], "epoch": source.checkpoints[-1][0], "seed": p.seed, "samples": p.samples,
+                "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json")}
+    staging = layout.study_staging_dir("curvature", source.name)
+    for place in (folder, staging):
+        _keep_shards_of_this_surface(place, identity)
+    missing = [(i, count) for i in range(count) if not (shard_file(folder, i, count).exists() or shard_file(staging, i, count).exists())]
+    run_units(partial(compute_surface_shard, params, layout, cell, staging), missing, params.execution.backend, params.execution.workers,
+              params.execution.address)
+    for i in range(count):
+        staged = shard_file(staging, i, count)
+        if staged.exists():
+            atomic_write(shard_file(folder, i, count), partial(shutil.copyfile, staged))
+    shutil.rmtree(staging)
+    return len(read_shards(folder, count))
+
+
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     p: CurvatureParams = params.curvature
     settings, source = cell_run(params, layout, cell)
@@ -143,13 +168,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
         model.load_state_dict(load_state(source.final_checkpoint()))
         atomic_write_parquet(folder / "line.parquet", line_cut(model, _all_batches(data, p, device), p))
     if p.surface.resolution:
-        _keep_shards_of_this_surface(folder, {"run": source.info["params_hash"], "epoch": source.checkpoints[-1][0], "seed": p.seed,
-                                              "samples": p.samples, "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json")})
-        count = p.surface.shards
-        missing = [(i, count) for i in range(count) if not shard_file(folder, i, count).exists()]
-        run_units(partial(compute_surface_shard, params, layout, cell, folder), missing, params.execution.backend,
-                  params.execution.workers, params.execution.address)
-        summary.extra["surface_points"] = len(read_shards(folder, count))
+        summary.extra["surface_points"] = fill_surface(params, layout, cell, source, folder)
     write_summary(folder, summary)
     return summary
 
