@@ -34,6 +34,7 @@ from netgeom.groups.curvature import CurvatureParams
 from netgeom.io import atomic_write, atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
 from netgeom.params import Params
+from netgeom.progress import note
 from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run, study_device
 from netgeom.stages.study_common import read_shards, shard_file, write_shard
 from netgeom.studies import curvature as study
@@ -132,6 +133,8 @@ def fill_surface(params: Params, layout: Layout, cell: Cell, source, folder: Pat
     for place in (folder, staging):
         _keep_shards_of_this_surface(place, identity)
     missing = [(i, count) for i in range(count) if not (shard_file(folder, i, count).exists() or shard_file(staging, i, count).exists())]
+    if 0 < len(missing) < count:
+        note(f"curvature: {source.name}: {count - len(missing)} of {count} surface pieces found from an earlier run; computing the other {len(missing)}")
     run_units(partial(compute_surface_shard, params, layout, cell, staging), missing, params.execution.backend, params.execution.workers,
               params.execution.address)
     for i in range(count):
