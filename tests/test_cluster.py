@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import commit_dvc_repo, copy_pipeline, write_params
-from tests.netns_cluster import netns_cluster, unavailable
+from tests.netns_cluster import netns_cluster, process_groups_alive, unavailable
 from tests.test_scheduler import REPO, comparable_lock, copy_repo, environment, lock, netgeom_repro, run
 
 REASON = unavailable()
@@ -92,6 +93,33 @@ def stage_commands_alive(root: Path, wait: float) -> list[int]:
         time.sleep(0.5)
 
 
+def freeze_stage_command_on_worker(cluster, root: Path) -> str | None:
+    """SIGSTOP the stage command the worker host runs in `root`; its stage, or None.
+
+    The command descends from a process of the worker host's `ray start` group (its raylet spawns
+    the Ray workers that start commands) and writes to its stage's log, named after the stage."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    host = set(process_groups_alive([cluster.groups["ray-worker"]]))
+    for pid in parents:
+        ancestor, hops = parents.get(pid), 0
+        while ancestor and ancestor not in host and hops < 8:
+            ancestor, hops = parents.get(ancestor), hops + 1
+        try:
+            if ancestor in host and Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(root):
+                log = Path(os.readlink(f"/proc/{pid}/fd/1"))
+                os.kill(pid, signal.SIGSTOP)
+                return log.stem
+        except OSError:
+            continue  # gone meanwhile
+    return None
+
+
 def repro_on_cluster(cluster, root: Path, log: Path) -> subprocess.Popen:
     env = cluster.client_env(**{k: v for k, v in environment().items() if k.startswith("GIT_")})
     return cluster.popen_on_head(sys.executable, "-m", "netgeom.cli_repro", "--backend", "ray", cwd=root, log=log, env=env)
@@ -107,13 +135,17 @@ def test_a_client_without_the_token_is_refused(cluster):
 
 def test_the_pipeline_on_two_hosts_survives_a_dead_node_and_equals_a_local_run(cluster, pipeline, local_run, tmp_path):
     root = copy_repo(pipeline, tmp_path / "repo")
-    # 1. The worker host dies (its raylet SIGKILLed) in the middle of the first stage it runs.
+    # 1. The worker host dies in the middle of the first stage it runs: its stage command freezes
+    # (a host that loses power stops at once; a command left running could finish and hand its
+    # result back in the seconds before its Ray worker notices the raylet is gone), then the
+    # raylet is SIGKILLed.
     first = repro_on_cluster(cluster, root, tmp_path / "first.log")
     victim, deadline = None, time.monotonic() + 600
     while victim is None and first.poll() is None and time.monotonic() < deadline:
-        victim = next((stage for stage, node in nodes_in_logs(root).items() if node == cluster.worker.address), None)
+        victim = freeze_stage_command_on_worker(cluster, root)
         time.sleep(0.05)
     assert victim is not None, (tmp_path / "first.log").read_text()[-3000:]
+    assert nodes_in_logs(root)[victim] == cluster.worker.address
     cluster.kill_worker_raylet()
     assert first.wait(timeout=600) != 0
     output = (tmp_path / "first.log").read_text()
