@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from tests.netns_cluster import kill_groups
+from tests.procfs import live_processes
 from tests.conftest import commit_dvc_repo, copy_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,20 +141,14 @@ def lock(root: Path) -> dict:
 
 
 def stage_processes(root: Path, besides: int | None = None) -> list[int]:
-    """Live processes whose working directory is inside `root` (the stages' commands), `besides`
-    (the scheduler) excepted."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and int(entry.name) != besides and (cwd == str(root) or cwd.startswith(f"{root}/")):
-            found.append(int(entry.name))
-    return found
+    """Live processes working inside `root` (the stages' commands), `besides` (the scheduler) excepted."""
+    return [p.pid for p in live_processes() if p.pid != besides and p.works_in(root)]
+
+
+def tool_names(root: Path, besides: int | None = None) -> set[str]:
+    """The `name` argument of each running `python tool.py <name> ...`."""
+    return {p.argv[2] for p in live_processes()
+            if p.pid != besides and p.works_in(root) and len(p.argv) > 2 and p.argv[1].endswith("tool.py")}
 
 
 # --------------------------------------------------------------------------- toy pipeline
@@ -339,7 +334,9 @@ def test_sigint_stops_every_child_records_nothing_half_done_and_a_rerun_finishes
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while len(times(root)) < 1 or len(stage_processes(root, scheduler.pid)) < 2:
+        # by name: `first` may still be exiting after it wrote its times, so a count of processes
+        # could be `first` and hold@1 while hold@2 has not been started yet
+        while len(times(root)) < 1 or not {"hold1", "hold2"} <= tool_names(root, scheduler.pid):
             assert time.monotonic() < deadline and scheduler.poll() is None, "the two hold stages never started"
             time.sleep(0.2)
         scheduler.send_signal(signal.SIGINT)
