@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.procfs import live_processes
+
 BIN = Path(sys.executable).parent
 PG_PORT, MLFLOW_PORT, RAY_PORT = 5432, 5000, 6379
 
@@ -61,16 +63,7 @@ def _run(*argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProces
 
 def process_groups_alive(groups: list[int]) -> list[int]:
     """PIDs of live (non-zombie) processes in any of `groups`."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[2]) in groups:
-                alive.append(int(entry.name))
-    return alive
+    return [process.pid for process in live_processes() if process.group in groups]
 
 
 def kill_groups(groups: list[int], *, grace: float = 3.0, patience: float = 20.0) -> list[int]:

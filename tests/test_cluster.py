@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from tests.conftest import commit_dvc_repo, copy_pipeline, write_params
-from tests.netns_cluster import netns_cluster, process_groups_alive, unavailable
+from tests.netns_cluster import netns_cluster, unavailable
+from tests.procfs import live_processes
 from tests.test_scheduler import REPO, comparable_lock, copy_repo, environment, lock, netgeom_repro, run
 
 REASON = unavailable()
@@ -81,13 +82,7 @@ def stage_commands_alive(root: Path, wait: float) -> list[int]:
     """PIDs of processes still working in `root` (a stage command's cwd) after up to `wait` s."""
     deadline = time.monotonic() + wait
     while True:
-        alive = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and Path(os.readlink(entry / "cwd")).is_relative_to(root):
-                    alive.append(int(entry.name))
-            except OSError:
-                continue
+        alive = [process.pid for process in live_processes() if process.works_in(root)]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.5)
@@ -98,25 +93,22 @@ def freeze_stage_command_on_worker(cluster, root: Path) -> str | None:
 
     The command descends from a process of the worker host's `ray start` group (its raylet spawns
     the Ray workers that start commands) and writes to its stage's log, named after the stage."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit():
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+    processes = live_processes()
+    parents = {process.pid: process.parent for process in processes}
+    host = {process.pid for process in processes if process.group == cluster.groups["ray-worker"]}
+    for process in processes:
+        if not process.works_in(root):
             continue
-    host = set(process_groups_alive([cluster.groups["ray-worker"]]))
-    for pid in parents:
-        ancestor, hops = parents.get(pid), 0
+        ancestor, hops = process.parent, 0
         while ancestor and ancestor not in host and hops < 8:
             ancestor, hops = parents.get(ancestor), hops + 1
-        try:
-            if ancestor in host and Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(root):
-                log = Path(os.readlink(f"/proc/{pid}/fd/1"))
-                os.kill(pid, signal.SIGSTOP)
+        if ancestor in host:
+            try:
+                log = Path(os.readlink(f"/proc/{process.pid}/fd/1"))
+                os.kill(process.pid, signal.SIGSTOP)
                 return log.stem
-        except OSError:
-            continue  # gone meanwhile
+            except OSError:
+                continue  # gone meanwhile
     return None
 
 
