@@ -93,13 +93,18 @@ def test_a_forked_training_killed_with_sigkill_reruns_to_the_uninterrupted_resul
             assert WarmProcess(["netgeom", *command, "--quiet"], root, env, root / "log").wait(timeout=120) == 0
         roots[name] = root
     train = ["netgeom", "train", "--no-track", "--quiet"]
+    run = "artifacts/runs/mlp_w16-n0.2-r0"
     process = WarmProcess(train, roots["killed"], env, roots["killed"] / "log")
-    time.sleep(3)
+    # kill it between its epoch-100 checkpoint (the JSON lands last) and its end, whatever the machine's speed
+    midway, deadline = roots["killed"] / ".netgeom/staging/mlp_w16-n0.2-r0/e0100.json", time.monotonic() + 300
+    while not midway.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the training never reached epoch 100"
+        time.sleep(0.02)
+    assert process.poll() is None, "the training ended before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     for root in roots.values():
         assert WarmProcess(train, root, env, root / "log").wait(timeout=600) == 0
-    run = "artifacts/runs/mlp_w16-n0.2-r0"
     metrics = [json.loads((root / run / "metrics.json").read_text()) for root in roots.values()]
     assert metrics[0]["test_acc"] == metrics[1]["test_acc"] and metrics[0]["train_loss"] == metrics[1]["train_loss"]
     final = [(root / run / "checkpoints" / "e0400.safetensors").read_bytes() for root in roots.values()]
