@@ -11,11 +11,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import refused, write_params
+from tests.procfs import live_processes
 from tests.test_tracking import train_tracked
 
 NETGEOM = [sys.executable, "-m", "netgeom"]
@@ -29,18 +29,8 @@ def free_port() -> int:
 
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes that name `text` (the project's store path)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State:"))
-        except (OSError, StopIteration):
-            continue
-        if text in cmdline and "zombie" not in state:
-            found.append(cmdline)
-    return found
+    lines = (" ".join(p.argv) for p in live_processes() if p.pid != os.getpid())
+    return [line for line in lines if text in line]
 
 
 def busy_loops(n: int) -> list[subprocess.Popen]:
