@@ -145,9 +145,9 @@ class Layout:
         return self.staging_root / run
 
     def study_staging_dir(self, study: str, run: str) -> Path:
-        """Where a study's long-running pieces wait until the whole result is there (the
-        curvature surface's shards): outside the stage's DVC outputs, which DVC deletes before
-        re-running the stage, so a rerun after a crash finds the pieces already done."""
+        """Where a study's finished shards wait until the whole result is there (smoothness,
+        regions, the curvature surface): outside the stage's DVC outputs, which DVC deletes
+        before re-running the stage, so a rerun after a crash finds the shards already done."""
         return self.staging_root / "studies" / study / run
 
     def finished_dir(self, run: str) -> Path:

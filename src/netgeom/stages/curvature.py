@@ -21,7 +21,6 @@ summary.json (per epoch: lambda_max, trace by group).
 
 from __future__ import annotations
 
-import shutil
 from functools import partial
 from pathlib import Path
 
@@ -31,11 +30,12 @@ import torch
 
 from netgeom.execution import run_units
 from netgeom.groups.curvature import CurvatureParams
-from netgeom.io import atomic_write, atomic_write_json, atomic_write_parquet, read_json
+from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.progress import note
 from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run, study_device
+from netgeom.stages.pieces import keep_pieces_of, publish_pieces, source_digest
 from netgeom.stages.study_common import read_shards, shard_file, write_shard
 from netgeom.studies import curvature as study
 from netgeom.summary import Summary, write_summary
@@ -109,17 +109,6 @@ def line_cut(model, batches, p: CurvatureParams) -> pd.DataFrame:
     return pd.DataFrame({"x": steps, "loss": [v[0] for v in values], "accuracy": [v[1] for v in values]})
 
 
-def _keep_shards_of_this_surface(folder: Path, identity: dict) -> None:
-    """Finished pieces are reused only for the same surface: surface.json records what they
-    belong to; pieces of any other (another run, grid, subset or seed) are removed first."""
-    manifest = folder / "surface.json"
-    if manifest.exists() and read_json(manifest) == identity:
-        return
-    for stale in folder.glob("shard-*.parquet"):
-        stale.unlink()
-    atomic_write_json(manifest, identity)
-
-
 def fill_surface(params: Params, layout: Layout, cell: Cell, source, folder: Path) -> int:
     """The 2-D grid's pieces in `folder`, computing only those neither there nor staged; the
     number of grid points. Pieces are computed into the staging folder (DVC deletes `folder`
@@ -130,18 +119,17 @@ def fill_surface(params: Params, layout: Layout, cell: Cell, source, folder: Pat
     identity = {"run": source.info["params_hash"], "epoch": source.checkpoints[-1][0], "seed": p.seed, "samples": p.samples,
                 "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json")}
     staging = layout.study_staging_dir("curvature", source.name)
-    for place in (folder, staging):
-        _keep_shards_of_this_surface(place, identity)
+    # finished pieces are reused only for the same surface; staged ones outlive a code change
+    # (DVC deletes the outputs when netgeom's code changes, not the staging folder), so they also
+    # need the same code
+    keep_pieces_of(folder, identity, manifest="surface.json", pattern="shard-*.parquet")
+    keep_pieces_of(staging, {**identity, "code": source_digest()}, manifest="surface.json", pattern="shard-*.parquet")
     missing = [(i, count) for i in range(count) if not (shard_file(folder, i, count).exists() or shard_file(staging, i, count).exists())]
     if 0 < len(missing) < count:
         note(f"curvature: {source.name}: {count - len(missing)} of {count} surface pieces found from an earlier run; computing the other {len(missing)}")
     run_units(partial(compute_surface_shard, params, layout, cell, staging), missing, params.execution.backend, params.execution.workers,
               params.execution.address)
-    for i in range(count):
-        staged = shard_file(staging, i, count)
-        if staged.exists():
-            atomic_write(shard_file(folder, i, count), partial(shutil.copyfile, staged))
-    shutil.rmtree(staging)
+    publish_pieces(staging, folder, manifest="surface.json")
     return len(read_shards(folder, count))
 
 

@@ -13,6 +13,8 @@ from netgeom.execution import parse_shard, run_units
 from netgeom.io import atomic_write_parquet, read_parquet
 from netgeom.layout import Layout, run_name
 from netgeom.params import ExecutionParams, Params
+from netgeom.progress import note
+from netgeom.stages.pieces import keep_pieces_of, publish_pieces, run_digest, source_digest
 from netgeom.summary import Summary, write_summary
 
 
@@ -32,32 +34,60 @@ def read_shards(folder: Path, count: int) -> pd.DataFrame | None:
     return pd.concat([read_parquet(p) for p in paths], ignore_index=True)
 
 
+def _compute_piece(compute: Callable[[Path, int, int], pd.DataFrame], place: Path, index: int, count: int) -> None:
+    """Shard `index` of `count` into `place`; its table lands after anything `compute` writes
+    beside it, so its presence marks the piece complete (module level: it pickles)."""
+    write_shard(place, index, count, compute(place, index, count))
+
+
 def compute_shards(
-    folder: Path, shard: str | None, default_count: int, compute: Callable[[int, int], pd.DataFrame], execution: ExecutionParams
+    folder: Path, shard: str | None, default_count: int, compute: Callable[[Path, int, int], pd.DataFrame],
+    execution: ExecutionParams, staging: Path, identity: dict, what: str,
 ) -> pd.DataFrame | None:
-    """Compute shard `shard` ("i/n") or all `default_count` shards with `compute(i, n)` (fanned
-    out over `execution.workers` processes or Ray; `compute` must pickle, e.g. a partial), write
-    them only after all are computed, and return the merged table once every shard is present."""
+    """Compute shard `shard` ("i/n") into `folder`, or all `default_count` shards with
+    `compute(place, i, n)` (fanned out over `execution.workers` processes or Ray; `compute` must
+    pickle, e.g. a partial), and return the merged table once every shard is present.
+
+    All shards are computed into `staging`, each kept as it finishes: after a crash a rerun
+    computes only those missing (of the same `identity`), and says so; once all are there they
+    are copied into `folder`."""
     if shard is not None:
         index, count = parse_shard(shard)
-        indices = [index]
-    else:
-        count, indices = default_count, list(range(default_count))
-    results = run_units(compute, [(i, count) for i in indices], execution.backend, execution.workers, execution.address)
-    tables = dict(zip(indices, results))
-    for i, table in tables.items():
-        write_shard(folder, i, count, table)
+        run_units(partial(_compute_piece, compute, folder), [(index, count)], execution.backend, execution.workers, execution.address)
+        return read_shards(folder, count)
+    count = default_count
+    keep_pieces_of(staging, identity)
+    missing = [i for i in range(count) if not shard_file(staging, i, count).exists()]
+    if 0 < len(missing) < count:
+        note(f"{what}: {count - len(missing)} of {count} shards found from an earlier run; computing the other {len(missing)}")
+    run_units(partial(_compute_piece, compute, staging), [(i, count) for i in missing], execution.backend, execution.workers,
+              execution.address)
+    publish_pieces(staging, folder)
     return read_shards(folder, count)
+
+
+def shard_identity(study: str, params: Params, layout: Layout, cell) -> dict:
+    """What a staged shard of `study` depends on: its params group, the training run it measures
+    (one training instance: its run.json), the device kind and netgeom's code."""
+    from netgeom.runs import cell_run, study_device  # here: the report reads shards without torch
+
+    _, run = cell_run(params, layout, cell)
+    return {"study": study, "params": getattr(params, study).model_dump(mode="json"), "run": run_digest(run.info),
+            "device": study_device(params).type, "deterministic": params.execution.deterministic, "code": source_digest()}
 
 
 def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | None, compute, summarise=None) -> Summary | None:
     """A sharded per-run study's `run`: shard `shard` ("i/n") or all `<study>.shards` of them with
-    `compute(params, layout, cell, folder, index, count)` (module level: it pickles), and once
-    every shard is there the summary, `summarise(merged)` (default: `summarise_by_noise`),
-    written beside them. Returns None while shards are missing."""
-    folder = layout.study_dir(study, run_name(params.model.arch, cell.width, cell.noise, cell.replicate))
+    `compute(params, layout, cell, folder, index, count)` (module level: it pickles; `folder` is
+    where it may write files beside the shard), and once every shard is there the summary,
+    `summarise(merged)` (default: `summarise_by_noise`), written beside them. Returns None while
+    shards are missing."""
+    name = run_name(params.model.arch, cell.width, cell.noise, cell.replicate)
+    folder = layout.study_dir(study, name)
     count = getattr(params, study).shards
-    merged = compute_shards(folder, shard, count, partial(compute, params, layout, cell, folder), params.execution)
+    identity = shard_identity(study, params, layout, cell) if shard is None else {}
+    merged = compute_shards(folder, shard, count, partial(compute, params, layout, cell), params.execution,
+                            layout.study_staging_dir(study, name), identity, f"{study}: {name}")
     if merged is None:
         return None
     summary = (summarise or summarise_by_noise)(merged)

@@ -1,0 +1,63 @@
+"""Pieces of a study's result that survive a crash.
+
+DVC deletes a stage's outputs before it re-runs the stage, so pieces finished before a crash
+would be lost with them. They are computed into a staging folder outside the outputs instead,
+each written whole as it finishes, kept only for the identity they were computed for (a manifest
+beside them), and copied into the outputs once all are there; the staging folder goes last, so a
+crash anywhere leaves every finished piece somewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from functools import cache
+from pathlib import Path
+
+from netgeom.errors import NetgeomError
+from netgeom.io import atomic_write, atomic_write_json, read_json
+
+MANIFEST = "identity.json"
+
+
+@cache
+def source_digest() -> str:
+    """The hash of netgeom's own code: a piece computed by other code is not reused."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def run_digest(info: dict) -> str:
+    """One training instance: its run.json (params hash, data, start and end times)."""
+    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def keep_pieces_of(folder: Path, identity: dict, *, manifest: str = MANIFEST, pattern: str = "*") -> bool:
+    """Make `folder` hold only pieces (files matching `pattern`) computed for `identity`: those of
+    anything else (another run, setting or code) are removed first and the manifest rewritten.
+    True when the pieces there were kept. An unreadable manifest is a lost cache: start over."""
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded = folder / manifest
+    try:
+        if recorded.exists() and read_json(recorded) == identity:
+            return True
+    except NetgeomError:
+        pass
+    for stale in folder.glob(pattern):
+        if stale.name != manifest and stale.is_file():
+            stale.unlink()
+    atomic_write_json(recorded, identity)
+    return False
+
+
+def publish_pieces(staging: Path, folder: Path, *, manifest: str = MANIFEST) -> None:
+    """Copy every staged piece into `folder` (each file atomically), then remove the staging folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for piece in sorted(staging.iterdir()):
+        if piece.is_file() and piece.name != manifest:
+            atomic_write(folder / piece.name, lambda tmp, piece=piece: shutil.copyfile(piece, tmp))
+    shutil.rmtree(staging)

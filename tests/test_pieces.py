@@ -1,0 +1,147 @@
+"""Sharded studies (smoothness, regions) survive a crash: finished shards wait in the staging
+folder, outside the DVC outputs, and a rerun computes only the missing ones of the same identity."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from netgeom.cli import app
+from netgeom.stages import pieces
+from tests.conftest import ok, write_params
+
+RUN = "mlp_w16-n0.2-r0"
+STUDIES = {  # study: (the shard function `run` hands to run_sharded, settings with a side file per shard)
+    "smoothness": ("_per_sample_shard", {"shards": 3}),
+    "regions": ("compute_shard", {"shards": 3, "per_region": True}),
+}
+
+
+@pytest.fixture
+def trained(trained_projects, tmp_path, monkeypatch):
+    root = trained_projects.copy(tmp_path / "project", {}, [("split",), ("corrupt",), ("train",)])
+    monkeypatch.chdir(root)
+    return root
+
+
+def outputs(folder) -> dict:
+    """Every file of a study's output folder: parquet as tables, the rest as bytes."""
+    return {p.name: pd.read_parquet(p) if p.suffix == ".parquet" else p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name, value in a.items():
+        if isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(value, b[name], check_exact=True)
+        else:
+            assert value == b[name], name
+
+
+def crash_after(monkeypatch, module, attr: str, n: int) -> list[int]:
+    """The study's shard function computes `n` shards, then the process dies; the indices done."""
+    real, done = getattr(module, attr), []
+
+    def dying(params, layout, cell, place, index, count):
+        if len(done) == n:
+            raise KeyboardInterrupt
+        table = real(params, layout, cell, place, index, count)
+        done.append(index)
+        return table
+
+    monkeypatch.setattr(module, attr, dying)
+    return done
+
+
+def counting(monkeypatch, module, attr: str) -> list[int]:
+    real, computed = getattr(module, attr), []
+
+    def counted(params, layout, cell, place, index, count):
+        computed.append(index)
+        return real(params, layout, cell, place, index, count)
+
+    monkeypatch.setattr(module, attr, counted)
+    return computed
+
+
+def crashed_midway(study: str, root, monkeypatch):
+    """The uninterrupted outputs, then a run killed after two of three shards, its outputs
+    deleted as DVC deletes them before it re-runs a stage."""
+
+    module = importlib.import_module(f"netgeom.stages.{study}")
+    attr, settings = STUDIES[study]
+    folder, staging = root / f"artifacts/studies/{study}/{RUN}", root / f".netgeom/staging/studies/{study}/{RUN}"
+    write_params(root, **{study: settings})
+    ok(study)
+    uninterrupted = outputs(folder)
+    assert not staging.exists()  # gone once every shard is in the outputs
+    shutil.rmtree(folder)
+    with monkeypatch.context() as patch:
+        crash_after(patch, module, attr, 2)
+        try:
+            assert CliRunner().invoke(app, [study]).exit_code != 0
+        except KeyboardInterrupt:
+            pass  # the process dies here
+    assert sorted(p.name for p in staging.glob("shard-*.parquet")) == ["shard-000-of-003.parquet", "shard-001-of-003.parquet"]
+    shutil.rmtree(folder, ignore_errors=True)
+    return module, attr, folder, staging, uninterrupted
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_a_study_killed_after_two_shards_reruns_only_the_third_to_the_uninterrupted_result(study, trained, monkeypatch):
+    module, attr, folder, staging, uninterrupted = crashed_midway(study, trained, monkeypatch)
+    computed = counting(monkeypatch, module, attr)
+    out = ok(study)
+    assert f"{study}: {RUN}: 2 of 3 shards found from an earlier run; computing the other 1" in out  # the rerun says so
+    assert computed == [2] and not staging.exists()
+    assert_same(uninterrupted, outputs(folder))  # the side files (regions-*.parquet) and summary.json too
+
+
+@pytest.mark.parametrize("study, change", [("smoothness", {"sample_seed": 5}), ("regions", {"path_seed": 5})])
+def test_staged_shards_of_another_setting_are_discarded(study, change, trained, monkeypatch):
+    module, attr, folder, staging, _ = crashed_midway(study, trained, monkeypatch)
+    write_params(trained, **{study: {**STUDIES[study][1], **change}})
+    computed = counting(monkeypatch, module, attr)
+    out = ok(study)
+    assert computed == [0, 1, 2] and "found from an earlier run" not in out
+    fresh = outputs(folder)
+    shutil.rmtree(folder)
+    ok(study)  # the same setting from scratch: the same result
+    assert_same(fresh, outputs(folder))
+
+
+def test_staged_shards_of_other_code_are_discarded(trained, monkeypatch):
+    from netgeom.stages import study_common
+
+    module, attr, _, _, _ = crashed_midway("smoothness", trained, monkeypatch)
+    monkeypatch.setattr(study_common, "source_digest", lambda: "an-edited-netgeom")
+    computed = counting(monkeypatch, module, attr)
+    ok("smoothness")
+    assert computed == [0, 1, 2]
+
+
+def test_keep_pieces_of_keeps_only_the_same_identity_and_starts_over_on_an_unreadable_manifest(tmp_path):
+    folder = tmp_path / "staging"
+    assert not pieces.keep_pieces_of(folder, {"run": "a"})  # new: nothing to keep
+    (folder / "shard-000-of-002.parquet").write_bytes(b"piece")
+    assert pieces.keep_pieces_of(folder, {"run": "a"}) and (folder / "shard-000-of-002.parquet").exists()
+    assert not pieces.keep_pieces_of(folder, {"run": "b"}) and not (folder / "shard-000-of-002.parquet").exists()
+    (folder / "shard-000-of-002.parquet").write_bytes(b"piece")
+    (folder / pieces.MANIFEST).write_text("{torn")
+    assert not pieces.keep_pieces_of(folder, {"run": "b"})
+    assert sorted(p.name for p in folder.iterdir()) == [pieces.MANIFEST]
+    assert pieces.keep_pieces_of(folder, {"run": "b"})
+
+
+def test_publish_pieces_copies_every_piece_but_the_manifest_and_removes_the_staging_folder(tmp_path):
+    staging, folder = tmp_path / "staging", tmp_path / "out"
+    pieces.keep_pieces_of(staging, {"run": "a"})
+    for name in ("shard-000-of-001.parquet", "regions-000-of-001.parquet"):
+        (staging / name).write_bytes(name.encode())
+    pieces.publish_pieces(staging, folder)
+    assert not staging.exists()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {n: n.encode() for n in ("shard-000-of-001.parquet", "regions-000-of-001.parquet")}
