@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from netgeom.cli import app
+from netgeom.layout import Layout
 from netgeom.stages import pieces
 from tests.conftest import ok, write_params
 
@@ -74,7 +75,8 @@ def crashed_midway(study: str, root, monkeypatch):
 
     module = importlib.import_module(f"netgeom.stages.{study}")
     attr, settings = STUDIES[study]
-    folder, staging = root / f"artifacts/studies/{study}/{RUN}", root / f".netgeom/staging/studies/{study}/{RUN}"
+    layout = Layout(root)
+    folder, staging = layout.study_dir(study, RUN), layout.study_staging_dir(study, RUN)
     write_params(root, **{study: settings})
     ok(study)
     uninterrupted = outputs(folder)

@@ -176,7 +176,7 @@ def test_killed_training_resumes_to_bit_identical_weights(prepared):
     netgeom("train", cwd=prepared)
     reference = final_weights(prepared)
     (prepared / "artifacts" / "runs" / RUN).rename(prepared / "reference")
-    kills, staging = 0, prepared / ".netgeom" / "staging" / RUN
+    kills, staging = 0, Layout(prepared).staging_dir(RUN)
     # each kill lands right after the epoch's checkpoint (its JSON lands last), while the resume
     # state may be half-written: at epochs spread over the run, whatever the machine's speed
     for epoch in (5, 15, 25, 35):

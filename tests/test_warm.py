@@ -93,10 +93,12 @@ def test_a_forked_training_killed_with_sigkill_reruns_to_the_uninterrupted_resul
             assert WarmProcess(["netgeom", *command, "--quiet"], root, env, root / "log").wait(timeout=120) == 0
         roots[name] = root
     train = ["netgeom", "train", "--no-track", "--quiet"]
+    from netgeom.layout import Layout
+
     run = "artifacts/runs/mlp_w16-n0.2-r0"
     process = WarmProcess(train, roots["killed"], env, roots["killed"] / "log")
     # kill it between its epoch-100 checkpoint (the JSON lands last) and its end, whatever the machine's speed
-    midway, deadline = roots["killed"] / ".netgeom/staging/mlp_w16-n0.2-r0/e0100.json", time.monotonic() + 300
+    midway, deadline = Layout(roots["killed"]).staging_dir("mlp_w16-n0.2-r0") / "e0100.json", time.monotonic() + 300
     while not midway.exists():
         assert process.poll() is None and time.monotonic() < deadline, "the training never reached epoch 100"
         time.sleep(0.02)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from netgeom.errors import NetgeomError
@@ -59,5 +59,5 @@ def publish_pieces(staging: Path, folder: Path, *, manifest: str = MANIFEST) -> 
     folder.mkdir(parents=True, exist_ok=True)
     for piece in sorted(staging.iterdir()):
         if piece.is_file() and piece.name != manifest:
-            atomic_write(folder / piece.name, lambda tmp, piece=piece: shutil.copyfile(piece, tmp))
+            atomic_write(folder / piece.name, partial(shutil.copyfile, piece))
     shutil.rmtree(staging)

@@ -42,7 +42,7 @@ def _compute_piece(compute: Callable[[Path, int, int], pd.DataFrame], place: Pat
 
 def compute_shards(
     folder: Path, shard: str | None, default_count: int, compute: Callable[[Path, int, int], pd.DataFrame],
-    execution: ExecutionParams, staging: Path, identity: dict, what: str,
+    execution: ExecutionParams, staging: Path, identity: dict | None, what: str,
 ) -> pd.DataFrame | None:
     """Compute shard `shard` ("i/n") into `folder`, or all `default_count` shards with
     `compute(place, i, n)` (fanned out over `execution.workers` processes or Ray; `compute` must
@@ -85,7 +85,7 @@ def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | N
     name = run_name(params.model.arch, cell.width, cell.noise, cell.replicate)
     folder = layout.study_dir(study, name)
     count = getattr(params, study).shards
-    identity = shard_identity(study, params, layout, cell) if shard is None else {}
+    identity = shard_identity(study, params, layout, cell) if shard is None else None  # one shard goes straight to `folder`
     merged = compute_shards(folder, shard, count, partial(compute, params, layout, cell), params.execution,
                             layout.study_staging_dir(study, name), identity, f"{study}: {name}")
     if merged is None:
