@@ -126,15 +126,18 @@ def test_staged_shards_of_other_code_are_discarded(trained, monkeypatch):
     assert computed == [0, 1, 2]
 
 
-def test_keep_pieces_of_keeps_only_the_same_identity_and_starts_over_on_an_unreadable_manifest(tmp_path):
+def test_keep_pieces_of_keeps_only_the_same_identity_and_starts_over_on_an_unreadable_manifest(tmp_path, capsys):
     folder = tmp_path / "staging"
     assert not pieces.keep_pieces_of(folder, {"run": "a"})  # new: nothing to keep
     (folder / "shard-000-of-002.parquet").write_bytes(b"piece")
     assert pieces.keep_pieces_of(folder, {"run": "a"}) and (folder / "shard-000-of-002.parquet").exists()
     assert not pieces.keep_pieces_of(folder, {"run": "b"}) and not (folder / "shard-000-of-002.parquet").exists()
     (folder / "shard-000-of-002.parquet").write_bytes(b"piece")
+    assert capsys.readouterr().err == ""  # another identity is no fault: nothing said
     (folder / pieces.MANIFEST).write_text("{torn")
     assert not pieces.keep_pieces_of(folder, {"run": "b"})
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and str(folder / pieces.MANIFEST) in said[0] and "computing its pieces again" in said[0]
     assert sorted(p.name for p in folder.iterdir()) == [pieces.MANIFEST]
     assert pieces.keep_pieces_of(folder, {"run": "b"})
 

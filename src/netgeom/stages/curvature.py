@@ -35,7 +35,7 @@ from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.progress import note
 from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run, study_device
-from netgeom.stages.pieces import keep_pieces_of, publish_pieces, source_digest
+from netgeom.stages.pieces import keep_pieces_of, publish_pieces, run_digest, source_digest
 from netgeom.stages.study_common import read_shards, shard_file, write_shard
 from netgeom.studies import curvature as study
 from netgeom.summary import Summary, write_summary
@@ -116,8 +116,9 @@ def fill_surface(params: Params, layout: Layout, cell: Cell, source, folder: Pat
     done; the staging folder goes last, so a crash anywhere leaves every finished piece somewhere."""
     p: CurvatureParams = params.curvature
     count = p.surface.shards
-    identity = {"run": source.info["params_hash"], "epoch": source.checkpoints[-1][0], "seed": p.seed, "samples": p.samples,
-                "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json")}
+    identity = {"run": run_digest(source.info), "epoch": source.checkpoints[-1][0], "seed": p.seed, "samples": p.samples,
+                "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json"), "device": study_device(params).type,
+                "deterministic": params.execution.deterministic}
     staging = layout.study_staging_dir("curvature", source.name)
     # finished pieces are reused only for the same surface; staged ones outlive a code change
     # (DVC deletes the outputs when netgeom's code changes, not the staging folder), so they also

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from netgeom.errors import NetgeomError
 from netgeom.io import atomic_write, atomic_write_json, read_json
+from netgeom.progress import note
 
 MANIFEST = "identity.json"
 
@@ -39,14 +40,15 @@ def run_digest(info: dict) -> str:
 def keep_pieces_of(folder: Path, identity: dict, *, manifest: str = MANIFEST, pattern: str = "*") -> bool:
     """Make `folder` hold only pieces (files matching `pattern`) computed for `identity`: those of
     anything else (another run, setting or code) are removed first and the manifest rewritten.
-    True when the pieces there were kept. An unreadable manifest is a lost cache: start over."""
+    True when the pieces there were kept. An unreadable manifest is a lost cache, not a result:
+    say so in one line and start over."""
     folder.mkdir(parents=True, exist_ok=True)
     recorded = folder / manifest
     try:
         if recorded.exists() and read_json(recorded) == identity:
             return True
-    except NetgeomError:
-        pass
+    except NetgeomError as exc:
+        note(f"{exc}; computing its pieces again")
     for stale in folder.glob(pattern):
         if stale.name != manifest and stale.is_file():
             stale.unlink()
