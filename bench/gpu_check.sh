@@ -3,7 +3,7 @@
 #   nvidia-smi.txt   the device
 #   tests.log        the GPU-marked tests (tests/test_devices.py): CUDA training and resume,
 #                    bf16, bit-identical reruns with execution.deterministic, a GPU checkpoint's
-#                    statistics on the CPU against the GPU, the curvature stage on the GPU
+#                    statistics on the CPU against the GPU, the region walk and the curvature stage on the GPU
 #                    against the CPU
 #   gpu.log          bench/gpu.py: resnet18_k / cnn5_k k=64 on 50,000 CIFAR-shaped images in
 #                    memory, fp32/bf16 x NCHW/channels-last, batch 512 (epoch s, images/s,

@@ -196,6 +196,32 @@ def test_bf16_slowdown_is_a_positive_ratio():
 
 
 @needs_gpu
+def test_the_regions_stage_walks_on_the_gpu_and_finds_the_cpu_regions(project):
+    """The exact walk in float64 on the GPU (model and paths there) against the CPU: the same
+    regions on every path, statistics equal to float64 rounding."""
+    train = {"epochs": 2, "checkpoints": {"epochs": [1]}}
+    regions = {"paths": 8, "radius": 1, "checkpoints": "all", "per_region": True}
+    write_params(project, execution={"device": "cuda"}, train=train, regions=regions)
+    ok("split"), ok("corrupt"), ok("train")
+    folder = project / "artifacts" / "studies" / "regions" / "mlp_w16-n0.2-r0"
+    tables = {}
+    for device in ("cuda", "cpu"):
+        write_params(project, execution={"device": device}, train=train, regions=regions)
+        ok("regions")
+        tables[device] = {kind: pd.concat([pd.read_parquet(f) for f in sorted(folder.glob(f"{kind}-*.parquet"))], ignore_index=True)
+                          for kind in ("shard", "regions")}
+        import shutil
+
+        shutil.rmtree(folder)
+    gpu, cpu = tables["cuda"], tables["cpu"]
+    assert len(gpu["regions"]) == len(cpu["regions"]) > 8
+    pd.testing.assert_series_equal(gpu["shard"]["regions"], cpu["shard"]["regions"])
+    for column in ("density", "t_start", "t_end"):
+        table = "shard" if column == "density" else "regions"
+        assert gpu[table][column].to_numpy() == pytest.approx(cpu[table][column].to_numpy(), rel=1e-9, abs=1e-12), column
+
+
+@needs_gpu
 def test_the_curvature_stage_on_the_gpu_equals_the_cpu_within_float_tolerance(project):
     """Issue 29: the Hessian's top eigenvalues, trace and the loss surface computed on the GPU
     (model, subset and Krylov vectors there) against the CPU, the same checkpoint and probes."""

@@ -340,3 +340,42 @@ def test_per_region_table_reproduces_the_path_statistics(closed):
     again = PathRegions.from_frame(shuffled, per_path).statistics()
     for name in ("regions", "crossings", "length", "density", "variation", "signed_variation", "absolute_deviation"):
         np.testing.assert_array_equal(getattr(again, name), getattr(expected, name))
+
+
+class _FactoryCalls(torch.overrides.TorchFunctionMode):
+    """Records the tensor factories called without a device: on a GPU they would make CPU tensors."""
+
+    FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.arange, torch.linspace, torch.tensor, torch.as_tensor}
+
+    def __init__(self):
+        super().__init__()
+        self.without_device = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FACTORIES and kwargs.get("device") is None:
+            self.without_device.append(func.__name__)
+        return func(*args, **kwargs)
+
+
+def test_the_walk_makes_every_tensor_on_the_inputs_device():
+    """The walk runs where its inputs are (the regions stage puts them on execution.device); a
+    factory without a device would put a tensor on the CPU beside CUDA inputs. Checked here on the
+    CPU by the calls themselves; tests/test_devices.py compares a GPU walk with the CPU's."""
+    net, paths = resnet(seed=2), Paths(torch.randn(2, 3, 1, 10, generator=torch.Generator().manual_seed(4), dtype=torch.float64), True, np.arange(2))
+    x0, x1 = paths.segments()
+    calls = _FactoryCalls()
+    with calls:
+        walk_segments(net, x0, x1, batch_size=2)
+        count_regions_dense(net, x0[:1], x1[:1], n_points=50)
+        walk_paths(net, paths, batch_size=3).statistics()
+    assert calls.without_device == []
+
+
+def test_a_model_prepared_on_one_device_refuses_inputs_on_another():
+    from netgeom.studies.regions import prepare_model
+
+    prep = prepare_model(mlp())
+    assert prep.device == torch.device("cpu") and prepare_model(prep, "cpu") is prep
+    with pytest.raises(NetgeomError, match="prepared on cpu, the inputs are on meta"):
+        prepare_model(prep, "meta")

@@ -208,29 +208,36 @@ class PreparedModel:
     value: the network itself, recording each ReLU pre-activation;
     linear: the network without offsets whose ReLUs apply frozen masks (a tangent map), split
     into the part before the first ReLU of a Sequential (its tangent is constant along a
-    segment, computed once) and the rest (run once per region).
+    segment, computed once) and the rest (run once per region); both on `device`.
     """
 
     value: nn.Module
     linear_prefix: nn.Module
     linear: nn.Module
     sites: _Sites
+    device: torch.device
 
 
-def prepare_model(model: nn.Module) -> PreparedModel:
-    """Check `model`, then build the float64 copies the walker runs (the model is not modified)."""
+def prepare_model(model: nn.Module | PreparedModel, device: torch.device | str | None = None) -> PreparedModel:
+    """Check `model`, then build the float64 copies the walker runs on `device` (default: where
+    the model's parameters are; the model is not modified)."""
+    if device is None:
+        device = model.device if isinstance(model, PreparedModel) else next(model.parameters(), torch.empty(0)).device
+    device = torch.device(device)
     if isinstance(model, PreparedModel):
+        if model.device != device:
+            raise NetgeomError("regions.model", f"prepared on {model.device}, the inputs are on {device}: prepare it for the inputs' device")
         return model
     check_model(model)
     sites = _Sites()
-    value = copy.deepcopy(model).to("cpu", torch.float64).eval().requires_grad_(False)
+    value = copy.deepcopy(model).to(device, torch.float64).eval().requires_grad_(False)
     linear = copy.deepcopy(value)
     _replace_relus(value, lambda: _RecordingReLU(sites))
     _replace_relus(linear, lambda: _FrozenReLU(sites))
     with torch.no_grad():
         _drop_offsets(linear)
     prefix, rest = _split_before_first_relu(linear)
-    return PreparedModel(value, prefix, rest, sites)
+    return PreparedModel(value, prefix, rest, sites, device)
 
 
 def _split_before_first_relu(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -297,7 +304,7 @@ def walk_segments(
 ) -> SegmentRegions:
     """Find every linear region on the segments x0[i] -> x1[i] (inputs (S, *input_shape)).
 
-    Runs on CPU in float64 on copies of `model` (eval mode). Segments walk `batch_size` at a time; within a batch all walk at once and finished ones drop
+    Runs in float64 on copies of `model` (eval mode) on the inputs' device. Segments walk `batch_size` at a time; within a batch all walk at once and finished ones drop
     out. `check_end` compares the walked output at t = 1 with a direct forward of x1.
     `progress`: a bar over the batches (None: see `netgeom.progress.shows_progress`; False: none).
     """
@@ -307,7 +314,7 @@ def walk_segments(
         raise NetgeomError("regions.eps", f"must be >= 0 (t units), got {eps}")
     if batch_size < 1:
         raise NetgeomError("regions.batch_size", f"must be a positive integer, got {batch_size}")
-    prep = prepare_model(model)
+    prep = prepare_model(model, x0.device)
     x0 = x0.detach().to(torch.float64)
     d = x1.detach().to(torch.float64) - x0
     tables: list[np.ndarray] = []
@@ -330,14 +337,14 @@ class _Table:
     when full: memory follows the regions found, and few long-lived allocations keep the heap
     from fragmenting under the walk's large temporaries."""
 
-    def __init__(self, outputs: int):
+    def __init__(self, outputs: int, device: torch.device):
         self.outputs, self.n = outputs, 0
-        self.data = torch.empty(1024, 3 + 2 * outputs, dtype=torch.float64)
+        self.data = torch.empty(1024, 3 + 2 * outputs, dtype=torch.float64, device=device)
 
     def append(self, segment, t_start, t_end, f_entry, slope) -> None:
         k = len(segment)
         if self.n + k > len(self.data):
-            grown = torch.empty(2 * (self.n + k), self.data.shape[1], dtype=torch.float64)
+            grown = torch.empty(2 * (self.n + k), self.data.shape[1], dtype=torch.float64, device=self.data.device)
             grown[: self.n] = self.data[: self.n]
             self.data = grown
         rows = self.data[self.n : self.n + k]
@@ -355,19 +362,20 @@ def _walk_batch(prep: PreparedModel, x0, d, offset: int, eps: float, check_end: 
     sizes = [zk.shape[1] for zk in z]
     sites.offset = [sum(sizes[:k]) for k in range(len(sizes))]
     columns = [slice(o, o + n) for o, n in zip(sites.offset, sizes)]
-    site_offset = torch.tensor(sites.offset, dtype=torch.long)[:, None]
-    z = torch.cat(z, dim=1) if z else torch.zeros(len(x0), 0, dtype=torch.float64)
+    device = x0.device
+    site_offset = torch.tensor(sites.offset, dtype=torch.long, device=device)[:, None]
+    z = torch.cat(z, dim=1) if z else torch.zeros(len(x0), 0, dtype=torch.float64, device=device)
     if not (bool(torch.isfinite(z).all()) and bool(torch.isfinite(f).all()) and bool(torch.isfinite(d).all())):
         raise NetgeomError("inputs", "segment end points and the network's values must be finite (found inf/nan)")
     # all units side by side; each site reads and updates its own columns through views
     mask, slack = (z > 0).to(z.dtype), z.abs().clamp_(min=_TINY)
     direction = prep.linear_prefix(d)  # constant along the segment
     n = len(x0)
-    rows, at = torch.arange(n) + offset, torch.arange(n)
-    t = torch.zeros(n, dtype=torch.float64)
+    rows, at = torch.arange(n, device=device) + offset, torch.arange(n, device=device)
+    t = torch.zeros(n, dtype=torch.float64, device=device)
     t_start, f_start = t.clone(), f.clone()
     f_end = torch.empty_like(f)
-    table = _Table(f.shape[1])
+    table = _Table(f.shape[1], device)
     while True:
         sites.mask, sites.slack = [mask[:, c] for c in columns], [slack[:, c] for c in columns]
         sites.approach, sites.rate, sites.unit = [], [], []
@@ -441,10 +449,10 @@ def count_regions_dense(
 
     A lower bound of the exact count (regions between two samples are missed).
     """
-    prep = prepare_model(model)
+    prep = prepare_model(model, x0.device)
     x0 = x0.detach().to(torch.float64)
     d = x1.detach().to(torch.float64) - x0
-    ts = torch.linspace(0.0, 1.0, n_points, dtype=torch.float64)
+    ts = torch.linspace(0.0, 1.0, n_points, dtype=torch.float64, device=x0.device)
     counts = np.ones(len(x0), dtype=np.int64)
     shape = (-1,) + (1,) * (x0.dim() - 1)
     with torch.no_grad():
@@ -453,7 +461,7 @@ def count_regions_dense(
             for start in range(0, n_points, chunk):
                 tt = ts[start : start + chunk]
                 _, z = _forward_recording(prep, x0[i] + tt.view(shape) * d[i])
-                pattern = torch.cat([zk > 0 for zk in z], dim=1) if z else torch.zeros(len(tt), 0, dtype=torch.bool)
+                pattern = torch.cat([zk > 0 for zk in z], dim=1) if z else torch.zeros(len(tt), 0, dtype=torch.bool, device=x0.device)
                 if previous is not None:
                     pattern = torch.cat([previous[None], pattern])
                 counts[i] += int((pattern[1:] != pattern[:-1]).any(dim=1).sum())
@@ -581,7 +589,7 @@ def study_paths(
     per_path = paths.segments_per_path
     results = [
         path_statistics(segment_statistics(regions), per_path)
-        for regions in _walk_path_chunks(prepare_model(model), paths, eps, batch_size, check_end, progress)
+        for regions in _walk_path_chunks(prepare_model(model, paths.anchors.device), paths, eps, batch_size, check_end, progress)
     ]
     return _concat_statistics(results)
 
@@ -653,7 +661,7 @@ def walk_paths(
 ) -> PathRegions:
     """Every region along `paths` (memory grows with the regions found); `.statistics()` equals
     `study_paths`, `.to_frame()` is the per-region table. `progress` as `walk_segments`."""
-    parts = list(_walk_path_chunks(prepare_model(model), paths, eps, batch_size, check_end, progress))
+    parts = list(_walk_path_chunks(prepare_model(model, paths.anchors.device), paths, eps, batch_size, check_end, progress))
     offsets = np.cumsum([0] + [p.n_segments for p in parts[:-1]])
     regions = SegmentRegions(
         segment=np.concatenate([p.segment + o for p, o in zip(parts, offsets)]),
