@@ -35,6 +35,10 @@ class InterpolationParams(StudyGroup):
     bn_batch_size: int = Field(256, ge=1)
     eval_samples: int | None = Field(None, ge=1, description="cap on samples per split (null = all)")
     tol: float = Field(0.0, ge=0, description="a curve is non-monotonic when Delta > tol")
+    max_final_loss: float = Field(
+        0.1, gt=0, description="convergence filter of the report's non-monotonic share: runs whose final train loss is above it "
+        "are left out (MLI paper: 0.1 MLPs, 1.0 CIFAR-10, 2.0 CIFAR-100)"
+    )
     gauss_samples: int = Field(64, ge=0, description="samples for the Gauss length (0 = skip)")
     gauss_points: int = Field(51, ge=3)
     gauss_bn: Literal["interpolate", "recompute", "recompute_ema"] = Field(

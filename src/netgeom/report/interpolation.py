@@ -9,8 +9,12 @@ from netgeom.report import figures_interpolation as figures
 from netgeom.report import tables
 from netgeom.report.context import Figure, ReportContext
 from netgeom.report.tables import noise_key
+from netgeom.studies.curve_summaries import non_monotonic_fraction
 
-HEADLINE_LABELS = {"mli_non_monotonic": "share of runs whose init → final train loss is not monotonic"}
+HEADLINE_LABELS = {
+    "mli_non_monotonic": "share of converged runs whose init → final train loss is not monotonic",
+    "mli_converged": "runs converged (final train loss within interpolation.max_final_loss), those the share counts",
+}
 
 
 def _summary_table(context: ReportContext) -> pd.DataFrame:
@@ -20,15 +24,36 @@ def _summary_table(context: ReportContext) -> pd.DataFrame:
     return study.pivot_table(index=["run", "width", "noise"], columns="measure", values="value").reset_index()
 
 
+def _curves(context: ReportContext) -> pd.DataFrame:
+    root = context.layout.study_root("interpolation")
+    return pd.concat(
+        [read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/curves.parquet"))], ignore_index=True
+    ).merge(context.runs[["run", "width", "noise"]], on="run")
+
+
+def _with_final_train_loss(wide: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """`wide` with each run's train loss at the trained weights (t = 1 of its init -> final curve)."""
+    final = curves[(curves["curve"] == "init-final") & (curves["split"] == "train")].sort_values("t").groupby("run")["loss"].last()
+    return wide.merge(final.rename("final_train_loss"), left_on="run", right_index=True, how="left")
+
+
+def _fractions(context: ReportContext, wide: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Per noise level: runs, converged runs and the non-monotonic share of those (the MLI paper
+    counts only runs that converged: a run stuck at a high loss says nothing about the path)."""
+    p = context.params.interpolation
+    runs = _with_final_train_loss(wide, curves)
+    return non_monotonic_fraction(runs, ["noise"], delta="delta.train", max_final_loss=p.max_final_loss, tol=p.tol)
+
+
 def report(context: ReportContext) -> list[Figure]:
     root = context.layout.study_root("interpolation")
     wide = _summary_table(context)
     if wide.empty:
         return []
-    context.write_table("interpolation", wide)
-    curves = pd.concat(
-        [read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/curves.parquet"))], ignore_index=True
-    ).merge(context.runs[["run", "width", "noise"]], on="run")
+    curves = _curves(context)
+    context.write_table("interpolation", _with_final_train_loss(wide, curves))
+    fractions = _fractions(context, wide, curves)
+    converged = int(fractions["n_converged"].sum())
     monotone = wide[["run"]].assign(monotone=wide["monotone.train"].astype(bool))
     shown = [
         Figure(
@@ -41,7 +66,8 @@ def report(context: ReportContext) -> list[Figure]:
             figures.delta_vs_distance(wide, context.figure_path("delta_vs_distance")),
             "Non-monotonicity against distance travelled",
             f"Δ (largest rise of the train loss along init → final) against ‖θ_T − θ₀‖ / ‖θ₀‖; "
-            f"{int((~wide['monotone.train'].astype(bool)).sum())} of {len(wide)} runs non-monotonic; largest Δ {wide['delta.train'].max():.3g}.",
+            f"{int((~wide['monotone.train'].astype(bool)).sum())} of {len(wide)} runs non-monotonic, {int(fractions['n_non_monotonic'].sum())} of "
+            f"the {converged} converged (final train loss ≤ {context.params.interpolation.max_final_loss:g}); largest Δ {wide['delta.train'].max():.3g}.",
         ),
     ]
     peak = context.peak_run
@@ -57,8 +83,15 @@ def report(context: ReportContext) -> list[Figure]:
 
 
 def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
-    """Headline: the fraction of runs whose init -> final train-loss curve is not monotonic."""
+    """Headline per noise level: how many runs converged and the fraction of those whose
+    init -> final train-loss curve is not monotonic (none without a converged run: no NaN)."""
     wide = _summary_table(context)
     if wide.empty:
         return {}
-    return {noise_key(noise): {"mli_non_monotonic": float(1.0 - group["monotone.train"].mean())} for noise, group in wide.groupby("noise")}
+    out = {}
+    for row in _fractions(context, wide, _curves(context)).to_dict("records"):
+        values = {"mli_converged": int(row["n_converged"])}
+        if row["n_converged"] > row["n_non_finite"]:
+            values["mli_non_monotonic"] = float(row["frac_non_monotonic"])
+        out[noise_key(row["noise"])] = values
+    return out
