@@ -51,6 +51,25 @@ def test_smoothness_merged_shards_equal_the_unsharded_result(trained):
     n, k = final["samples"], final["noisy"]
     assert frob["all"] == pytest.approx(((n - k) * frob["clean"] + k * frob["noisy"]) / n)
     assert set(whole.columns) >= {"sample_id", "label", "clean_label", "is_noisy", "epoch", "jacobian_operator.logits"}
+    # what the rows were computed with, beside them in every shard and in the summary
+    meta = whole.attrs["netgeom"]
+    assert meta == parts.attrs["netgeom"] == summary["metadata"]
+    info = json.loads((trained / "artifacts" / "runs" / "mlp_w8-n0.2-r0" / "run.json").read_text())
+    assert (meta["run"], meta["seed"], meta["model"], meta["data"]) == (info["name"], info["seed"], info["params"]["model"], info["dataset"])
+    assert meta["noise"]["label"] == 0.2 and meta["noise"]["seed"] == info["params"]["noise"]["seed"] and meta["split"] == "train"
+    assert [m["metric"] for m in meta["measures"]] == ["jacobian_frobenius", "jacobian_operator"] and meta["volume"]["strategy"] == "none"
+    assert "tangent" not in meta  # no tangent measure here
+
+
+def test_tangent_measures_say_their_divisor_and_what_jitter_does_on_grey_images(trained):
+    folder = trained / "artifacts" / "studies" / "smoothness" / "mlp_w8-n0.2-r0"
+    for step in (0.1, "distance"):
+        write_params(trained, **STUDY_RECIPE[0], smoothness={"samples": 8, "checkpoints": "final", "tangent_step": step,
+                                                              "measures": [{"metric": "tangent_jacobian", "normalization": "logits"}]})
+        ok("smoothness", "--width", "8", "--noise", "0.2")
+        tangent = json.loads((folder / "summary.json").read_text())["metadata"]["tangent"]
+        assert tangent["divisor"] == step and tangent["saturation"].startswith("identity on 1-channel")
+    write_params(trained, **STUDY_RECIPE[0])
 
 
 def test_regions_shards_and_summary(trained):

@@ -3,7 +3,9 @@
 Writes artifacts/studies/smoothness/<run>/: per-sample Parquet shards (sample_id, label,
 clean_label, is_noisy, epoch, one column per measure), optionally every perturbed point of a
 volume (`volume.per_point`: points-*.parquet), and summary.json (mean over all, clean and noisy
-samples per checkpoint and measure).
+samples per checkpoint and measure). What the rows were computed with (model, data, split, seeds,
+noise, measures, volume strategy and M, the tangent divisor) is in each shard's Parquet metadata,
+`pd.read_parquet(shard).attrs["netgeom"]`, and under "metadata" in summary.json.
 """
 
 from __future__ import annotations
@@ -55,6 +57,23 @@ def _points(data, split: str) -> tuple[torch.Tensor, pd.DataFrame]:
     return x, sample_frame(np.arange(len(y)), y.cpu().numpy(), y.cpu().numpy())
 
 
+def shard_metadata(params: Params, run_info: dict, channels: int) -> dict:
+    """What every row of a shard was computed with, beside the rows (the spec's per-shard metadata)."""
+    p: SmoothnessParams = params.smoothness
+    tangents = [m.column for m in p.measures if m.metric.startswith("tangent_")]
+    return {
+        "run": run_info["name"], "model": run_info["params"]["model"], "data": run_info["dataset"], "split": p.split,
+        "seed": run_info["seed"], "noise": run_info["params"]["noise"] | {"label": run_info["cell"]["noise"]},
+        "measures": [m.model_dump() for m in p.measures], "samples": p.samples, "sample_seed": p.sample_seed,
+        "clean_targets": p.clean_targets,
+        "volume": p.volume.model_dump(mode="json", exclude={"per_point"}),  # strategy; directions is M
+        "backend": p.backend, "operator_method": p.operator_method,
+        **({"tangent": {"seed": p.tangent_seed, "divisor": p.tangent_step,
+                        "saturation": "applied" if channels == 3 else "identity on 1-channel images (brightness and contrast apply)"}}
+           if tangents else {}),
+    }
+
+
 def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Per-sample values (and per-point values, if asked) of shard `index` of `count`."""
     p: SmoothnessParams = params.smoothness
@@ -89,7 +108,9 @@ def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count:
                 point_frames.append(values.to_frame(options["sample_ids"]).assign(epoch=epoch, measure=measure.column))
         frames.append(table)
     points = pd.concat(point_frames, ignore_index=True) if point_frames else None
-    return pd.concat(frames, ignore_index=True), points
+    table = pd.concat(frames, ignore_index=True)
+    table.attrs["netgeom"] = shard_metadata(params, run.info, int(data.info.input_shape[0]))
+    return table, points
 
 
 def run(params: Params, layout: Layout, cell: Cell, shard: str | None = None) -> Summary | None:

@@ -80,8 +80,8 @@ def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | N
     """A sharded per-run study's `run`: shard `shard` ("i/n") or all `<study>.shards` of them with
     `compute(params, layout, cell, folder, index, count)` (module level: it pickles; `folder` is
     where it may write files beside the shard), and once every shard is there the summary,
-    `summarise(merged)` (default: `summarise_by_noise`), written beside them. Returns None while
-    shards are missing."""
+    `summarise(merged)` (default: `summarise_by_noise`), written beside them with the shards'
+    `attrs["netgeom"]` metadata, if any, under "metadata". Returns None while shards are missing."""
     name = run_name(params.model.arch, cell.width, cell.noise, cell.replicate)
     folder = layout.study_dir(study, name)
     count = getattr(params, study).shards
@@ -91,6 +91,8 @@ def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | N
     if merged is None:
         return None
     summary = (summarise or summarise_by_noise)(merged)
+    if "netgeom" in merged.attrs:  # what the shards were computed with (the same for every shard)
+        summary.extra["metadata"] = merged.attrs["netgeom"]
     write_summary(folder, summary)
     return summary
 
