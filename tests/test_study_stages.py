@@ -216,7 +216,11 @@ def test_hyperplanes_stage_tracks_every_layer_at_every_checkpoint(trained):
     network = pd.read_parquet(folder / "network.parquet").set_index("epoch")
     assert summary["3"]["mass"]["all"] == pytest.approx(network.loc[3, "mass"])
     projections = pd.read_parquet(folder / "projections.parquet")
-    assert sorted(projections["epoch"].unique()) == [0, 3] and len(projections) == 2 * (8 + 10)  # filters: 8 hidden + 10 out
+    assert sorted(projections["epoch"].unique()) == [0, 1, 3] and len(projections) == 3 * (8 + 10)  # filters: 8 hidden + 10 out
+    # every checkpoint's filters give that checkpoint's per-layer mean and mass
+    for (epoch, layer), rows in projections.groupby(["epoch", "layer"]):
+        stats = layers[(layers["epoch"] == epoch) & (layers["layer"] == layer)].iloc[0]
+        assert rows["normalised"].mean() == pytest.approx(stats["mean"]) and (rows["raw"] <= 0).mean() == pytest.approx(stats["mass"])
 
 
 @pytest.mark.parametrize(

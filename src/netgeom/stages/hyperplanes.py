@@ -3,8 +3,8 @@
 Weights only (no data). Writes artifacts/studies/hyperplanes/<run>/: layers.parquet (per layer
 and checkpoint: mean normalised projection, mass = fraction of filters with projection <= 0,
 sign-test and shift-test p-values, distance from init), network.parquet (all layers pooled),
-projections.parquet (every filter's raw and normalised projection at init and at the end, for
-the distribution figure) and summary.json (the pooled statistics per checkpoint).
+projections.parquet (every filter's raw and normalised projection at every selected checkpoint;
+the distribution figure shows the first and the last) and summary.json (the pooled statistics per checkpoint).
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     states = {epoch: load_state(path) for epoch, path in sorted(selected.items())}  # weights only: the CPU is enough
     init_epoch = 0 if 0 in states else None
     layers, network = evolution_tables(model, states, init_epoch=init_epoch, with_linear=p.with_linear)
-    ends = sorted({min(states), max(states)})
     projections = pd.concat(
-        [projection_table(model, states[e], with_linear=p.with_linear).assign(epoch=e) for e in ends], ignore_index=True
+        [projection_table(model, state, with_linear=p.with_linear).assign(epoch=e) for e, state in states.items()], ignore_index=True
     )
     folder = layout.study_dir("hyperplanes", name)
     atomic_write_parquet(folder / "layers.parquet", layers)
