@@ -23,6 +23,7 @@ from netgeom.studies.logit_geometry import (
     polyline_turning,
     sample_path,
 )
+from tests.devicecheck import FactoryCalls
 from tests.test_interpolation import bn_net, reference_recalibrate, trained_like
 
 PI = math.pi
@@ -287,3 +288,17 @@ def test_the_gauss_length_of_a_bias_net_imports_no_dynamo_sympy_or_scipy_integra
     assert done.returncode == 0, done.stderr
     length, imported = done.stdout.strip().splitlines()[-2:]
     assert float(length) > 0 and imported == "[]"
+
+
+def test_the_paths_tensors_stay_on_the_weights_device():
+    """The interpolation stage runs these on execution.device: alphas given as a CPU tensor are
+    moved to the weights' device (checked with the meta device, which refuses mixing as CUDA
+    does), and the polyline turning makes no CPU tensor beside its logits."""
+    start = {"w": torch.zeros(3, device="meta"), "b": torch.zeros((), device="meta")}
+    path = LogitPath(lambda p, _: p["w"], start, {k: torch.ones_like(v) for k, v in start.items()})
+    points = path.points(torch.tensor([0.0, 0.5]))
+    assert points["w"].device.type == "meta" and points["w"].shape == (2, 3) and points["b"].shape == (2,)
+    calls = FactoryCalls()
+    with calls:
+        polyline_turning(torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0)))
+    assert calls.without_device == []

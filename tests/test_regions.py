@@ -18,6 +18,7 @@ from netgeom.studies.regions import (
     walk_paths,
     walk_segments,
 )
+from tests.devicecheck import FactoryCalls
 
 def mlp(seed=0):
     torch.manual_seed(seed)
@@ -342,29 +343,13 @@ def test_per_region_table_reproduces_the_path_statistics(closed):
         np.testing.assert_array_equal(getattr(again, name), getattr(expected, name))
 
 
-class _FactoryCalls(torch.overrides.TorchFunctionMode):
-    """Records the tensor factories called without a device: on a GPU they would make CPU tensors."""
-
-    FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.arange, torch.linspace, torch.tensor, torch.as_tensor}
-
-    def __init__(self):
-        super().__init__()
-        self.without_device = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in self.FACTORIES and kwargs.get("device") is None:
-            self.without_device.append(func.__name__)
-        return func(*args, **kwargs)
-
-
 def test_the_walk_makes_every_tensor_on_the_inputs_device():
     """The walk runs where its inputs are (the regions stage puts them on execution.device); a
     factory without a device would put a tensor on the CPU beside CUDA inputs. Checked here on the
     CPU by the calls themselves; tests/test_devices.py compares a GPU walk with the CPU's."""
     net, paths = resnet(seed=2), Paths(torch.randn(2, 3, 1, 10, generator=torch.Generator().manual_seed(4), dtype=torch.float64), True, np.arange(2))
     x0, x1 = paths.segments()
-    calls = _FactoryCalls()
+    calls = FactoryCalls()
     with calls:
         walk_segments(net, x0, x1, batch_size=2)
         count_regions_dense(net, x0[:1], x1[:1], n_points=50)

@@ -99,7 +99,7 @@ class LogitPath:
 
     def points(self, alphas: Tensor) -> Point:
         """Points at several alphas, stacked along a new leading axis."""
-        return _combine(lambda s, d: s + alphas.to(s.dtype).reshape(-1, *[1] * s.ndim) * d, self.start, self.direction)
+        return _combine(lambda s, d: s + alphas.to(s.device, s.dtype).reshape(-1, *[1] * s.ndim) * d, self.start, self.direction)
 
     def held_at(self, alphas: list[float]) -> Mapping[str, Tensor] | None:
         if self.held is None:
@@ -266,7 +266,7 @@ def polyline_turning(logits, per_sample: bool = False):
     length = chords.norm(dim=-1)  # (points - 1, samples)
     moved = length > 0
     units = chords / torch.where(moved, length, torch.ones_like(length)).unsqueeze(-1)
-    index = torch.arange(chords.shape[0]).unsqueeze(1).expand_as(moved)
+    index = torch.arange(chords.shape[0], device=chords.device).unsqueeze(1).expand_as(moved)
     last_moved = torch.cummax(torch.where(moved, index, torch.full_like(index, -1)), dim=0).values
     previous = last_moved[:-1]  # the last chord that moved before chord i (i >= 1)
     counted = moved[1:] & (previous >= 0)
