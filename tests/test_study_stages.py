@@ -86,6 +86,20 @@ def test_regions_shards_and_summary(trained):
     assert "absolute_deviation_0" in summary["per_logit"]["3"]
 
 
+def test_interpolation_curves_do_not_depend_on_the_points_per_pass(trained):
+    """interpolation.points_per_pass stacks several t in one vmapped pass: the same curves as the loop."""
+    folder = trained / "artifacts" / "studies" / "interpolation" / "mlp_w8-n0.2-r0"
+    curves = {}
+    for per_pass in (1, 4):
+        write_params(trained, **STUDY_RECIPE[0], interpolation={"points": 9, "points_per_pass": per_pass, "gauss_samples": 0,
+                                                                 "random_inits": 1, "landscape": {"resolution": 3}})
+        ok("interpolation", "--width", "8", "--noise", "0.2")
+        curves[per_pass] = pd.read_parquet(folder / "curves.parquet")
+    write_params(trained, **STUDY_RECIPE[0])
+    assert len(curves[1]) == 9 * 3 + 9  # init -> final on three splits, one random init on train
+    pd.testing.assert_frame_equal(curves[4], curves[1], rtol=1e-5, atol=1e-6)
+
+
 def test_interpolation_barriers_and_report(trained):
     ok("interpolation", "--width", "8", "--noise", "0.2")
     ok("interpolation", "--width", "8", "--noise", "0.2", "--replicate", "1")

@@ -29,6 +29,8 @@ class EmaParams(Group):
 
 class InterpolationParams(StudyGroup):
     points: int = Field(25, ge=2)
+    points_per_pass: int = Field(1, ge=1, description="t values evaluated in one vmapped pass (the CPU measured a loop over t faster; "
+                                 "try more on a GPU, where small models leave it idle)")
     bn: Literal["interpolate", "recompute", "recompute_ema", "endpoint_ema", "frozen"] = "recompute"
     ema: EmaParams = EmaParams()
     calibration_samples: int = Field(512, ge=1)
