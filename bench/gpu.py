@@ -121,6 +121,14 @@ def engine_speedups(gpu: torch.device) -> dict[str, float]:
         sets = {"train": (xs.to(device), ys.to(device))}
         seconds[device.type] = timed(lambda: interpolation_curve(model, sa, sb, sets, n=11, bn="recompute", calibration_inputs=xs[:512].to(device)), 2)
     out["curve_speedup"] = seconds["cpu"] / seconds["cuda"]
+    # several t per vmapped pass (interpolation.points_per_pass) against the loop, on the GPU
+    model = a.to(gpu)
+    sa = {k: v.to(gpu) for k, v in a.state_dict().items()}
+    sb = {k: v.to(gpu) for k, v in b.state_dict().items()}
+    sets = {"train": (xs.to(gpu), ys.to(gpu))}
+    per_pass = {k: timed(lambda: interpolation_curve(model, sa, sb, sets, n=11, bn="recompute", calibration_inputs=xs[:512].to(gpu),
+                                                      points_per_pass=k), 2) for k in (1, 11)}
+    out["curve_points_per_pass_11_vs_1"] = per_pass[1] / per_pass[11]
 
     torch.manual_seed(0)
     mlp = create_model("mlp", (3, 32, 32), 10, width=512, depth=2)
