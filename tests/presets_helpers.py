@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -52,11 +53,34 @@ def fashion_mnist_fixture(data: Path) -> None:
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", part.y[:n].astype(np.uint8))
 
 
-def run_preset(name: str, root: Path, sh) -> dict:
-    """Run the scaled-down preset `name` end to end; returns reports/summary.json."""
+def cifar10_fixture(data: Path) -> None:
+    """A small CIFAR-10 in its real on-disk format (python-pickled batches, read by the safe
+    unpickler): 5 x 60 training and 100 test images made of real MNIST digits, each padded to
+    32 x 32 and repeated over three channels, with their labels. No CIFAR here; the same reader."""
+    source = get_source("mnist5k")
+    source.materialise(data)
+    folder = data / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(split: str, start: int, n: int) -> dict:
+        part = source.load(data, split)
+        digits = np.rint(part.x[start : start + n, 0] * 255).astype(np.uint8)  # (n, 28, 28)
+        images = np.repeat(np.pad(digits, ((0, 0), (2, 2), (2, 2)))[:, None], 3, axis=1)
+        return {"data": images.reshape(n, -1), "labels": part.y[start : start + n].astype(int).tolist()}
+
+    for i in range(5):
+        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch("train", 60 * i, 60)))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch("test", 0, 100)))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(c) for c in range(10)]}))
+
+
+def run_preset(name: str, root: Path, sh, overrides: dict | None = None) -> dict:
+    """Run the scaled-down preset `name` (with `overrides` on top) end to end; returns
+    reports/summary.json."""
     copy_pipeline(root)
     fashion_mnist_fixture(root / "data")
-    write_merged_params(root, scaled_down(yaml.safe_load((REPO / "presets" / f"{name}.yaml").read_text())))
+    cifar10_fixture(root / "data")
+    write_merged_params(root, merge(scaled_down(yaml.safe_load((REPO / "presets" / f"{name}.yaml").read_text())), overrides or {}))
     commit_dvc_repo(root, sh)
     sh(sys.executable, "-m", "netgeom", "check", cwd=root)
     sh(sys.executable, "-m", "netgeom", "repro", "-j", "2", "--quiet", cwd=root)

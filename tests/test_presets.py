@@ -3,8 +3,10 @@ writes the headline numbers the README's findings table quotes."""
 
 from __future__ import annotations
 
+import json
 import math
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -27,8 +29,14 @@ def test_every_preset_validates(project, name):
     assert ok("preset", str(REPO / "presets" / f"{name}.yaml")).startswith("-S ")
     from netgeom.data import get_source
     from netgeom.data.embedded import NpyDataset
+    from netgeom.models import create_model
+    from netgeom.params import ModelParams
+    from netgeom.runs import effective_model
 
     source = get_source(merged["data"]["name"])
+    # the preset's model builds for its data, as training will (check imports no torch, so it cannot tell)
+    model = effective_model(ModelParams(**{**merged["model"], "width": merged["grid"]["widths"][0]}))
+    create_model(model.arch, source.info.input_shape, source.info.num_classes, **model.options())
     if isinstance(source, NpyDataset):  # embedded: materialised where params.yaml points, as `make data` does
         source.materialise(project / merged["data"]["root"])
         assert "groups valid" in ok("check")
@@ -78,3 +86,19 @@ def test_fashion_mnist_regions_scaled_down(tmp_path):
     assert sorted(p.name for p in (tmp_path / "artifacts" / "studies" / "regions").iterdir()) == [
         "cnn5_k_w1-n0.0-r0", "cnn5_k_w1-n0.2-r0", "cnn5_k_w2-n0.0-r0", "cnn5_k_w2-n0.2-r0"]
     assert finite(summary["noise_20pct"]["test_error_rise"])
+
+
+def test_cifar10_regions_seed_scaled_down(tmp_path):
+    """The regions seed's recipe (resnet18_k without BN, fixup init, SGD with lr x0.2 at two
+    milestones, crop + flip, closed radius-4 paths) on CIFAR-10-format files: the preset's stages
+    run and the walk finds regions on every path."""
+    overrides = {"data": {"val_size": 60}, "grid": {"widths": [4], "noise": [0.0]}, "train": {"milestones": [1], "epochs": 2}, "regions": {"checkpoints": "final", "shards": 2}}
+    summary = run_preset("cifar10_regions_seed", tmp_path, sh, overrides)
+    assert finite(summary["noise_0pct"]["test_error_widest"])
+    info = json.loads((tmp_path / "artifacts" / "runs" / "resnet18_k_w4-n0.0-r0" / "run.json").read_text())
+    assert info["dataset"]["name"] == "cifar10" and info["params"]["model"]["init"] == "fixup" and info["params"]["model"]["batch_norm"] is False
+    table = pd.concat([pd.read_parquet(f) for f in sorted((tmp_path / "artifacts" / "studies" / "regions" / "resnet18_k_w4-n0.0-r0").glob("shard-*.parquet"))])
+    assert len(table) == 2 and (table["crossings"] > 0).all()  # two closed paths of 8 segments
+    for study in ("smoothness", "interpolation", "hyperplanes", "reinit"):  # the preset switches the others off
+        skipped = json.loads((tmp_path / "artifacts" / "studies" / study / "resnet18_k_w4-n0.0-r0" / "summary.json").read_text())
+        assert skipped == {"skipped": f"{study}.enabled is false"}

@@ -197,3 +197,15 @@ def test_bad_star_settings_are_one_line_and_write_nothing(sources, star, key):
     finally:
         write_params(sources, model={"arch": "mlp", "width": 16, "depth": 1, "batch_norm": True},
                      train={"epochs": 3, "checkpoints": {"epochs": [1]}}, star=STAR)
+
+
+def test_a_switched_off_star_still_needs_its_noise_level_among_the_grids(sources):
+    """dvc.yaml's star stages name artifacts/labels/n<star.noise> even with star.enabled false;
+    check says so in one line before DVC fails to prepare them."""
+    write_params(sources, star={**STAR, "enabled": False, "noise": 0.0}, model={"arch": "mlp", "width": 16, "depth": 1, "batch_norm": True},
+                 train={"epochs": 3, "checkpoints": {"epochs": [1]}})
+    try:
+        assert "DVC needs them even with star.enabled false" in refused("check", key="star.noise")
+    finally:
+        write_params(sources, model={"arch": "mlp", "width": 16, "depth": 1, "batch_norm": True},
+                     train={"epochs": 3, "checkpoints": {"epochs": [1]}}, star=STAR)

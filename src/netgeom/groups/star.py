@@ -70,9 +70,11 @@ PARAMS = StarParams
 
 
 def check_cell(params: Params) -> None:
-    """The star cell's labels come from the grid's `corrupt` stage: its noise level must be one."""
+    """The star cell's labels come from the grid's `corrupt` stage: its noise level must be one
+    (also with star.enabled false: dvc.yaml's star stages name those labels as a dependency)."""
     if params.star.noise not in params.grid.noise:
-        raise NetgeomError("star.noise", f"{params.star.noise} must be one of grid.noise {params.grid.noise} (its labels come from corrupt@<noise>)")
+        raise NetgeomError("star.noise", f"{params.star.noise} must be one of grid.noise {params.grid.noise} (its labels come from "
+                           "corrupt@<noise>; DVC needs them even with star.enabled false)")
 
 
 def source_name(params: Params, width: int, seed: int) -> str:

@@ -13,7 +13,7 @@ from netgeom.studies.curve_summaries import non_monotonic_fraction
 
 HEADLINE_LABELS = {
     "mli_non_monotonic": "share of converged runs whose init → final train loss is not monotonic",
-    "mli_converged": "runs converged (final train loss within interpolation.max_final_loss), those the share counts",
+    "mli_converged": "runs whose final train loss passes the MLI convergence filter (those the share counts)",
 }
 
 

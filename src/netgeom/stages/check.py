@@ -33,10 +33,9 @@ def run_check(params: Params, layout: Layout) -> list[str]:
         if getattr(params, entry.name).enabled and (reason := unmet(entry.name, entry.needs, params)):
             raise NetgeomError(f"{entry.name}.enabled", reason)
         check_checkpoints(params, entry.name)
+    check_cell(params)  # the one check across groups; the star stages need the labels even when switched off
     check_machine(params)
     check_data(params, layout)
-    if params.star.enabled:
-        check_cell(params)  # the one check across groups
     if params.mlflow.enabled and not experiment_ready(layout, params.mlflow.experiment):
         from netgeom import tracking
 
