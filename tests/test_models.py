@@ -55,6 +55,9 @@ EXPECTED = {
     "vgg8": 168 + 330 + 880 + 2320 + 9280 + 36928 + 123_000 + 1210,
     "vgg8_maxpool": 174_116,
     "lenet": 62_006,  # the classic LeNet-5 count on 32x32x3
+    # convs 3*64*121 + 64, 64*192*25 + 192, 192*384*9 + 384, 384*256*9 + 256, 256*256*9 + 256, then
+    # 256 -> 10: bearpaw's CIFAR AlexNet, 2.47M
+    "alexnet_cifar": 23_296 + 307_392 + 663_936 + 884_992 + 590_080 + 2_570,
     # stem 432; dense layers (BN + 3x3 conv to 12) cost 110 per input channel, with input channels
     # summing to 984 / 2712 / 4440 over the three blocks; transitions 160 and 304 channels
     # (BN + 1x1 conv); final BN 448 and linear 448 -> 10.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 MAX_POOL_FAMILIES = frozenset({
-    "cnn_k", "lenet", "vgg8_maxpool", "vgg11", "vgg13", "vgg16", "vgg19",
+    "cnn_k", "lenet", "alexnet_cifar", "vgg8_maxpool", "vgg11", "vgg13", "vgg16", "vgg19",
     "tv_alexnet", "tv_resnet18", "tv_resnet50", "tv_vgg11", "tv_vgg13", "tv_vgg16", "tv_vgg19",
 })  # fmt: skip
 CONV_FREE_FAMILIES = frozenset({"mlp"})

@@ -11,6 +11,7 @@ from netgeom.models import cnn  # noqa: E402,F401
 from netgeom.models import resnet  # noqa: E402,F401
 from netgeom.models import vgg  # noqa: E402,F401
 from netgeom.models import lenet  # noqa: E402,F401
+from netgeom.models import alexnet  # noqa: E402,F401
 from netgeom.models import densenet  # noqa: E402,F401
 from netgeom.models import torchvision_models  # noqa: E402,F401
 
