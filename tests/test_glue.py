@@ -43,6 +43,8 @@ def test_execution_threads_is_applied_inside_a_stage(project, monkeypatch):
         ({"smoothness": {"volume": {"space": "hsv"}}}, "smoothness.volume.space"),
         ({"interpolation": {"points": 1}}, "interpolation.points"),
         ({"mli": {"optimizers": ["lbfgs"]}}, "mli.optimizers"),
+        ({"mli": {"depth": [2, 2]}}, "mli.depth"),
+        ({"mli": {"lr": {"sgd": [0.1, -1.0]}}}, "mli.lr"),
     ],
 )
 def test_study_groups_are_typed_and_validated_by_every_command(project, groups, key):

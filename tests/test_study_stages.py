@@ -343,3 +343,24 @@ def test_reinit_inits_from_files_and_what_it_refuses(trained):
             assert said in refused("reinit", "--width", "8", "--noise", "0.2", key="reinit.inits_from")
     finally:
         write_params(trained, **base)
+
+
+def test_the_mli_grid_sweeps_depths_and_learning_rates_and_groups_by_them(trained):
+    """A list in mli.depth or an optimizer's mli.lr adds that axis: every combination trains once,
+    each is the run a single-valued grid of its settings gives, and the groups name the axes."""
+    base = {"width": 16, "seeds": [0], "epochs": 2, "points": 5, "optimizers": ["sgd"], "batch_norm": [False]}
+    root = trained / "artifacts" / "studies" / "mli"
+    write_params(trained, **STUDY_RECIPE[0], mli={**base, "depth": [1, 2], "lr": {"sgd": [0.1, 0.02]}})
+    out = ok("mli")
+    runs, fractions = pd.read_parquet(root / "runs.parquet"), pd.read_parquet(root / "fractions.parquet")
+    assert sorted(zip(runs["depth"], runs["lr"])) == [(1, 0.02), (1, 0.1), (2, 0.02), (2, 0.1)]
+    assert sorted(fractions["group_key"]) == ["d1_sgd_lr0.02", "d1_sgd_lr0.1", "d2_sgd_lr0.02", "d2_sgd_lr0.1"]
+    assert (fractions["n_runs"] == 1).all() and "depth 2, SGD lr 0.02" in out
+    write_params(trained, **STUDY_RECIPE[0], mli={**base, "depth": 2, "lr": {"sgd": 0.02}})
+    ok("mli")
+    single = pd.read_parquet(root / "runs.parquet")
+    assert list(single["group_key"]) == ["sgd"]  # one value per axis: the default preset's keys
+    swept = runs[(runs["depth"] == 2) & (runs["lr"] == 0.02)].iloc[0]
+    for column in ("delta", "final_train_loss", "normalised_distance"):
+        assert single[column].iloc[0] == swept[column], column  # the same run, bit for bit
+    write_params(trained, **STUDY_RECIPE[0])

@@ -231,6 +231,12 @@ def _preset_group(optimizer: str, batch_norm: bool) -> str:
     return f"{optimizer} + BN" if batch_norm else optimizer
 
 
+def _with_group(frame: pd.DataFrame) -> pd.DataFrame:
+    if "group" in frame:
+        return frame
+    return frame.assign(group=[_preset_group(o, b) for o, b in zip(frame["optimizer"], frame["batch_norm"])])
+
+
 def _bar_note(row: pd.Series) -> str:
     counted = int(row["n_converged"]) - int(row.get("n_non_finite", 0))
     if counted <= 0:
@@ -244,18 +250,20 @@ def mli_preset_figure(curves: pd.DataFrame, fractions: pd.DataFrame) -> Figure:
     (non-monotonic / converged), "no converged runs" where n = 0.
 
     curves: t, split, loss, optimizer, batch_norm, seed; fractions: optimizer, batch_norm,
-    n_converged, n_non_finite, n_non_monotonic, frac_non_monotonic.
+    n_converged, n_non_finite, n_non_monotonic, frac_non_monotonic; both may carry a `group`
+    label (the stage's, naming the other axes it sweeps), else optimizer (+ BN) names the group.
     """
     require_columns(curves, ["t", "split", "loss", "optimizer", "batch_norm", "seed"], "mli curves")
     require_columns(fractions, ["optimizer", "batch_norm", "n_converged", "n_non_monotonic", "frac_non_monotonic"], "mli fractions")
-    bars = fractions.assign(group=[_preset_group(o, b) for o, b in zip(fractions["optimizer"], fractions["batch_norm"])])
-    bars = bars.sort_values(["optimizer", "batch_norm"]).reset_index(drop=True)
+    if "group" not in fractions:
+        fractions = fractions.sort_values(["optimizer", "batch_norm"])
+    curves, fractions = (_with_group(frame) for frame in (curves, fractions))
+    bars = fractions.reset_index(drop=True)  # the stage's order: its swept axes, then optimizer and BN
     colours = categorical_palette(list(bars["group"]))
     data = curves[curves["split"] == "train"]
     with house_style():
         figure, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.8), gridspec_kw={"width_ratios": [1.3, 1]})
-        for (optimizer, batch_norm, seed), line in data.groupby(["optimizer", "batch_norm", "seed"], sort=True):
-            group = _preset_group(optimizer, batch_norm)
+        for (group, seed), line in data.groupby(["group", "seed"], sort=False):
             line = line.sort_values("t")
             left.plot(line["t"], line["loss"], color=colours.get(group, "0.5"), linewidth=1.2, label=f"{group}, seed {seed}")
         if _wide_range(data["loss"], ratio=20):
@@ -271,7 +279,9 @@ def mli_preset_figure(curves: pd.DataFrame, fractions: pd.DataFrame) -> Figure:
                            color="#b00020" if "\n" in note else "0.1")  # fmt: skip
         right.set_ylim(0, 1.15)
         right.set_ylabel("fraction non-monotonic (of converged runs)")
-        right.set_xlabel("optimizer (+ batch norm)")
+        right.set_xlabel("optimizer (+ batch norm)" if len(bars) <= 4 else "group")
+        if len(bars) > 4:  # long group names side by side would overprint
+            plt.setp(right.get_xticklabels(), rotation=35, ha="right")
         right.set_title("Non-monotonic runs per group (k/n annotated)")
         legend_right(figure, [line_handle(g, colours[g]) for g in bars["group"]], title="group")
         figure.tight_layout()

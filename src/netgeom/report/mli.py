@@ -20,10 +20,7 @@ def report(context: ReportContext) -> list[Figure]:
         return []
     fractions = read_parquet(root / "fractions.parquet")
     context.write_table("mli_fractions", fractions)
-    caption = "; ".join(
-        f"{row['optimizer']}{' + BN' if row['batch_norm'] else ''}: {row['n_non_monotonic']}/{row['n_converged']} non-monotonic"
-        for row in fractions.to_dict("records")
-    )
+    caption = "; ".join(f"{row['group']}: {row['n_non_monotonic']}/{row['n_converged']} non-monotonic" for row in fractions.to_dict("records"))
     path = figures.mli_preset(read_parquet(root / "curves.parquet"), fractions, context.figure_path("mli_preset"))
     return [Figure(path, "MLI: SGD vs Adam, with and without BN", caption)]
 
@@ -40,7 +37,7 @@ def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
         return {}
     out: dict[str, float] = {}
     for row in read_parquet(root / "fractions.parquet").to_dict("records"):
-        group = f"{row['optimizer']}{'_bn' if row['batch_norm'] else ''}"
+        group = row["group_key"]
         if row["n_converged"]:  # no fraction without a converged run (and no NaN in summary.json)
             out[f"{group}_non_monotonic"] = float(row["frac_non_monotonic"])
         out[f"{group}_converged"] = int(row["n_converged"])

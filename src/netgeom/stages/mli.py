@@ -1,8 +1,9 @@
 """Stage `mli`: the MLI paper's main comparison on embedded data, as one small preset.
 
-Trains optimizer x batch-norm x seed variants of one architecture on the clean training labels,
-takes the init -> final curve of each, applies the convergence filter and reports the fraction
-of non-monotonic runs per group (the paper: Adam-trained nets violate MLI far more often).
+Trains optimizer x batch-norm x seed variants (and, where params list several, architectures,
+depths and learning rates) on the clean training labels, takes the init -> final curve of each,
+applies the convergence filter and reports the fraction of non-monotonic runs per group (the
+paper: Adam-trained nets violate MLI far more often).
 Writes artifacts/studies/mli/: runs.parquet, curves.parquet, fractions.parquet.
 """
 
@@ -15,11 +16,11 @@ import pandas as pd
 import torch
 
 from netgeom.data.bundle import load_bundle, read_split
-from netgeom.groups.mli import DEFAULT_LR, MliParams
+from netgeom.groups.mli import MliParams
 from netgeom.data.sources import get_source
 from netgeom.io import atomic_write_parquet
 from netgeom.layout import Layout
-from netgeom.models import create_model
+from netgeom.models import accepted_options, create_model
 from netgeom.params import Params, TrainParams, validate
 from netgeom.progress import progress
 from netgeom.runs import study_device
@@ -41,36 +42,69 @@ def _clean_bundle(params: Params, layout: Layout):
     return load_bundle(clean_params, split, labels, layout.data_root(params.data.root))
 
 
+GROUP_AXES = ["arch", "depth", "optimizer", "lr", "batch_norm"]
+
+
+def configs(p: MliParams) -> list[dict]:
+    """Every trained variant, in a fixed order; a family without a depth option gets depth None
+    (once, not once per listed depth)."""
+    out = []
+    for arch in p.archs:
+        depths = p.depths if "depth" in accepted_options(arch) else [None]
+        for depth, optimizer in itertools.product(depths, p.optimizers):
+            for lr, batch_norm, seed in itertools.product(p.lrs(optimizer), p.batch_norm, p.seeds):
+                out.append({"arch": arch, "depth": depth, "optimizer": optimizer, "lr": lr, "batch_norm": batch_norm, "seed": seed})
+    return out
+
+
+def group_names(p: MliParams, config: dict) -> tuple[str, str]:
+    """(summary key stem, figure label) of a config's group: optimizer and BN always, the other
+    axes only where params list several values, so the default preset keeps its keys (sgd_bn)."""
+    key, label = config["optimizer"], {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}[config["optimizer"]]
+    if len(p.lrs(config["optimizer"])) > 1:
+        key, label = f"{key}_lr{config['lr']:g}", f"{label} lr {config['lr']:g}"
+    if config["batch_norm"]:
+        key, label = f"{key}_bn", f"{label} + BN"
+    if len(p.archs) > 1:
+        key, label = f"{config['arch']}_{key}", f"{config['arch']} {label}"
+    if len(p.depths) > 1 and config["depth"] is not None:
+        key, label = f"d{config['depth']}_{key}", f"depth {config['depth']}, {label}"
+    return key, label
+
+
 def run(params: Params, layout: Layout) -> Summary:
     p: MliParams = params.mli
     device = study_device(params)
     data = _clean_bundle(params, layout).to(device)
     eval_sets = {"train": (data.train.x, data.train.y)}
     rows, curves = [], []
-    configs = list(itertools.product(p.optimizers, p.batch_norm, p.seeds))
-    for optimizer, batch_norm, seed in progress(configs, desc="mli", total=len(configs)):
+    variants = configs(p)
+    for config in progress(variants, desc="mli", total=len(variants)):
+        arch, depth, optimizer, lr, batch_norm, seed = (config[k] for k in ("arch", "depth", "optimizer", "lr", "batch_norm", "seed"))
         settings = validate(
-            {"epochs": p.epochs, "optimizer": optimizer, "lr": p.lr.get(optimizer, DEFAULT_LR[optimizer]), "batch_size": params.train.batch_size,
+            {"epochs": p.epochs, "optimizer": optimizer, "lr": lr, "batch_size": params.train.batch_size,
              "eval_every": p.epochs, "checkpoints": {"epochs": []}},
             TrainParams, prefix="mli.",
         )
         torch.manual_seed(seed)
-        model = create_model(p.arch, data.info.input_shape, data.info.num_classes, width=p.width, depth=p.depth, batch_norm=batch_norm).to(device)
+        options = {"width": p.width, "batch_norm": batch_norm, **({"depth": depth} if depth is not None else {})}
+        model = create_model(arch, data.info.input_shape, data.info.num_classes, **options).to(device)
         theta_0 = {k: v.clone() for k, v in model.state_dict().items()}
-        work = layout.staging_dir(f"mli-{optimizer}-bn{int(batch_norm)}-s{seed}")
+        work = layout.staging_dir(f"mli-{arch}-d{depth}-{optimizer}-lr{lr:g}-bn{int(batch_norm)}-s{seed}")
         result = train(model, data, settings, seed=seed, workdir=work, resume=False, device=device)
         shutil.rmtree(work, ignore_errors=True)  # only the curve matters here
         curve = interpolation_curve(model, theta_0, model.state_dict(), eval_sets, n=p.points, bn="recompute", calibration_inputs=data.train.x[: p.calibration_samples])
         _, loss = curve_values(curve, "train", "loss")
-        config = {"optimizer": optimizer, "batch_norm": batch_norm, "seed": seed}
+        key, label = group_names(p, config)
+        config = {**config, "group_key": key, "group": label}
         rows.append(
             {**config, "delta": cs.largest_rise(loss), "final_train_loss": result.final["train_loss"],
              "final_train_acc": result.final["train_acc"], "test_acc": result.final["test_acc"],
              "normalised_distance": ws.normalised_weight_distance(theta_0, model.state_dict())}
         )
         curves.append(curve.assign(**config))
-    runs = pd.DataFrame(rows)
-    fractions = cs.non_monotonic_fraction(runs, ["optimizer", "batch_norm"], max_final_loss=p.max_final_loss, tol=p.tol)
+    runs = pd.DataFrame(rows).astype({"depth": "Int64"})  # None for a family without depth
+    fractions = cs.non_monotonic_fraction(runs, [*GROUP_AXES, "group_key", "group"], max_final_loss=p.max_final_loss, tol=p.tol)
     folder = layout.study_root("mli")
     atomic_write_parquet(folder / "runs.parquet", runs)
     atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
@@ -82,6 +116,6 @@ def run(params: Params, layout: Layout) -> Summary:
 
 def describe(summary: Summary) -> str:
     return "\n".join(
-        f"mli: {row['optimizer']:5s} bn={row['batch_norm']!s:5s} non-monotonic {row['n_non_monotonic']}/{row['n_converged']} converged"
+        f"mli: {row['group']}: non-monotonic {row['n_non_monotonic']}/{row['n_converged']} converged"
         for row in summary.extra["fractions"]
     )
