@@ -44,6 +44,8 @@ def test_execution_threads_is_applied_inside_a_stage(project, monkeypatch):
         ({"interpolation": {"points": 1}}, "interpolation.points"),
         ({"mli": {"optimizers": ["lbfgs"]}}, "mli.optimizers"),
         ({"mli": {"depth": [2, 2]}}, "mli.depth"),
+        ({"mli": {"autoencoder": [64, 0]}}, "mli.autoencoder"),
+        ({"mli": {"objective": "denoising"}}, "mli.objective"),
         ({"mli": {"lr": {"sgd": [0.1, -1.0]}}}, "mli.lr"),
     ],
 )

@@ -413,3 +413,20 @@ def test_the_light_traits_match_what_every_registered_family_builds():
         convs = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
         assert pools == (arch in MAX_POOL_FAMILIES), f"{arch}: max-pool {pools}; update netgeom/model_traits.py"
         assert (not convs) == (arch in CONV_FREE_FAMILIES), f"{arch}: conv layers {convs}; update netgeom/model_traits.py"
+
+
+def test_the_mli_autoencoder_mirrors_its_encoder_and_reconstructs_the_input_shape():
+    from netgeom.models.autoencoder import build_mlp_autoencoder
+
+    model = build_mlp_autoencoder((1, 28, 28))  # Hinton and Salakhutdinov's 784-1000-500-250-30
+    linears = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+    assert linears == [(784, 1000), (1000, 500), (500, 250), (250, 30), (30, 250), (250, 500), (500, 1000), (1000, 784)]
+    assert count_parameters(model) == sum(i * o + o for i, o in linears)
+    x = torch.randn(2, 1, 28, 28)
+    assert model(x).shape == x.shape
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    assert len(relus) == 6  # the code layer is linear
+    bn = build_mlp_autoencoder((3, 8, 8), (16, 4), batch_norm=True)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in bn.modules()) == 2
+    with pytest.raises(NetgeomError, match="mli.autoencoder"):
+        build_mlp_autoencoder((1, 8, 8), (16, 0))

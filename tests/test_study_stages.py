@@ -364,3 +364,32 @@ def test_the_mli_grid_sweeps_depths_and_learning_rates_and_groups_by_them(traine
     for column in ("delta", "final_train_loss", "normalised_distance"):
         assert single[column].iloc[0] == swept[column], column  # the same run, bit for bit
     write_params(trained, **STUDY_RECIPE[0])
+
+
+def test_the_mli_autoencoder_is_trained_on_its_reconstruction_error(trained):
+    """mli.objective: reconstruction: the curve's loss is the mean squared reconstruction error
+    (at t = 0 that of the seeded fresh autoencoder, computed here by hand), it has no accuracy,
+    and training lowers the error."""
+    import torch
+
+    from netgeom.models.autoencoder import build_mlp_autoencoder
+    from netgeom.params import load_params
+    from netgeom.stages.mli import _clean_bundle
+    from netgeom.layout import Layout
+
+    mli = {"objective": "reconstruction", "autoencoder": [32, 8], "seeds": [3], "epochs": 3, "points": 5, "optimizers": ["adam"],
+           "lr": {"adam": 0.01}, "batch_norm": [False]}
+    write_params(trained, **STUDY_RECIPE[0], mli=mli)
+    ok("mli")
+    root = trained / "artifacts" / "studies" / "mli"
+    runs, curves = pd.read_parquet(root / "runs.parquet"), pd.read_parquet(root / "curves.parquet")
+    assert list(runs["arch"]) == ["mlp_autoencoder"] and runs["depth"].isna().all()
+    data = _clean_bundle(load_params(trained / "params.yaml"), Layout(trained))
+    torch.manual_seed(3)
+    fresh = build_mlp_autoencoder(data.info.input_shape, (32, 8)).eval()
+    with torch.no_grad():
+        by_hand = (fresh(data.train.x) - data.train.x).pow(2).flatten(1).mean(1).mean().item()
+    start = curves[curves["t"] == 0.0].iloc[0]
+    assert start["loss"] == pytest.approx(by_hand, rel=1e-5) and curves["accuracy"].isna().all()
+    assert 0 < runs["final_train_loss"].iloc[0] < by_hand and runs["final_train_acc"].isna().all()
+    write_params(trained, **STUDY_RECIPE[0])

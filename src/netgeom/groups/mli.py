@@ -37,12 +37,19 @@ class MliParams(StudyGroup):
     tol: float = Field(1e-3, ge=0, description="the paper's MLP tolerance")
     max_final_loss: float = Field(0.1, gt=0, description="convergence filter (paper: 0.1 for MLPs)")
     calibration_samples: int = Field(512, ge=1, description="training samples BN statistics are recomputed on")
+    objective: Literal["classification", "reconstruction"] = Field(
+        "classification", description="reconstruction: the MLI seed's MNIST autoencoders (mli.autoencoder) with the mean squared error, in place of mli.arch"
+    )
+    autoencoder: list[int] = Field(default_factory=lambda: [1000, 500, 250, 30], min_length=1,
+                                   description="encoder widths, the code last (the decoder mirrors them): Hinton and Salakhutdinov's")
 
     @model_validator(mode="after")
     def _axes(self) -> MliParams:
         for key, values in (("mli.arch", self.archs), ("mli.depth", self.depths), *((f"mli.lr.{o}", self.lrs(o)) for o in self.optimizers)):
             if not values or len(set(values)) != len(values):
                 raise NetgeomError(key, f"must list distinct values, got {values}")
+        if any(w < 1 for w in self.autoencoder):
+            raise NetgeomError("mli.autoencoder", f"widths must be >= 1, got {self.autoencoder}")
         if any(d < 1 for d in self.depths):
             raise NetgeomError("mli.depth", f"must be >= 1, got {self.depths}")
         if any(not lr > 0 for o in self.optimizers for lr in self.lrs(o)):

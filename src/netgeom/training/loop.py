@@ -133,11 +133,14 @@ class TrainingHooks:
     `make_objective(model)` builds the minibatch loss once the model sits on its device and in
     its memory layout (default: cross-entropy); `before_evaluation(model)` runs before every
     evaluation and checkpoint (e.g. a star model refreshes its BN statistics there);
-    `on_epoch(epoch, row)` runs after each epoch is recorded (tests crash a run there)."""
+    `on_epoch(epoch, row)` runs after each epoch is recorded (tests crash a run there);
+    `evaluate(model, data, batch_size)` gives an evaluation's metrics, `<split>_loss` at least
+    (default: `evaluate_bundle`, cross-entropy and accuracy; an autoencoder has no accuracy)."""
 
     make_objective: Callable[[torch.nn.Module], Objective] | None = None
     before_evaluation: Callable[[torch.nn.Module], None] | None = None
     on_epoch: Callable[[int, dict], None] | None = None
+    evaluate: Callable[[torch.nn.Module, DataBundle, int], dict[str, float]] | None = None
 
 
 def train(
@@ -175,6 +178,7 @@ def train(
         raise NetgeomError("train.kill_plateaus_within", "compares validation accuracies: needs a validation split (data.val_size > 0)")
     objective = hooks.make_objective(model) if hooks.make_objective else smoothed_cross_entropy(p.label_smoothing)
     prepare = hooks.before_evaluation or (lambda model: None)
+    measure = hooks.evaluate or evaluate_bundle
     x, y = data.train.x, data.train.y
     n = len(y)
     steps_per_epoch = math.ceil(n / p.batch_size)
@@ -222,7 +226,7 @@ def train(
 
     if start == 0 and not history:
         prepare(model)
-        finish_epoch(0, {"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **evaluate_bundle(model, data, p.eval_batch_size)}, False)
+        finish_epoch(0, {"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **measure(model, data, p.eval_batch_size)}, False)
 
     stopped = start > 0 and bool(saved[1].get("stopped"))  # a finished early exit stays finished
     bar = progress(range(start + 1, p.epochs + 1), desc="epochs", total=p.epochs - start)
@@ -238,7 +242,7 @@ def train(
         stop = False
         if epoch % p.eval_every == 0 or epoch == p.epochs or epoch in scheduled:
             prepare(model)
-            row.update(evaluate_bundle(model, data, p.eval_batch_size))
+            row.update(measure(model, data, p.eval_batch_size))
             stop = _should_stop(row, p, previous=next((r for r in reversed(history) if r["epoch"] > 0 and "val_acc" in r), None))
         finish_epoch(epoch, row, stop)
         if stop:
