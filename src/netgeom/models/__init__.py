@@ -14,5 +14,6 @@ from netgeom.models import lenet  # noqa: E402,F401
 from netgeom.models import alexnet  # noqa: E402,F401
 from netgeom.models import densenet  # noqa: E402,F401
 from netgeom.models import torchvision_models  # noqa: E402,F401
+from netgeom.models import autoencoder  # noqa: E402,F401  (the MLI autoencoder: registers no classifier)
 
 __all__ = ["accepted_options", "count_parameters", "create_model", "list_models", "register_model"]
