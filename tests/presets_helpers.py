@@ -40,6 +40,12 @@ def scaled_down(preset: dict) -> dict:
     return small
 
 
+def spread(n: int, total: int) -> np.ndarray:
+    """n indices spread evenly over `total` samples: mnist5k is sorted by class, so its first n
+    would all be zeros and any net would score 100%."""
+    return np.linspace(0, total - 1, n).round().astype(int)
+
+
 def fashion_mnist_fixture(data: Path) -> None:
     """Small Fashion-MNIST-format files (real IDX bytes: 600 + 200 real MNIST digits of mnist5k)
     in torchvision's layout, for machines without Debian's package; loaded by the same reader."""
@@ -49,8 +55,9 @@ def fashion_mnist_fixture(data: Path) -> None:
     raw.mkdir(parents=True, exist_ok=True)
     for split, prefix, n in (("train", "train", 600), ("test", "t10k", 200)):
         part = source.load(data, split)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", np.rint(part.x[:n, 0] * 255).astype(np.uint8))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", part.y[:n].astype(np.uint8))
+        chosen = spread(n, len(part.y))
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", np.rint(part.x[chosen, 0] * 255).astype(np.uint8))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", part.y[chosen].astype(np.uint8))
 
 
 def cifar10_fixture(data: Path) -> None:
@@ -62,15 +69,16 @@ def cifar10_fixture(data: Path) -> None:
     folder = data / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
 
-    def batch(split: str, start: int, n: int) -> dict:
+    def batch(split: str, chosen: np.ndarray) -> dict:
         part = source.load(data, split)
-        digits = np.rint(part.x[start : start + n, 0] * 255).astype(np.uint8)  # (n, 28, 28)
+        digits = np.rint(part.x[chosen, 0] * 255).astype(np.uint8)  # (n, 28, 28)
         images = np.repeat(np.pad(digits, ((0, 0), (2, 2), (2, 2)))[:, None], 3, axis=1)
-        return {"data": images.reshape(n, -1), "labels": part.y[start : start + n].astype(int).tolist()}
+        return {"data": images.reshape(len(chosen), -1), "labels": part.y[chosen].astype(int).tolist()}
 
-    for i in range(5):
-        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch("train", 60 * i, 60)))
-    (folder / "test_batch").write_bytes(pickle.dumps(batch("test", 0, 100)))
+    train = spread(300, len(source.load(data, "train").y))
+    for i in range(5):  # every batch holds every class, as CIFAR's do
+        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch("train", train[i::5])))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch("test", spread(100, len(source.load(data, "test").y)))))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(c) for c in range(10)]}))
 
 
