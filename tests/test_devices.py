@@ -195,24 +195,36 @@ def test_bf16_slowdown_is_a_positive_ratio():
     assert 0 < bf16_slowdown(size=64, repeats=1) < 1e4
 
 
+GPU_STAGE_TRAIN = {"epochs": 2, "checkpoints": {"epochs": [1]}}
+
+
+def stage_on_each_device(project, stage: str, settings: dict, read) -> dict:
+    """Train one run on the GPU, then run `stage` (its params group `settings`) on the GPU and on
+    the CPU: {device: read(folder)} of the run's study folder, emptied between the two."""
+    import shutil
+
+    write_params(project, execution={"device": "cuda"}, train=GPU_STAGE_TRAIN, **{stage: settings})
+    ok("split"), ok("corrupt"), ok("train")
+    folder = project / "artifacts" / "studies" / stage / "mlp_w16-n0.2-r0"
+    tables = {}
+    for device in ("cuda", "cpu"):
+        write_params(project, execution={"device": device}, train=GPU_STAGE_TRAIN, **{stage: settings})
+        ok(stage)
+        tables[device] = read(folder)
+        shutil.rmtree(folder)
+    return tables
+
+
+def _concat(folder, pattern: str) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(f) for f in sorted(folder.glob(pattern))], ignore_index=True)
+
+
 @needs_gpu
 def test_the_regions_stage_walks_on_the_gpu_and_finds_the_cpu_regions(project):
     """The exact walk in float64 on the GPU (model and paths there) against the CPU: the same
     regions on every path, statistics equal to float64 rounding."""
-    train = {"epochs": 2, "checkpoints": {"epochs": [1]}}
     regions = {"paths": 8, "radius": 1, "checkpoints": "all", "per_region": True}
-    write_params(project, execution={"device": "cuda"}, train=train, regions=regions)
-    ok("split"), ok("corrupt"), ok("train")
-    folder = project / "artifacts" / "studies" / "regions" / "mlp_w16-n0.2-r0"
-    tables = {}
-    for device in ("cuda", "cpu"):
-        write_params(project, execution={"device": device}, train=train, regions=regions)
-        ok("regions")
-        tables[device] = {kind: pd.concat([pd.read_parquet(f) for f in sorted(folder.glob(f"{kind}-*.parquet"))], ignore_index=True)
-                          for kind in ("shard", "regions")}
-        import shutil
-
-        shutil.rmtree(folder)
+    tables = stage_on_each_device(project, "regions", regions, lambda folder: {kind: _concat(folder, f"{kind}-*.parquet") for kind in ("shard", "regions")})
     gpu, cpu = tables["cuda"], tables["cpu"]
     assert len(gpu["regions"]) == len(cpu["regions"]) > 8
     pd.testing.assert_series_equal(gpu["shard"]["regions"], cpu["shard"]["regions"])
@@ -225,21 +237,14 @@ def test_the_regions_stage_walks_on_the_gpu_and_finds_the_cpu_regions(project):
 def test_the_curvature_stage_on_the_gpu_equals_the_cpu_within_float_tolerance(project):
     """Issue 29: the Hessian's top eigenvalues, trace and the loss surface computed on the GPU
     (model, subset and Krylov vectors there) against the CPU, the same checkpoint and probes."""
-    train = {"epochs": 2, "checkpoints": {"epochs": [1]}}
     curvature = {"enabled": True, "samples": 96, "batch_size": 40, "top_k": 2, "trace_probes": 4, "density_probes": 1,
                  "density_steps": 6, "tol": 1e-6, "surface": {"resolution": 3, "span": 0.5, "shards": 3, "line": 5}}
-    write_params(project, execution={"device": "cuda"}, train=train, curvature=curvature)
-    ok("split"), ok("corrupt"), ok("train")
-    folder = project / "artifacts" / "studies" / "curvature" / "mlp_w16-n0.2-r0"
-    tables = {}
-    for device in ("cuda", "cpu"):
-        write_params(project, execution={"device": device}, train=train, curvature=curvature)
-        ok("curvature")
-        tables[device] = {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("curvature", "spectrum", "line")}
-        tables[device]["surface"] = pd.concat([pd.read_parquet(s) for s in sorted(folder.glob("shard-*.parquet"))]).sort_values(["x", "y"])
-        import shutil
 
-        shutil.rmtree(folder)
+    def read(folder):
+        tables = {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("curvature", "spectrum", "line")}
+        return tables | {"surface": _concat(folder, "shard-*.parquet").sort_values(["x", "y"])}
+
+    tables = stage_on_each_device(project, "curvature", curvature, read)
     gpu, cpu = tables["cuda"], tables["cpu"]
     for column in ("lambda_max", "trace"):
         assert gpu["curvature"][column].to_numpy() == pytest.approx(cpu["curvature"][column].to_numpy(), rel=1e-4), column
