@@ -22,7 +22,9 @@ def report(context: ReportContext) -> list[Figure]:
     context.write_table("mli_fractions", fractions)
     caption = "; ".join(f"{row['group']}: {row['n_non_monotonic']}/{row['n_converged']} non-monotonic" for row in fractions.to_dict("records"))
     path = figures.mli_preset(read_parquet(root / "curves.parquet"), fractions, context.figure_path("mli_preset"))
-    return [Figure(path, "MLI: SGD vs Adam, with and without BN", caption)]
+    swept = len(fractions) > len(set(zip(fractions["optimizer"], fractions["batch_norm"])))  # lr, depth or arch listed too
+    title = "MLI: non-monotonic share per group (optimizer, BN and the swept settings)" if swept else "MLI: SGD vs Adam, with and without BN"
+    return [Figure(path, title, caption)]
 
 
 def metrics(context: ReportContext) -> dict[str, dict[str, float]]:

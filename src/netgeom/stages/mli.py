@@ -54,24 +54,20 @@ def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (outputs - targets).pow(2).flatten(1).mean(1)
 
 
-def _reconstruction_objective(model):
-    def objective(model, inputs, targets, generator):
-        return squared_error(model(inputs), inputs).mean()
-
-    return objective
+def _reconstruction_loss(model, inputs, targets, generator) -> torch.Tensor:
+    return squared_error(model(inputs), inputs).mean()
 
 
 def _reconstruction_metrics(model, data, batch_size: int) -> dict[str, float]:
     """`<split>_loss`: the mean squared reconstruction error of each split (no accuracy)."""
     metrics = {}
     for name, (x, _) in data.eval_sets().items():
-        error = squared_error(predict(model, x, batch_size), x) if len(x) else torch.zeros(0)
-        metrics[f"{name}_loss"] = error.mean().item() if len(x) else float("nan")
+        metrics[f"{name}_loss"] = squared_error(predict(model, x, batch_size), x).mean().item() if len(x) else float("nan")
         metrics[f"{name}_acc"] = float("nan")
     return metrics
 
 
-RECONSTRUCTION = TrainingHooks(make_objective=_reconstruction_objective, evaluate=_reconstruction_metrics)
+RECONSTRUCTION = TrainingHooks(make_objective=lambda model: _reconstruction_loss, evaluate=_reconstruction_metrics)
 
 
 def configs(p: MliParams) -> list[dict]:

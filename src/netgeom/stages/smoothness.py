@@ -60,7 +60,7 @@ def _points(data, split: str) -> tuple[torch.Tensor, pd.DataFrame]:
 def shard_metadata(params: Params, run_info: dict, channels: int) -> dict:
     """What every row of a shard was computed with, beside the rows (the spec's per-shard metadata)."""
     p: SmoothnessParams = params.smoothness
-    tangents = [m.column for m in p.measures if m.metric.startswith("tangent_")]
+    tangents = any(m.metric.startswith("tangent_") for m in p.measures)
     return {
         "run": run_info["name"], "model": run_info["params"]["model"], "data": run_info["dataset"], "split": p.split,
         "seed": run_info["seed"], "noise": run_info["params"]["noise"] | {"label": run_info["cell"]["noise"]},
