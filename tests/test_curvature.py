@@ -320,7 +320,7 @@ def test_a_surface_cut_off_midway_is_resumed_after_dvc_deleted_the_outputs(curva
     except KeyboardInterrupt:
         pass
     assert sorted(p.name for p in staging.glob("shard-*.parquet")) == ["shard-000-of-003.parquet", "shard-001-of-003.parquet"]
-    shutil.rmtree(folder)  # what DVC does before it re-runs the stage
+    assert not folder.exists()  # the crashed run published nothing (DVC would delete a folder there before the rerun)
     computed.clear()
 
     def counted(params, layout, cell, out, index, count):

@@ -101,6 +101,9 @@ def test_interpolation_curves_do_not_depend_on_the_points_per_pass(trained):
 
 
 def test_interpolation_barriers_and_report(trained):
+    """The report on what this test runs itself (each test of the module may run alone)."""
+    ok("smoothness", "--width", "8", "--noise", "0.2")
+    ok("regions", "--width", "8", "--noise", "0.2")
     ok("interpolation", "--width", "8", "--noise", "0.2")
     ok("interpolation", "--width", "8", "--noise", "0.2", "--replicate", "1")
     folder = trained / "artifacts" / "studies" / "interpolation" / "mlp_w8-n0.2-r0"
@@ -108,6 +111,8 @@ def test_interpolation_barriers_and_report(trained):
     run_metrics = json.loads((trained / "artifacts" / "runs" / "mlp_w8-n0.2-r0" / "metrics.json").read_text())
     end = curves[(curves["curve"] == "init-final") & (curves["split"] == "test")].sort_values("t").iloc[-1]
     assert end["loss"] == pytest.approx(run_metrics["test_loss"], rel=1e-5)  # t = 1 is the trained model
+    final = json.loads((folder / "summary.json").read_text())["3"]  # the last epoch
+    assert final["final_loss.test"]["all"] == end["loss"]  # what the MLI convergence filter reads
     out = ok("barriers")
     table = pd.read_parquet(trained / "artifacts" / "studies" / "barriers" / "barriers.parquet")
     assert set(table["matching"]) == {"none", "weights"} and (table["loss_barrier"] >= 0).all()

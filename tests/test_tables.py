@@ -29,7 +29,7 @@ def test_the_rise_averages_replicates_and_ignores_row_order():
 
 def test_the_mli_headline_counts_only_converged_runs(tmp_path):
     """summary.json's mli_non_monotonic: the MLI paper's convergence filter first (final train
-    loss <= interpolation.max_final_loss, read at t = 1 of each init -> final curve), then the share
+    loss <= interpolation.max_final_loss, the stage's loss at t = 1 of each init -> final curve), then the share
     with Delta > tol; a noise level without a converged run has a count and no share."""
     from netgeom.layout import Layout
     from netgeom.params import params_model
@@ -42,10 +42,8 @@ def test_the_mli_headline_counts_only_converged_runs(tmp_path):
     cases = {"a": (0.0, 0.0, 0.05), "b": (0.0, 0.02, 0.08), "c": (0.0, 0.5, 0.9), "d": (0.0, 0.0005, 0.01), "e": (0.2, 0.3, 0.7)}
     for run, (_, delta, final) in cases.items():
         folder = layout.study_dir("interpolation", run)
-        write_summary(folder, Summary(epochs={10: {"delta.train": {"all": delta}, "monotone.train": {"all": float(delta == 0)}}}))
-        t = [0.0, 0.5, 1.0]
-        pd.DataFrame({"t": t * 2, "split": ["train"] * 3 + ["test"] * 3, "loss": [2.3, 1.0, final, 2.3, 1.1, 5.0], "accuracy": 0.5,
-                      "curve": "init-final"}).to_parquet(folder / "curves.parquet")
+        write_summary(folder, Summary(epochs={10: {"delta.train": {"all": delta}, "monotone.train": {"all": float(delta == 0)},
+                                                   "final_loss.train": {"all": final}, "final_loss.test": {"all": 0.01}}}))
     runs_table = pd.DataFrame({"run": list(cases), "width": [4, 8, 16, 32, 4], "noise": [c[0] for c in cases.values()], "replicate": 0,
                                "test_error": 0.1, "train_error": 0.0})
     params = params_model().model_validate({"interpolation": {"max_final_loss": 0.1, "tol": 1e-3}})

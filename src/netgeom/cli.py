@@ -274,7 +274,7 @@ def _skip(entry, settings, layout, cell_args) -> None:
         cell = make_cell(settings, *cell_args)
         # = runs.cell_name (the cell's arch, width, noise, replicate) without importing the models
         folder = layout.study_dir(entry.name, run_name(settings.model.arch, cell.width, cell.noise, cell.replicate))
-    write_skipped(folder, entry.name)
+    write_skipped(layout, folder, entry.name)
     typer.echo(f"{entry.name}: skipped ({entry.name}.enabled is false)")
 
 

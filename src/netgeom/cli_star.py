@@ -76,18 +76,18 @@ def _ready(params: Path, quiet: bool, output):
     """(settings, layout) with torch set up, or None when star.enabled is false (the stage's
     `output(settings, layout)` folder then records that it was skipped), torch never imported."""
     settings, layout = setup(params, quiet, torch=False)
-    if _skipped(settings, output(settings, layout)):
+    if _skipped(settings, layout, output(settings, layout)):
         return None
     use_torch(settings)
     return settings, layout
 
 
-def _skipped(settings, folder) -> bool:
+def _skipped(settings, layout, folder) -> bool:
     """With star.enabled false each stage leaves a summary saying so where its output goes."""
     if settings.star.enabled:
         return False
     from netgeom.summary import write_skipped
 
-    write_skipped(folder, "star")
+    write_skipped(layout, folder, "star")
     typer.echo("star: skipped (star.enabled is false)")
     return True

@@ -130,6 +130,29 @@ def publish_dir(source: Path, target: Path, trash: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+@contextmanager
+def building_dir(target: str | Path, staging: str | Path, trash: str | Path) -> Iterator[Path]:
+    """Yield the empty folder `staging` to write the new content of the folder `target` into;
+    when the block ends without error, `publish_dir` puts it in `target`'s place whole.
+
+    So a result of several files is never a mix: a crash anywhere in the block leaves the old
+    `target` as it was. What an earlier crash left in `staging` is less than a result: it is
+    cleared first, and said."""
+    target, staging = Path(target), Path(staging)
+    if staging.exists():
+        from netgeom.progress import note  # here: a plain write needs no progress module
+
+        note(f"{target}: an earlier run stopped before its result was complete; building it again")
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_dir(staging, target, Path(trash))
+
+
 # --------------------------------------------------------------------------- reading
 
 

@@ -10,8 +10,11 @@ every experiment logs into the one store the UI compares.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+
+from netgeom.io import building_dir
 
 
 def project_root() -> Path:
@@ -162,6 +165,14 @@ class Layout:
         """Where a previous run folder waits while the new one takes its place."""
         return self.staging_root / f"{run}.replaced"
 
+    def building(self, target: Path) -> AbstractContextManager[Path]:
+        """`with layout.building(folder) as out:` write a result folder of the project (under
+        artifacts/ or reports/) into `out`; it replaces `folder` whole when the block ends
+        (io.building_dir). Built under the staging root: outside every DVC output, on the same
+        filesystem as the results."""
+        base = self.staging_root / "results" / Path(target).relative_to(self.root)
+        return building_dir(target, base.with_name(f"{base.name}.building"), base.with_name(f"{base.name}.replaced"))
+
     @property
     def star_root(self) -> Path:
         return self.artifacts / "star"
@@ -206,9 +217,6 @@ class Layout:
     @property
     def report_summary(self) -> Path:
         return self.reports / "summary.json"
-
-    def report_staging(self) -> Path:
-        return self.root / ".netgeom" / "report"
 
     @property
     def mlruns(self) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 
 from netgeom.errors import NetgeomError
 from netgeom.io import atomic_write_json, read_json_object
+from netgeom.layout import Layout
 
 GROUPS = ("all", "clean", "noisy")
 COUNT_KEYS = ("samples", "noisy")
@@ -70,10 +71,12 @@ class Summary:
         return summary
 
 
-def write_skipped(folder: Path, name: str) -> Summary:
-    """The output of a switched-off study: a summary that says so (DVC expects the folder)."""
+def write_skipped(layout: Layout, folder: Path, name: str) -> Summary:
+    """The output of a switched-off study: a summary that says so (DVC expects the folder), in
+    place of the whole folder (no earlier result is left beside it)."""
     summary = Summary(extra={"skipped": f"{name}.enabled is false"})
-    write_summary(folder, summary)
+    with layout.building(folder) as out:
+        write_summary(out, summary)
     return summary
 
 

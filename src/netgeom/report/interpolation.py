@@ -31,18 +31,11 @@ def _curves(context: ReportContext) -> pd.DataFrame:
     ).merge(context.runs[["run", "width", "noise"]], on="run")
 
 
-def _with_final_train_loss(wide: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """`wide` with each run's train loss at the trained weights (t = 1 of its init -> final curve)."""
-    final = curves[(curves["curve"] == "init-final") & (curves["split"] == "train")].sort_values("t").groupby("run")["loss"].last()
-    return wide.merge(final.rename("final_train_loss"), left_on="run", right_index=True, how="left")
-
-
-def _fractions(context: ReportContext, wide: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+def _fractions(context: ReportContext, wide: pd.DataFrame) -> pd.DataFrame:
     """Per noise level: runs, converged runs and the non-monotonic share of those (the MLI paper
     counts only runs that converged: a run stuck at a high loss says nothing about the path)."""
     p = context.params.interpolation
-    runs = _with_final_train_loss(wide, curves)
-    return non_monotonic_fraction(runs, ["noise"], delta="delta.train", max_final_loss=p.max_final_loss, tol=p.tol)
+    return non_monotonic_fraction(wide, ["noise"], delta="delta.train", final_loss="final_loss.train", max_final_loss=p.max_final_loss, tol=p.tol)
 
 
 def report(context: ReportContext) -> list[Figure]:
@@ -51,8 +44,8 @@ def report(context: ReportContext) -> list[Figure]:
     if wide.empty:
         return []
     curves = _curves(context)
-    context.write_table("interpolation", _with_final_train_loss(wide, curves))
-    fractions = _fractions(context, wide, curves)
+    context.write_table("interpolation", wide)
+    fractions = _fractions(context, wide)
     converged = int(fractions["n_converged"].sum())
     monotone = wide[["run"]].assign(monotone=wide["monotone.train"].astype(bool))
     shown = [
@@ -89,7 +82,7 @@ def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
     if wide.empty:
         return {}
     out = {}
-    for row in _fractions(context, wide, _curves(context)).to_dict("records"):
+    for row in _fractions(context, wide).to_dict("records"):
         values = {"mli_converged": int(row["n_converged"])}
         if row["n_converged"] > row["n_non_finite"]:
             values["mli_non_monotonic"] = float(row["frac_non_monotonic"])

@@ -97,14 +97,14 @@ def run(params: Params, layout: Layout) -> Summary:
         curves += more_curves
         rows += more_rows
     table = pd.DataFrame(rows, columns=COLUMNS)
-    folder = layout.study_root("barriers")
-    atomic_write_parquet(folder / "barriers.parquet", table)
-    atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
-    summary = Summary(extra={"pairs": int(len(table) and table[["run_a", "run_b"]].drop_duplicates().shape[0])})
-    if len(table):
-        means = table.groupby(["matching", "split"])["loss_barrier"].mean()
-        summary.extra["mean_loss_barrier"] = {f"{m}.{s}": float(v) for (m, s), v in means.items()}
-    write_summary(folder, summary)
+    with layout.building(layout.study_root("barriers")) as folder:
+        atomic_write_parquet(folder / "barriers.parquet", table)
+        atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
+        summary = Summary(extra={"pairs": int(len(table) and table[["run_a", "run_b"]].drop_duplicates().shape[0])})
+        if len(table):
+            means = table.groupby(["matching", "split"])["loss_barrier"].mean()
+            summary.extra["mean_loss_barrier"] = {f"{m}.{s}": float(v) for (m, s), v in means.items()}
+        write_summary(folder, summary)
     return summary
 
 

@@ -35,6 +35,7 @@ def run_corrupt(params: Params, layout: Layout, noise: float | None = None) -> d
         "train_size": int(len(ids)),
         "flipped": int(table["is_noisy"].sum()),
     }
-    atomic_write_parquet(layout.labels_file(p), table)
-    atomic_write_json(layout.labels_summary(p), summary)
+    with layout.building(layout.labels_dir(p)) as out:
+        atomic_write_parquet(out / layout.labels_file(p).name, table)
+        atomic_write_json(out / layout.labels_summary(p).name, summary)
     return summary

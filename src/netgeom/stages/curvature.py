@@ -21,6 +21,7 @@ summary.json (per epoch: lambda_max, trace by group).
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 
@@ -30,7 +31,8 @@ import torch
 
 from netgeom.execution import run_units
 from netgeom.groups.curvature import CurvatureParams
-from netgeom.io import atomic_write_parquet
+from netgeom.errors import NetgeomError
+from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.progress import note
@@ -109,11 +111,21 @@ def line_cut(model, batches, p: CurvatureParams) -> pd.DataFrame:
     return pd.DataFrame({"x": steps, "loss": [v[0] for v in values], "accuracy": [v[1] for v in values]})
 
 
-def fill_surface(params: Params, layout: Layout, cell: Cell, source, folder: Path) -> int:
-    """The 2-D grid's pieces in `folder`, computing only those neither there nor staged; the
-    number of grid points. Pieces are computed into the staging folder (DVC deletes `folder`
-    before it re-runs the stage, not the staging folder) and copied into `folder` once all are
-    done; the staging folder goes last, so a crash anywhere leaves every finished piece somewhere."""
+def _same_surface(manifest: Path, identity: dict) -> bool:
+    """The previous result's pieces belong to this surface (an unreadable manifest is a lost cache: said, not fatal)."""
+    try:
+        return manifest.exists() and read_json(manifest) == identity
+    except NetgeomError as exc:
+        note(f"{exc}; computing its surface pieces again")
+        return False
+
+
+def fill_surface(params: Params, layout: Layout, cell: Cell, source, previous: Path, folder: Path) -> int:
+    """The 2-D grid's pieces in `folder`, computing only those neither in the `previous` result
+    (for the same surface) nor staged; the number of grid points. Pieces are computed into the
+    staging folder (DVC deletes `previous` before it re-runs the stage, not the staging folder)
+    and copied into `folder` once all are done; the staging folder goes last, so a crash anywhere
+    leaves every finished piece somewhere."""
     p: CurvatureParams = params.curvature
     count = p.surface.shards
     identity = {"run": run_digest(source.info), "epoch": source.checkpoints[-1][0], "seed": p.seed, "samples": p.samples,
@@ -123,8 +135,11 @@ def fill_surface(params: Params, layout: Layout, cell: Cell, source, folder: Pat
     # finished pieces are reused only for the same surface; staged ones outlive a code change
     # (DVC deletes the outputs when netgeom's code changes, not the staging folder), so they also
     # need the same code
-    keep_pieces_of(folder, identity, manifest="surface.json", pattern="shard-*.parquet")
     keep_pieces_of(staging, {**identity, "code": source_digest()}, manifest="surface.json", pattern="shard-*.parquet")
+    if _same_surface(previous / "surface.json", identity):
+        for piece in previous.glob("shard-*.parquet"):
+            os.link(piece, folder / piece.name)  # the same filesystem, as publish_dir needs
+    atomic_write_json(folder / "surface.json", identity)
     missing = [(i, count) for i in range(count) if not (shard_file(folder, i, count).exists() or shard_file(staging, i, count).exists())]
     if 0 < len(missing) < count:
         note(f"curvature: {source.name}: {count - len(missing)} of {count} surface pieces found from an earlier run; computing the other {len(missing)}")
@@ -137,7 +152,7 @@ def fill_surface(params: Params, layout: Layout, cell: Cell, source, folder: Pat
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     p: CurvatureParams = params.curvature
     settings, source = cell_run(params, layout, cell)
-    folder = layout.study_dir("curvature", source.name)
+    previous = layout.study_dir("curvature", source.name)
     device = study_device(params)
     model = model_for_run(source.info).to(device)
     data = load_cell_data(settings, layout)
@@ -153,15 +168,16 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
             density += [{"epoch": epoch, "group": group, "node": float(n), "weight": float(w)} for n, w in zip(nodes, weights)]
             for measure in ("lambda_max", "trace"):
                 summary.epochs.setdefault(epoch, {}).setdefault(measure, {})[group] = row[measure]
-    atomic_write_parquet(folder / "curvature.parquet", pd.DataFrame(rows))
-    atomic_write_parquet(folder / "spectrum.parquet", pd.DataFrame(spectrum))
-    atomic_write_parquet(folder / "density.parquet", pd.DataFrame(density))
-    if p.surface.line:  # at the final checkpoint, the one the model holds after the loop
-        model.load_state_dict(load_state(source.final_checkpoint()))
-        atomic_write_parquet(folder / "line.parquet", line_cut(model, _all_batches(data, p, device), p))
-    if p.surface.resolution:
-        summary.extra["surface_points"] = fill_surface(params, layout, cell, source, folder)
-    write_summary(folder, summary)
+    with layout.building(previous) as folder:
+        atomic_write_parquet(folder / "curvature.parquet", pd.DataFrame(rows))
+        atomic_write_parquet(folder / "spectrum.parquet", pd.DataFrame(spectrum))
+        atomic_write_parquet(folder / "density.parquet", pd.DataFrame(density))
+        if p.surface.line:  # at the final checkpoint, the one the model holds after the loop
+            model.load_state_dict(load_state(source.final_checkpoint()))
+            atomic_write_parquet(folder / "line.parquet", line_cut(model, _all_batches(data, p, device), p))
+        if p.surface.resolution:
+            summary.extra["surface_points"] = fill_surface(params, layout, cell, source, previous, folder)
+        write_summary(folder, summary)
     return summary
 
 

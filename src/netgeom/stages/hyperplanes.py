@@ -38,14 +38,14 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     projections = pd.concat(
         [projection_table(model, state, with_linear=p.with_linear).assign(epoch=e) for e, state in states.items()], ignore_index=True
     )
-    folder = layout.study_dir("hyperplanes", name)
-    atomic_write_parquet(folder / "layers.parquet", layers)
-    atomic_write_parquet(folder / "network.parquet", network)
-    atomic_write_parquet(folder / "projections.parquet", projections)
     summary = Summary()
     for row in network.to_dict("records"):
         summary.epochs[int(row["epoch"])] = {c: {"all": float(row[c])} for c in SUMMARY_COLUMNS if c in row and pd.notna(row[c])}
-    write_summary(folder, summary)
+    with layout.building(layout.study_dir("hyperplanes", name)) as out:
+        atomic_write_parquet(out / "layers.parquet", layers)
+        atomic_write_parquet(out / "network.parquet", network)
+        atomic_write_parquet(out / "projections.parquet", projections)
+        write_summary(out, summary)
     return summary
 
 

@@ -66,8 +66,9 @@ def barrier_curve(model, state_a, state_b, data, p: InterpolationParams) -> pd.D
 
 
 def summarise_curve(curve: pd.DataFrame, tol: float) -> dict[str, float]:
-    """Per split: Delta, monotonicity, bumps, barriers; NaN (and finite = 0) for a curve with a
-    non-finite value, never a clean zero."""
+    """Per split: Delta, monotonicity, bumps, barriers and the loss at t = 1 (the trained weights:
+    what the MLI convergence filter reads); NaN (and finite = 0) for a curve with a non-finite
+    value, never a clean zero."""
     out = {}
     for split in curve["split"].unique():
         t, loss = curve_values(curve, split, "loss")
@@ -76,6 +77,7 @@ def summarise_curve(curve: pd.DataFrame, tol: float) -> dict[str, float]:
         found = cs.bumps(t, loss, tol) if finite else []
         out[f"finite.{split}"] = float(finite)
         out[f"delta.{split}"] = cs.largest_rise(loss)
+        out[f"final_loss.{split}"] = float(loss[-1])
         out[f"monotone.{split}"] = float(cs.is_monotone(loss, tol)) if finite else float("nan")
         out[f"bumps.{split}"] = float(len(found)) if finite else float("nan")
         out[f"bump_height.{split}"] = max((b.height for b in found), default=0.0) if finite else float("nan")
@@ -144,25 +146,25 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
         summary["polyline_turning"] = float(lg.polyline_turning(sampled))
     progress = ws.training_progress([states[e] for e, _ in checkpoints], theta_T, theta_0)
 
-    folder = layout.study_dir("interpolation", name)
-    atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
-    if logits is not None:
-        atomic_write_parquet(folder / "logits.parquet", _logit_table(logits, np.linspace(0, 1, p.points)))
-    if p.landscape.resolution and p.random_inits:
-        plane = ws.plane_through(theta_0, fresh_init(0), theta_T)
-        trajectory = ws.project_onto_plane(plane, [states[e] for e, _ in checkpoints])
-        landscape = plane_landscape(
-            model, plane, {"train": splits["train"]}, theta_T, resolution=p.landscape.resolution,
-            margin=p.landscape.margin, trajectory=trajectory, bn="frozen", batch_size=p.batch_size,
-        )
-        atomic_write_parquet(folder / "landscape.parquet", landscape)
-        epochs = [e for e, _ in checkpoints]
-        atomic_write_parquet(folder / "trajectory.parquet", pd.DataFrame({"epoch": epochs, "x": trajectory[:, 0], "y": trajectory[:, 1]}))
-        # the plane's three defining states (the figure marks the second init, which no checkpoint is)
-        atomic_write_parquet(folder / "plane.parquet", pd.DataFrame([{"point": k, "x": x, "y": y} for k, (x, y) in plane.points.items()]))
-    result = Summary(epochs={last: {k: {"all": float(v)} for k, v in summary.items()}})
-    result.extra["progress"] = {str(e): float(v) for (e, _), v in zip(checkpoints, progress)}
-    write_summary(folder, result)
+    with layout.building(layout.study_dir("interpolation", name)) as folder:
+        atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
+        if logits is not None:
+            atomic_write_parquet(folder / "logits.parquet", _logit_table(logits, np.linspace(0, 1, p.points)))
+        if p.landscape.resolution and p.random_inits:
+            plane = ws.plane_through(theta_0, fresh_init(0), theta_T)
+            trajectory = ws.project_onto_plane(plane, [states[e] for e, _ in checkpoints])
+            landscape = plane_landscape(
+                model, plane, {"train": splits["train"]}, theta_T, resolution=p.landscape.resolution,
+                margin=p.landscape.margin, trajectory=trajectory, bn="frozen", batch_size=p.batch_size,
+            )
+            atomic_write_parquet(folder / "landscape.parquet", landscape)
+            epochs = [e for e, _ in checkpoints]
+            atomic_write_parquet(folder / "trajectory.parquet", pd.DataFrame({"epoch": epochs, "x": trajectory[:, 0], "y": trajectory[:, 1]}))
+            # the plane's three defining states (the figure marks the second init, which no checkpoint is)
+            atomic_write_parquet(folder / "plane.parquet", pd.DataFrame([{"point": k, "x": x, "y": y} for k, (x, y) in plane.points.items()]))
+        result = Summary(epochs={last: {k: {"all": float(v)} for k, v in summary.items()}})
+        result.extra["progress"] = {str(e): float(v) for (e, _), v in zip(checkpoints, progress)}
+        write_summary(folder, result)
     return result
 
 

@@ -137,12 +137,12 @@ def run(params: Params, layout: Layout) -> Summary:
         curves.append(curve.assign(**config))
     runs = pd.DataFrame(rows).astype({"depth": "Int64"})  # None for a family without depth
     fractions = cs.non_monotonic_fraction(runs, [*GROUP_AXES, "group_key", "group"], max_final_loss=p.max_final_loss, tol=p.tol)
-    folder = layout.study_root("mli")
-    atomic_write_parquet(folder / "runs.parquet", runs)
-    atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
-    atomic_write_parquet(folder / "fractions.parquet", fractions)
     summary = Summary(extra={"fractions": fractions.to_dict("records")})
-    write_summary(folder, summary)
+    with layout.building(layout.study_root("mli")) as out:
+        atomic_write_parquet(out / "runs.parquet", runs)
+        atomic_write_parquet(out / "curves.parquet", pd.concat(curves, ignore_index=True))
+        atomic_write_parquet(out / "fractions.parquet", fractions)
+        write_summary(out, summary)
     return summary
 
 

@@ -9,14 +9,13 @@ plus model.json (what was measured) into one folder, published whole.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from netgeom.errors import NetgeomError
-from netgeom.io import atomic_write_json, atomic_write_parquet, publish_dir
+from netgeom.io import atomic_write_json, atomic_write_parquet, building_dir
 from netgeom.layout import Layout
 from netgeom.models import create_model
 from netgeom.studies.hyperplanes import evolution_tables, projection_table
@@ -54,15 +53,12 @@ def model_hyperplanes(
         raise NetgeomError("--with-linear", f"{arch} has no convolution with a kernel larger than 1: add --with-linear to measure its linear layers") from None
     projections = projection_table(model, state, with_linear=with_linear)
     out = Path(out)
-    staging = out.with_name(f".{out.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    atomic_write_parquet(staging / "layers.parquet", layers.drop(columns=["epoch"], errors="ignore"))
-    atomic_write_parquet(staging / "network.parquet", network.drop(columns=["epoch"], errors="ignore"))
-    atomic_write_parquet(staging / "projections.parquet", projections)
-    atomic_write_json(staging / "model.json", {
-        "arch": arch, "input_shape": list(input_shape), "num_classes": num_classes, "with_linear": with_linear,
-        "weights": str(pretrained) if pretrained else f"random init, seed {seed}", "options": options or {},
-    })
-    publish_dir(staging, out, out.with_name(f".{out.name}.trash"))
+    with building_dir(out, out.with_name(f".{out.name}.staging"), out.with_name(f".{out.name}.trash")) as staging:
+        atomic_write_parquet(staging / "layers.parquet", layers.drop(columns=["epoch"], errors="ignore"))
+        atomic_write_parquet(staging / "network.parquet", network.drop(columns=["epoch"], errors="ignore"))
+        atomic_write_parquet(staging / "projections.parquet", projections)
+        atomic_write_json(staging / "model.json", {
+            "arch": arch, "input_shape": list(input_shape), "num_classes": num_classes, "with_linear": with_linear,
+            "weights": str(pretrained) if pretrained else f"random init, seed {seed}", "options": options or {},
+        })
     return network

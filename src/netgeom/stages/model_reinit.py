@@ -15,14 +15,13 @@ model.json (what was measured) into one folder, published whole.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from netgeom.errors import NetgeomError
-from netgeom.io import atomic_write_json, atomic_write_parquet, publish_dir
+from netgeom.io import atomic_write_json, atomic_write_parquet, building_dir
 from netgeom.layout import Layout
 from netgeom.models import create_model
 from netgeom.stages.reinit import init_files
@@ -100,14 +99,11 @@ def model_reinit(
         batch_size=batch_size, layer_kinds=layer_kinds, extra_sources=files,
     )
     out = Path(out)
-    staging = out.with_name(f".{out.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    atomic_write_parquet(staging / "reinit.parquet", table)
-    atomic_write_json(staging / "model.json", {
-        "arch": arch, "weights": str(pretrained), "images": str(images), "classes": len(classes), "samples": len(y),
-        "size": size, "num_classes": num_classes, "seed": seed, "layer_kinds": layer_kinds, "inits_from": sorted(files),
-        "options": options,
-    })
-    publish_dir(staging, out, out.with_name(f".{out.name}.trash"))
+    with building_dir(out, out.with_name(f".{out.name}.staging"), out.with_name(f".{out.name}.trash")) as staging:
+        atomic_write_parquet(staging / "reinit.parquet", table)
+        atomic_write_json(staging / "model.json", {
+            "arch": arch, "weights": str(pretrained), "images": str(images), "classes": len(classes), "samples": len(y),
+            "size": size, "num_classes": num_classes, "seed": seed, "layer_kinds": layer_kinds, "inits_from": sorted(files),
+            "options": options,
+        })
     return table

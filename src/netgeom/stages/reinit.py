@@ -101,8 +101,6 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
         )
         frames.append(table.assign(group=group))
     table = pd.concat(frames, ignore_index=True)
-    folder = layout.study_dir("reinit", name)
-    atomic_write_parquet(folder / "reinit.parquet", table)
     summary = Summary()
     measures: dict[str, dict[str, float]] = {}
     for (checkpoint, group), rows in table.groupby(["checkpoint", "group"], sort=False):
@@ -110,7 +108,9 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
         measures.setdefault(f"drop_mean.{source_name}", {})[group] = float(rows["relative_drop"].mean())
         measures.setdefault(f"drop_max.{source_name}", {})[group] = float(rows["relative_drop"].max())
     summary.epochs[final_epoch] = measures
-    write_summary(folder, summary)
+    with layout.building(layout.study_dir("reinit", name)) as out:
+        atomic_write_parquet(out / "reinit.parquet", table)
+        write_summary(out, summary)
     return summary
 
 

@@ -7,14 +7,13 @@ mixed. Each registered study contributes its own figures through its stage modul
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from netgeom.io import atomic_write_json, publish_dir
+from netgeom.io import atomic_write_json
 from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.report import figures, tables
@@ -28,12 +27,8 @@ from netgeom.stages.registry import STUDIES, report_module
 from netgeom.stages.sync import sync_report, sync_runs
 
 def run_report(params: Params, layout: Layout) -> dict:
-    staging = layout.report_staging()
-    shutil.rmtree(staging, ignore_errors=True)
-    rendered = staging / "reports"
-    summary = render(params, layout, rendered)
-    publish_dir(rendered, layout.reports, staging / "replaced")
-    shutil.rmtree(staging, ignore_errors=True)
+    with layout.building(layout.reports) as rendered:
+        summary = render(params, layout, rendered)
     sync_runs(params, layout)  # every training (grid, star), then the studies attached to them
     sync_report(params, layout)
     return summary

@@ -154,14 +154,14 @@ def run_barriers(params: Params, layout: Layout) -> Summary:
     tests = star_study.hypothesis_test(
         table[(table["kind"] == "regular") | (table["anchors"] == max(p.anchor_counts))], by=["width", "split", "matching"], value="loss_barrier"
     )
-    folder = layout.study_root("star")
-    atomic_write_parquet(folder / "barriers.parquet", table)
-    atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
-    atomic_write_parquet(folder / "tests.parquet", tests)
-    accuracy = _test_accuracies(params, layout, device)
-    atomic_write_parquet(folder / "accuracy.parquet", accuracy)
-    summary = Summary(extra={"tests": tests.to_dict("records"), "accuracy": accuracy.to_dict("records")})
-    write_summary(folder, summary)
+    with layout.building(layout.study_root("star")) as folder:
+        atomic_write_parquet(folder / "barriers.parquet", table)
+        atomic_write_parquet(folder / "curves.parquet", pd.concat(curves, ignore_index=True))
+        atomic_write_parquet(folder / "tests.parquet", tests)
+        accuracy = _test_accuracies(params, layout, device)
+        atomic_write_parquet(folder / "accuracy.parquet", accuracy)
+        summary = Summary(extra={"tests": tests.to_dict("records"), "accuracy": accuracy.to_dict("records")})
+        write_summary(folder, summary)
     return summary
 
 

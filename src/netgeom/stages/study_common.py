@@ -81,15 +81,25 @@ def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | N
     `compute(params, layout, cell, folder, index, count)` (module level: it pickles; `folder` is
     where it may write files beside the shard), and once every shard is there the summary,
     `summarise(merged)` (default: `summarise_by_noise`), written beside them with the shards'
-    `attrs["netgeom"]` metadata, if any, under "metadata". Returns None while shards are missing."""
+    `attrs["netgeom"]` metadata, if any, under "metadata". Returns None while shards are missing.
+
+    All shards at once build the result aside and publish it whole; one shard (`--shard`, for
+    workers that share the folder) goes straight into it, the summary once the last one lands."""
     name = run_name(params.model.arch, cell.width, cell.noise, cell.replicate)
-    folder = layout.study_dir(study, name)
     count = getattr(params, study).shards
-    identity = shard_identity(study, params, layout, cell) if shard is None else None  # one shard goes straight to `folder`
-    merged = compute_shards(folder, shard, count, partial(compute, params, layout, cell), params.execution,
-                            layout.study_staging_dir(study, name), identity, f"{study}: {name}")
-    if merged is None:
-        return None
+    compute = partial(compute, params, layout, cell)
+    staging = layout.study_staging_dir(study, name)
+    if shard is not None:
+        folder = layout.study_dir(study, name)
+        merged = compute_shards(folder, shard, count, compute, params.execution, staging, None, f"{study}: {name}")
+        return None if merged is None else _write_summary(folder, merged, summarise)
+    identity = shard_identity(study, params, layout, cell)
+    with layout.building(layout.study_dir(study, name)) as folder:
+        merged = compute_shards(folder, None, count, compute, params.execution, staging, identity, f"{study}: {name}")
+        return _write_summary(folder, merged, summarise)
+
+
+def _write_summary(folder: Path, merged: pd.DataFrame, summarise) -> Summary:
     summary = (summarise or summarise_by_noise)(merged)
     if "netgeom" in merged.attrs:  # what the shards were computed with (the same for every shard)
         summary.extra["metadata"] = merged.attrs["netgeom"]
