@@ -61,6 +61,7 @@ CASES = {
                             {"curvature": {"enabled": True, "samples": 48, "top_k": 1, "trace_probes": 2, "density_steps": 4, "seed": 1,
                                            "surface": {"resolution": 3, "line": 3, "shards": 2}}}),
     "barriers (grid)": (["barriers"], "artifacts/studies/barriers", {"interpolation": {"points": 5}}, {"interpolation": {"points": 3}}),
+    "mli (grid)": (["mli"], "artifacts/studies/mli", {"mli": {"points": 5}}, {"mli": {"points": 3}}),
 }
 
 
