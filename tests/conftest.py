@@ -132,7 +132,7 @@ def write_params(root: Path, **groups) -> Path:
         "train": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "checkpoints": {"epochs": [1]}},
         "grid": {"widths": [8], "noise": [0.2], "seed_offsets": [0]},
         "mlflow": {"enabled": False},
-        "execution": {"threads": 1},
+        "execution": {"threads": 1, "device": "auto", "deterministic": False},  # every key a DVC stage declares
         "report": {"format": "png"},
         "smoothness": {"checkpoints": "final", "samples": 64},
         "regions": {"paths": 8, "radius": 1, "checkpoints": "final"},
@@ -142,7 +142,7 @@ def write_params(root: Path, **groups) -> Path:
         "hyperplanes": {"with_linear": True},
         "reinit": {"split": "test"},
         "curvature": {"enabled": False},
-        "star": {"widths": [8], "noise": 0.2, "anchors": [100], "held_out": [200, 201], "anchor_counts": [1], "epochs": 2, "points": 5,
+        "star": {"widths": [8], "noise": 0.2, "anchors": [100], "held_out": [200, 201], "anchor_counts": [1], "epochs": 2, "points": 5, "realign": False, "anti": False,
                  "t": "uniform", "mu": 0.0, "calibration_samples": 256},
     }
     for group, values in groups.items():

@@ -179,3 +179,18 @@ def test_each_framework_is_imported_only_where_the_house_says():
             if not allowed[framework](rel) or rel.startswith("netgeom/studies/"):
                 wrong.append(f"{rel} imports {framework}")
     assert wrong == []
+
+
+def test_every_stage_that_trains_or_measures_declares_what_changes_its_numbers():
+    """DVC reruns a stage only for the params it declares: the execution settings that change
+    numbers (device, deterministic kernels, CPU threads) on every training and study stage, the
+    curve settings on the barriers, the star training's options on the stars."""
+    from netgeom.dvc_yaml import stages
+    from netgeom.params import EXECUTION_PARAMS
+
+    declared = {name: set(stage.get("params", [])) for name, stage in stages().items() if name not in ("check", "report")}
+    for name, params in declared.items():
+        if name not in ("split", "corrupt"):
+            assert set(EXECUTION_PARAMS) <= params, name
+    assert "interpolation" in declared["barriers"]
+    assert {"star.realign", "star.anti", "star.calibration_samples"} <= declared["star"]

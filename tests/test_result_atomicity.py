@@ -112,3 +112,23 @@ def test_switching_a_study_off_leaves_only_the_summary_that_says_so(trained_proj
     _params(root, {"curvature": {**enabled["curvature"], "enabled": False}})
     assert "skipped" in ok(*args)
     assert list(snapshot(root / relative)) == ["summary.json"]  # no earlier result beside it
+
+
+def test_a_shard_of_other_settings_is_never_merged_into_the_summary(trained_projects, tmp_path, monkeypatch):
+    """`--shard i/n` workers share the result folder: a shard left there by other settings is
+    cleared, not merged with the new ones."""
+    import pandas as pd
+
+    root = trained_projects.copy(tmp_path / "project", *STUDY_RECIPE)
+    monkeypatch.chdir(root)
+    folder = root / "artifacts/studies/smoothness/mlp_w8-n0.2-r0"
+    _params(root, {"smoothness": {"samples": 40, "shards": 2}})
+    ok("smoothness", *CELL, "--shard", "0/2")
+    ok("smoothness", *CELL, "--shard", "1/2")
+    assert (folder / "summary.json").exists()
+    _params(root, {"smoothness": {"samples": 48, "shards": 2}})
+    assert "the summary follows once every shard is there" in ok("smoothness", *CELL, "--shard", "0/2")
+    assert sorted(p.name for p in folder.glob("*.parquet")) == ["shard-000-of-002.parquet"] and not (folder / "summary.json").exists()
+    ok("smoothness", *CELL, "--shard", "1/2")
+    merged = pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("shard-*.parquet"))])
+    assert merged["sample_id"].nunique() == 48

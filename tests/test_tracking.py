@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -73,6 +74,26 @@ def test_sync_is_idempotent_and_rebuilds_a_lost_store(tracked):
     elsewhere = params.model_copy(update={"mlflow": params.mlflow.model_copy(update={"experiment": "fresh"})})
     sync_runs(elsewhere, layout)
     assert len(runs_table(layout, "fresh")) == 1 and len(logged_models(layout, "fresh")) == 3
+
+
+def test_a_retraining_with_the_same_params_gets_its_own_run_and_supersedes_the_old_one(tracked):
+    """Same name and params hash, another training (new code, a GPU rerun): the store must not
+    keep the old models and metrics as if they were the new run's."""
+    from netgeom.params import load_params
+    from netgeom.provenance import run_digest
+    from netgeom.runs import read_run
+
+    layout, params = Layout(tracked), load_params(tracked / "params.yaml")
+    (old,) = sync_runs(params, layout)
+    result = CliRunner().invoke(app, ["train", "--fresh"])
+    assert result.exit_code == 0, result.output
+    (new,) = sync_runs(params, layout)
+    assert new != old
+    runs = runs_table(layout, "test").set_index("run_id")
+    assert len(runs) == 2 and runs.loc[old, "tags.netgeom.params_hash"] == runs.loc[new, "tags.netgeom.params_hash"]
+    assert runs.loc[old, "tags.netgeom.superseded_by"] == new and pd.isna(runs.loc[new, "tags.netgeom.superseded_by"])
+    run = read_run(tracked / "artifacts" / "runs" / "mlp_w16-n0.2-r0")
+    assert runs.loc[new, "tags.netgeom.instance"] == run_digest(run.info) != runs.loc[old, "tags.netgeom.instance"]
 
 
 def test_by_default_only_the_final_checkpoint_is_a_logged_model_and_the_others_are_artifacts(project, monkeypatch):

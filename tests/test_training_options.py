@@ -112,3 +112,20 @@ def test_options_added_later_leave_the_identity_of_old_runs_alone():
     assert identity_hash(params, "d") == old_formula(params)
     changed = params.model_copy(update={"train": params.train.model_copy(update={"label_smoothing": 0.1})})
     assert identity_hash(changed, "d") != identity_hash(params, "d")  # set away from its default, it counts
+
+
+def test_the_identity_counts_cpu_threads_and_a_pretrained_file_by_its_content(tmp_path):
+    params = Params()
+    threaded = params.model_copy(update={"execution": params.execution.model_copy(update={"threads": 2})})
+    assert identity_hash(threaded, "d", "cpu") != identity_hash(params, "d", "cpu")  # sums split by thread
+    assert identity_hash(threaded, "d", "cuda") == identity_hash(params, "d", "cuda")  # the GPU's kernels ignore it
+    weights = tmp_path / "weights.safetensors"
+    with_file = params.model_copy(update={"model": params.model.model_copy(update={"pretrained": str(weights)})})
+    weights.write_bytes(b"first")
+    first = identity_hash(with_file, "d")
+    weights.write_bytes(b"other")
+    assert identity_hash(with_file, "d") != first  # the same path, other weights: another run
+    weights.unlink()
+    with pytest.raises(NetgeomError) as missing:
+        identity_hash(with_file, "d")
+    assert missing.value.key == "model.pretrained"

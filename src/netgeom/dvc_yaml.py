@@ -18,6 +18,7 @@ import yaml
 
 import netgeom
 from netgeom.layout import IN_DVC_YAML, run_name
+from netgeom.params import EXECUTION_PARAMS
 from netgeom.stages.registry import STUDIES, stage_module
 from netgeom.stages.study import Study
 
@@ -131,7 +132,7 @@ def _study_stage(entry: Study) -> dict:
     stage = {
         "cmd": f"netgeom {entry.name} {CELL_OPTIONS + ' ' if per_run else ''}--quiet",
         "deps": deps,
-        "params": [entry.name, *entry.params_deps],
+        "params": [entry.name, *entry.params_deps, *EXECUTION_PARAMS],
         "outs": [(DVC.study_dir(entry.name, RUN) if per_run else DVC.study_root(entry.name)).as_posix()],
     }
     return {"matrix": dict(CELL_MATRIX), **stage} if per_run else stage
@@ -163,7 +164,7 @@ def stages() -> dict:
             "matrix": dict(CELL_MATRIX),
             "cmd": f"netgeom train {CELL_OPTIONS} --no-track --quiet",  # the report stage logs it to MLflow
             "deps": [SPLITS, LABELS, DATA, *code_deps("netgeom.stages.train", "netgeom.stages.sync")],
-            "params": ["seed", "data", "noise", "model", "train"],
+            "params": ["seed", "data", "noise", "model", "train", *EXECUTION_PARAMS],
             "outs": [DVC.run_dir(RUN).as_posix()],
         },
     }

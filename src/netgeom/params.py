@@ -233,6 +233,12 @@ class ExecutionParams(Group):
     deterministic: bool = Field(False, description="deterministic kernels (bit-exact GPU reruns, slower)")
 
 
+# The execution settings that change a training's or a study's numbers (DVC params of those
+# stages): the device kind, the deterministic kernels and the CPU's thread count (a matmul splits
+# its sums by thread). Workers, backend and address only place the work.
+EXECUTION_PARAMS = ("execution.device", "execution.deterministic", "execution.threads")
+
+
 class ReportParams(Group):
     format: Literal["png", "svg"] = "png"
     epochwise_width: int | None = Field(None, gt=0, description="width of the epoch-wise figures (null: the peak)")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from functools import cache
 
 # The DVC variables that say which stage and experiment produced a result (set by `dvc repro` and
 # `dvc exp run` in every stage's environment), by the name they carry in run.json and MLflow.
 DVC_ENV = {"stage": "DVC_STAGE", "exp_name": "DVC_EXP_NAME", "baseline_rev": "DVC_EXP_BASELINE_REV"}
+
+
+def run_digest(info: dict) -> str:
+    """One training instance: its run.json (params hash, data, start and end times). A retraining
+    with the same params (after a code change, or on a GPU) is another instance."""
+    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @cache

@@ -70,10 +70,25 @@ def display_name(arch: str, width: int | None, noise: float, seed: int) -> str:
     return f"{arch}{'' if width is None else f' w{width}'} {noise_tag(noise)} s{seed}"
 
 
+def file_digest(path: str | Path, key: str) -> str:
+    """sha256 of a file's content (NetgeomError(key) when there is no such file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NetgeomError(key, f"no such file: {path}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def identity_hash(params: Params, data_digest: str, device: str = "cpu", extra: dict | None = None) -> str:
     """A run's identity: every input that changes its weights. `params` must be cell-applied
     (its seed is the run's own seed, its model only the options the family takes); `device` is
-    the kind trained on (cpu, cuda): kernels differ, so the weights do."""
+    the kind trained on (cpu, cuda): kernels differ, so the weights do. On the CPU the thread
+    count splits a matmul's sums differently; a pretrained file counts by its content, not its
+    path. (Both are absent at their defaults, 1 thread and none: earlier runs keep their identity.)"""
+    threads = params.execution.threads
     payload = json.dumps(
         {
             "seed": params.seed,
@@ -81,6 +96,8 @@ def identity_hash(params: Params, data_digest: str, device: str = "cpu", extra: 
             "deterministic": params.execution.deterministic,
             "groups": [params.data.identity_dump(), params.noise.identity_dump(), params.model.identity_dump(), params.train.identity_dump()],
             "data": data_digest,
+            **({"threads": threads} if device == "cpu" and threads != 1 else {}),
+            **({"pretrained": file_digest(params.model.pretrained, "model.pretrained")} if params.model.pretrained else {}),
             **({"extra": extra} if extra else {}),
         },
         sort_keys=True,

@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from netgeom.errors import NetgeomError
 from netgeom.layout import RUN_FILE, Layout
 from netgeom.params import flatten
-from netgeom.provenance import DVC_ENV, git_commit
+from netgeom.provenance import DVC_ENV, git_commit, run_digest
 from netgeom.store import ensure_store, is_local_store, store_lock, tracking_uri
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 COMPLETE = "netgeom.complete"
 RUN_TAG = "netgeom.run"
 HASH_TAG = "netgeom.params_hash"
+INSTANCE_TAG = "netgeom.instance"  # provenance.run_digest: which training of those params
+SUPERSEDED_TAG = "netgeom.superseded_by"
 EPOCH_TAG = "netgeom.epoch"
 PIP_REQUIREMENTS = [f"torch=={version('torch').split('+')[0]}"]
 # The history columns that become MLflow metrics, by the section of the UI they belong to; the
@@ -127,11 +129,23 @@ def open_comparison_view(layout: Layout, experiment: str) -> str:
     return experiment_id
 
 
-def find_run(client: MlflowClient, experiment_id: str, name: str, digest: str):
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{name}' AND tags.`{HASH_TAG}` = '{digest}'", max_results=5
-    )
+def find_run(client: MlflowClient, experiment_id: str, info: dict):
+    """The MLflow run of this training (run.json `info`): its name, params hash and instance, so a
+    retraining with the same params (new code, a GPU rerun) gets its own run, never the old one's."""
+    runs = client.search_runs([experiment_id], filter_string=_same_params(info) + f" AND tags.`{INSTANCE_TAG}` = '{run_digest(info)}'",
+                              max_results=5)
     return runs[0] if runs else None
+
+
+def _same_params(info: dict) -> str:
+    return f"tags.`{RUN_TAG}` = '{info['run']}' AND tags.`{HASH_TAG}` = '{info['params_hash']}'"
+
+
+def _mark_superseded(client: MlflowClient, experiment_id: str, info: dict, run_id: str) -> None:
+    """Earlier trainings of the same run and params stay in the store (history), tagged with the run that replaced them."""
+    for old in client.search_runs([experiment_id], filter_string=_same_params(info), max_results=1000):
+        if old.info.run_id != run_id and SUPERSEDED_TAG not in old.data.tags:
+            client.set_tag(old.info.run_id, SUPERSEDED_TAG, run_id)
 
 
 def _tags(layout: Layout, info: dict) -> dict[str, str]:
@@ -142,6 +156,7 @@ def _tags(layout: Layout, info: dict) -> dict[str, str]:
     tags = {
         RUN_TAG: info["run"],
         HASH_TAG: info["params_hash"],
+        INSTANCE_TAG: run_digest(info),
         # where it was trained (run.json), else where it is logged (runs trained before run.json said)
         **{f"dvc.{key}": value for key, value in dvc.items()},
         "git.commit": commit,
@@ -254,7 +269,7 @@ def log_training_run(
     """
     client, experiment_id = connect(layout, experiment)
     with store_lock(layout):
-        existing = find_run(client, experiment_id, info["run"], info["params_hash"])
+        existing = find_run(client, experiment_id, info)
         if existing is not None and existing.data.tags.get(COMPLETE) == "true":
             return existing.info.run_id
         if existing is not None:  # an earlier attempt died (writers hold the lock to the end)
@@ -290,6 +305,7 @@ def log_training_run(
             mlflow.log_artifact(str(run_folder / "history.csv"))
             mlflow.log_artifact(str(run_folder / RUN_FILE))
             client.set_tag(run_id, COMPLETE, "true")
+        _mark_superseded(client, experiment_id, info, run_id)
         client.set_terminated(run_id, "FINISHED", end_time=max(ended, started))  # the training's own duration
     return run_id
 
@@ -320,7 +336,7 @@ def log_study(
     """
     client, experiment_id = connect(layout, experiment)
     with store_lock(layout):
-        run = find_run(client, experiment_id, info["run"], info["params_hash"])
+        run = find_run(client, experiment_id, info)
         if run is None:
             return None
         run_id, tag = run.info.run_id, f"netgeom.study.{study}"

@@ -10,7 +10,6 @@ crash anywhere leaves every finished piece somewhere.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from functools import cache, partial
 from pathlib import Path
@@ -30,11 +29,6 @@ def source_digest() -> str:
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
-
-
-def run_digest(info: dict) -> str:
-    """One training instance: its run.json (params hash, data, start and end times)."""
-    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def keep_pieces_of(folder: Path, identity: dict, *, manifest: str = MANIFEST, pattern: str = "*") -> bool:

@@ -28,7 +28,7 @@ STUDIES: tuple[Study, ...] = (
           reads=("labels", "splits"), data=True),
     Study("star", "custom", "The star domain: is one model linearly connected to every independently trained one?"),
     Study("barriers", "grid", "Loss barriers between seed replicates, with and without weight matching.",
-          reads=("runs", "labels", "splits"), params_deps=("seed", "grid"), data=True),
+          reads=("runs", "labels", "splits"), params_deps=("seed", "grid", "interpolation"), data=True),
     Study("mli", "grid", "SGD vs Adam x BN: the fraction of non-monotonic init->final curves.",
           reads=("splits",), params_deps=("data", "train.batch_size"), data=True),
 )

@@ -26,7 +26,7 @@ from netgeom.groups.star import StarParams, check_cell, source_name, star_name
 from netgeom.io import atomic_write_parquet
 from netgeom import layout as paths
 from netgeom.layout import IN_DVC_YAML, RUN_FILE, Layout, noise_tag
-from netgeom.params import Params
+from netgeom.params import EXECUTION_PARAMS, Params
 from netgeom.runs import Cell, cell_params, load_cell_data, model_for_run, read_run, study_device
 from netgeom.stages.barriers import pair_barriers
 from netgeom.groups.interpolation import InterpolationParams
@@ -114,8 +114,10 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
 
     name = star_name(params, width, count)
     options = {**({"realign": True} if p.realign else {}), **({"anti": True} if p.anti else {})}  # absent when off: old stars keep their identity
-    identity = {"anchors": [run.info["params_hash"] for run in anchors], "t": p.t, "mu": p.mu, **options}
-    info = {"star": {"anchors": [run.name for run in anchors], "t": p.t, "mu": p.mu, **options}}
+    # calibration_samples refreshes the star's BN statistics before every checkpoint: it changes them
+    identity = {"anchors": [run.info["params_hash"] for run in anchors], "t": p.t, "mu": p.mu, "calibration_samples": p.calibration_samples,
+                **options}
+    info = {"star": {"anchors": [run.name for run in anchors], "t": p.t, "mu": p.mu, "calibration_samples": p.calibration_samples, **options}}
     display = f"star{count} {params.model.arch} w{width} {noise_tag(p.noise)} s{settings.seed}"
     folder = train_run(
         settings, layout, name=name, target=layout.star_dir(name), cell=Cell(width, p.noise, 0), data=data,
@@ -194,7 +196,7 @@ def dvc_stages(code: list[str]) -> dict:
     source_out = dvc.star_source_dir(paths.star_source_name(arch, "${item.width}", noise, "${item.seed}"))
     star_out = dvc.star_dir(paths.star_name(arch, "${item.width}", noise, "${item.count}"))
     inputs = [dvc.splits_dir.as_posix(), dvc.labels_dir(noise).as_posix(), dvc.data.as_posix(), *code]
-    trained_with = ["data", "noise", "model", "train", "star.noise", "star.epochs"]
+    trained_with = ["data", "noise", "model", "train", "star.noise", "star.epochs", *EXECUTION_PARAMS]
     source = {
         "cmd": "netgeom star source --width ${item.width} --seed ${item.seed} --no-track --quiet",
         "deps": inputs,
@@ -208,13 +210,13 @@ def dvc_stages(code: list[str]) -> dict:
             "matrix": {"width": "${star.widths}", "count": "${star.anchor_counts}"},
             "cmd": "netgeom star train --width ${item.width} --anchors ${item.count} --no-track --quiet",
             "deps": [source_out.parent.as_posix(), *inputs],
-            "params": ["seed", *trained_with, "star.anchors", "star.t", "star.mu", "star.calibration_samples"],
+            "params": ["seed", *trained_with, "star.anchors", "star.t", "star.mu", "star.calibration_samples", "star.realign", "star.anti"],
             "outs": [star_out.as_posix()],
         },
         "star_barriers": {
             "cmd": "netgeom star barriers --quiet",
             "deps": [dvc.star_root.as_posix(), *inputs],
-            "params": ["seed", "star"],
+            "params": ["seed", "star", *EXECUTION_PARAMS],
             "outs": [dvc.study_root("star").as_posix()],
         },
     }

@@ -14,7 +14,8 @@ from netgeom.io import atomic_write_parquet, read_parquet
 from netgeom.layout import Layout, run_name
 from netgeom.params import ExecutionParams, Params
 from netgeom.progress import note
-from netgeom.stages.pieces import keep_pieces_of, publish_pieces, run_digest, source_digest
+from netgeom.provenance import run_digest
+from netgeom.stages.pieces import keep_pieces_of, publish_pieces, source_digest
 from netgeom.summary import Summary, write_summary
 
 
@@ -84,16 +85,18 @@ def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | N
     `attrs["netgeom"]` metadata, if any, under "metadata". Returns None while shards are missing.
 
     All shards at once build the result aside and publish it whole; one shard (`--shard`, for
-    workers that share the folder) goes straight into it, the summary once the last one lands."""
+    workers that share the folder) goes straight into it, beside only shards of the same identity
+    (a manifest there; anything else is cleared first), the summary once the last one lands."""
     name = run_name(params.model.arch, cell.width, cell.noise, cell.replicate)
     count = getattr(params, study).shards
     compute = partial(compute, params, layout, cell)
     staging = layout.study_staging_dir(study, name)
+    identity = shard_identity(study, params, layout, cell)
     if shard is not None:
         folder = layout.study_dir(study, name)
+        keep_pieces_of(folder, identity)
         merged = compute_shards(folder, shard, count, compute, params.execution, staging, None, f"{study}: {name}")
         return None if merged is None else _write_summary(folder, merged, summarise)
-    identity = shard_identity(study, params, layout, cell)
     with layout.building(layout.study_dir(study, name)) as folder:
         merged = compute_shards(folder, None, count, compute, params.execution, staging, identity, f"{study}: {name}")
         return _write_summary(folder, merged, summarise)
