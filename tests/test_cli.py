@@ -43,6 +43,31 @@ def test_bad_params_are_one_line_and_exit_2(project, groups, command, key):
     assert not (project / "artifacts").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "key", "command"),
+    [
+        (["train", "--width", "abc"], "--width", "root train"),
+        (["train", "--bogus"], "--bogus", "root train"),
+        (["trian"], "trian", "root"),
+        (["curve"], "run_a", "root curve"),
+        (["repro", "--jobs", "x"], "--jobs", "root repro"),
+        (["data", "info", "digits", "--nope"], "--nope", "root data info"),
+    ],
+)
+def test_a_mistyped_option_or_command_is_one_line_naming_it(project, args, key, command):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("netgeom: error: ") and key in lines[0], result.output
+    assert lines[0].endswith(f"(`{command} --help` lists what is allowed)")  # CliRunner's program is "root"
+    assert not (project / "artifacts").exists()
+
+
+def test_a_group_without_a_command_shows_its_help_and_exits_2():
+    result = run("data")
+    assert result.exit_code == 2 and "materialise" in result.output and "error" not in result.output
+
+
 def test_noise_from_the_command_line_is_validated_like_params(project):
     write_params(project)
     assert run("split").exit_code == 0
@@ -98,6 +123,10 @@ def test_real_process_exit_code_and_stderr(project):
     done = subprocess.run([sys.executable, "-m", "netgeom", "corrupt"], capture_output=True, text=True, cwd=project)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "noise.label" in done.stderr
+    for module in ("netgeom", "netgeom.cli_repro"):
+        done = subprocess.run([sys.executable, "-m", module, *(["repro"] if module == "netgeom" else []), "-j", "x"],
+                              capture_output=True, text=True, cwd=project)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and "'--jobs'" in done.stderr, done.stderr
 
 
 def test_the_report_command_says_where_the_report_is_in_one_short_line(project):

@@ -16,6 +16,7 @@ from netgeom.cli_common import (
     CellNoise,
     CellReplicate,
     CellWidth,
+    OneLineErrorsGroup,
     ParamsOption,
     QuietOption,
     TrackOption,
@@ -31,6 +32,7 @@ from netgeom.params import load_params
 EMBEDDED_DATASETS = ["digits", "mnist1d", "mnist5k"]  # what `make data` materialises
 
 app = typer.Typer(
+    cls=OneLineErrorsGroup,
     help="netgeom: the geometry of trained neural networks, as reproducible DVC stages.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import errno
 import functools
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from netgeom import progress
 from netgeom.errors import NetgeomError
@@ -37,6 +39,45 @@ def make_cell(settings: Params, width: int | None, noise: float | None, replicat
 
     default_width = settings.model.width if settings.model.width is not None else settings.grid.widths[0]
     return Cell(default_width if width is None else width, settings.noise.label if noise is None else noise, replicate)
+
+
+# Typer >= 0.28 carries its own copy of click; its exceptions live beside typer.BadParameter.
+click = sys.modules[typer.BadParameter.__module__]
+
+
+class _OneLineUsageErrors:
+    """A mistyped, unknown or missing option or command is bad input like a bad params key: one
+    line naming it and where the allowed values are listed, exit 2 (click draws a usage box)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help())
+            sys.exit(2)
+        except click.UsageError as exc:
+            where = f" (`{exc.ctx.command_path} --help` lists what is allowed)" if exc.ctx else ""
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"netgeom: error: {message}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            typer.echo(f"netgeom: error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            typer.echo("netgeom: aborted", err=True)
+            sys.exit(1)
+        # Without standalone mode click hands back an Exit's code (or a command's return value).
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+class OneLineErrorsGroup(_OneLineUsageErrors, TyperGroup):
+    pass
+
+
+class OneLineErrorsCommand(_OneLineUsageErrors, TyperCommand):
+    pass
 
 
 def fail(message: str) -> typer.Exit:

@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from netgeom.cli_common import OneLineErrorsCommand
+
 
 def repro(
     targets: Annotated[Optional[list[str]], typer.Argument(help="Stages or dvc.yaml files, as for `dvc repro` (default: dvc.yaml).")] = None,
@@ -33,7 +35,7 @@ def repro(
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-app.command()(repro)
+app.command(cls=OneLineErrorsCommand)(repro)
 
 if __name__ == "__main__":
     sys.exit(app())
