@@ -11,7 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from netgeom.cli import app
-from netgeom.dvc_yaml import code_deps, import_closure, render
+from netgeom.code import import_closure
+from netgeom.dvc_yaml import code_deps, render
 from netgeom.stages.registry import STUDIES
 from tests.conftest import refused, write_params
 
@@ -108,6 +109,35 @@ def test_import_closure_follows_function_level_imports_and_parent_packages():
     assert "netgeom/tracking.py" in closure and "netgeom/report/figures.py" not in closure
     deps = code_deps("netgeom.stages.train", "netgeom.stages.sync")
     assert "src/netgeom/tracking.py" in deps and "src/netgeom/report/figures.py" not in deps
+
+
+def test_the_code_digest_changes_with_an_edit_inside_the_closure_only(tmp_path, monkeypatch):
+    import shutil
+
+    import netgeom.code as code
+    from netgeom.runs import TRAINING_CODE
+
+    copy = tmp_path / "netgeom"
+    shutil.copytree(code.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code, "PACKAGE_DIR", copy)
+
+    def digest() -> str:
+        code.import_closure.cache_clear(), code.code_digest.cache_clear()
+        return code.code_digest(*TRAINING_CODE)
+
+    try:
+        original = digest()
+        assert copy / "training" / "loop.py" in code.import_closure(*TRAINING_CODE)
+        assert copy / "report" / "__init__.py" not in code.import_closure(*TRAINING_CODE)
+        for edited, changes in (("training/loop.py", True), ("models/mlp.py", True), ("report/__init__.py", False), ("cli.py", False)):
+            path = copy / edited
+            text = path.read_text()
+            path.write_text(text + "\n# an edit\n")
+            assert (digest() != original) is changes, edited
+            path.write_text(text)
+            assert digest() == original
+    finally:  # the real package's closure again for the tests after this one
+        code.import_closure.cache_clear(), code.code_digest.cache_clear()
 
 
 def test_a_switched_off_study_records_that_it_was_skipped(project):

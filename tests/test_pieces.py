@@ -120,7 +120,7 @@ def test_staged_shards_of_other_code_are_discarded(trained, monkeypatch):
     from netgeom.stages import study_common
 
     module, attr, _, _, _ = crashed_midway("smoothness", trained, monkeypatch)
-    monkeypatch.setattr(study_common, "source_digest", lambda: "an-edited-netgeom")
+    monkeypatch.setattr(study_common, "code_digest", lambda *modules: "an-edited-netgeom")
     computed = counting(monkeypatch, module, attr)
     ok("smoothness")
     assert computed == [0, 1, 2]

@@ -108,6 +108,27 @@ def test_identity_covers_the_data_content(prepared):
     assert read_run(prepared / "artifacts" / "runs" / RUN).info["params_hash"] != first
 
 
+def test_identity_covers_the_training_code(prepared, monkeypatch):
+    """An edit of the code that trains (here: its digest) trains again on a direct `netgeom
+    train`, as `dvc repro` would; back on the old code, the old identity and the same weights."""
+    import netgeom.code
+    from safetensors.torch import load_file
+
+    ok("train")
+    folder = prepared / "artifacts" / "runs" / RUN
+    last = read_run(folder).checkpoints[-1][1]
+    first, weights = read_run(folder).info["params_hash"], load_file(last)
+    real = netgeom.code.code_digest
+    monkeypatch.setattr(netgeom.code, "code_digest", lambda *modules: "an-edited-training-loop")
+    ok("train")
+    assert read_run(folder).info["params_hash"] != first
+    monkeypatch.setattr(netgeom.code, "code_digest", real)
+    ok("train")
+    assert read_run(folder).info["params_hash"] == first
+    again = load_file(last)
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
 # --------------------------------------------------------------------------- 3. finalisation
 
 

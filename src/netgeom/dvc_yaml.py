@@ -11,18 +11,16 @@ dvc.yaml; a test keeps the committed file equal to this output.
 from __future__ import annotations
 
 import ast
-from functools import cache
 from pathlib import Path
 
 import yaml
 
-import netgeom
+from netgeom.code import PACKAGE_DIR, import_closure, module_file
 from netgeom.layout import IN_DVC_YAML, run_name
 from netgeom.params import EXECUTION_PARAMS
 from netgeom.stages.registry import STUDIES, stage_module
 from netgeom.stages.study import Study
 
-PACKAGE_DIR = Path(netgeom.__file__).resolve().parent
 SOURCE_ROOT = PACKAGE_DIR.parent.parent  # the repository root (src layout)
 CELL_MATRIX = {"width": "${grid.widths}", "noise": "${grid.noise}", "rep": "${grid.seed_offsets}"}
 CELL_OPTIONS = "--width ${item.width} --noise ${item.noise} --replicate ${item.rep}"
@@ -38,56 +36,6 @@ HEADER = """\
 # runs (the import closure of its stage module) and on the params it reads.
 # The pipeline: check -> split -> corrupt (per noise level) -> train (per grid cell) -> studies -> report.
 """
-
-
-def module_file(name: str) -> Path | None:
-    """The source file of module `netgeom...` (a package's __init__.py), None if not ours."""
-    parts = name.split(".")
-    if parts[0] != "netgeom":
-        return None
-    base = PACKAGE_DIR.joinpath(*parts[1:])
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imported_modules(path: Path) -> set[str]:
-    """Every netgeom module `path` imports (function-level imports included)."""
-    found = set()
-    tree = ast.parse(path.read_text())
-    # The package's own __init__ imports the notebook API lazily, on attribute access
-    # (`netgeom.open_run`), which no stage makes: only its module-level imports run for a stage.
-    nodes = tree.body if path == PACKAGE_DIR / "__init__.py" else ast.walk(tree)
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            # `from netgeom.x import y` may name a submodule y
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.split(".")[0] == "netgeom" and module_file(name)}
-
-
-def _with_parents(name: str) -> list[str]:
-    """Importing a.b.c runs a/__init__ and a/b/__init__ first."""
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-@cache
-def import_closure(*roots: str) -> frozenset[Path]:
-    """The source files Python may execute when it imports `roots` and calls into them."""
-    seen: set[str] = set()
-    todo = [parent for root in roots for parent in _with_parents(root)]
-    while todo:
-        name = todo.pop()
-        if name in seen or not module_file(name):
-            continue
-        seen.add(name)
-        for imported in _imported_modules(module_file(name)):
-            todo += _with_parents(imported)
-    return frozenset(module_file(name) for name in seen)
 
 
 def _cli_files() -> set[Path]:

@@ -82,16 +82,26 @@ def file_digest(path: str | Path, key: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def identity_hash(params: Params, data_digest: str, device: str = "cpu", extra: dict | None = None) -> str:
+# The modules whose code decides a run's weights: the model, the data, the training loop.
+TRAINING_CODE = ("netgeom.runs", "netgeom.training.loop")
+
+
+def identity_hash(
+    params: Params, data_digest: str, device: str = "cpu", extra: dict | None = None, code: tuple[str, ...] = TRAINING_CODE
+) -> str:
     """A run's identity: every input that changes its weights. `params` must be cell-applied
     (its seed is the run's own seed, its model only the options the family takes); `device` is
     the kind trained on (cpu, cuda): kernels differ, so the weights do. On the CPU the thread
     count splits a matmul's sums differently; a pretrained file counts by its content, not its
-    path. (Both are absent at their defaults, 1 thread and none: earlier runs keep their identity.)"""
+    path; the training code (the import closure of `code`) by its content, so an edit of it
+    trains again. (Threads and the pretrained file are absent at their defaults, 1 and none.)"""
+    from netgeom.code import code_digest
+
     threads = params.execution.threads
     payload = json.dumps(
         {
             "seed": params.seed,
+            "code": code_digest(*code),
             "device": device,
             "deterministic": params.execution.deterministic,
             "groups": [params.data.identity_dump(), params.noise.identity_dump(), params.model.identity_dump(), params.train.identity_dump()],

@@ -38,7 +38,8 @@ from netgeom.params import Params
 from netgeom.progress import note
 from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run, study_device
 from netgeom.provenance import run_digest
-from netgeom.stages.pieces import keep_pieces_of, publish_pieces, source_digest
+from netgeom.code import code_digest
+from netgeom.stages.pieces import keep_pieces_of, publish_pieces
 from netgeom.stages.study_common import read_shards, shard_file, write_shard
 from netgeom.studies import curvature as study
 from netgeom.summary import Summary, write_summary
@@ -131,7 +132,7 @@ def fill_surface(params: Params, layout: Layout, cell: Cell, source, previous: P
     count = p.surface.shards
     identity = {"run": run_digest(source.info), "epoch": source.checkpoints[-1][0], "seed": p.seed, "samples": p.samples,
                 "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json"), "device": study_device(params).type,
-                "deterministic": params.execution.deterministic, "code": source_digest()}
+                "deterministic": params.execution.deterministic, "code": code_digest(__name__)}
     staging = layout.study_staging_dir("curvature", source.name)
     # pieces are reused only for the same surface computed by the same code: staged ones outlive
     # a code change (DVC deletes the outputs when netgeom's code changes, not the staging folder),

@@ -9,9 +9,8 @@ crash anywhere leaves every finished piece somewhere.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 
 from netgeom.errors import NetgeomError
@@ -19,16 +18,6 @@ from netgeom.io import atomic_write, atomic_write_json, read_json
 from netgeom.progress import note
 
 MANIFEST = "identity.json"
-
-
-@cache
-def source_digest() -> str:
-    """The hash of netgeom's own code: a piece computed by other code is not reused."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def keep_pieces_of(folder: Path, identity: dict, *, manifest: str = MANIFEST, pattern: str = "*") -> bool:

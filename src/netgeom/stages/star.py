@@ -27,7 +27,7 @@ from netgeom.io import atomic_write_parquet
 from netgeom import layout as paths
 from netgeom.layout import IN_DVC_YAML, RUN_FILE, Layout, noise_tag
 from netgeom.params import EXECUTION_PARAMS, Params
-from netgeom.runs import Cell, cell_params, load_cell_data, model_for_run, read_run, study_device
+from netgeom.runs import TRAINING_CODE, Cell, cell_params, load_cell_data, model_for_run, read_run, study_device
 from netgeom.stages.barriers import pair_barriers
 from netgeom.groups.interpolation import InterpolationParams
 from netgeom.summary import Summary, write_summary
@@ -121,7 +121,8 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
     display = f"star{count} {params.model.arch} w{width} {noise_tag(p.noise)} s{settings.seed}"
     folder = train_run(
         settings, layout, name=name, target=layout.star_dir(name), cell=Cell(width, p.noise, 0), data=data,
-        identity_extra=identity, info_extra=info, hooks=TrainingHooks(make_objective, refresh, realign_next if p.realign else None), resume=resume,
+        identity_extra=identity, info_extra=info, hooks=TrainingHooks(make_objective, refresh, realign_next if p.realign else None),
+        code=(*TRAINING_CODE, __name__), resume=resume,
         display=display,
     )
     return finished(params, layout, folder, track)

@@ -15,7 +15,8 @@ from netgeom.layout import Layout, run_name
 from netgeom.params import ExecutionParams, Params
 from netgeom.progress import note
 from netgeom.provenance import run_digest
-from netgeom.stages.pieces import keep_pieces_of, publish_pieces, source_digest
+from netgeom.code import code_digest
+from netgeom.stages.pieces import keep_pieces_of, publish_pieces
 from netgeom.summary import Summary, write_summary
 
 
@@ -69,12 +70,14 @@ def compute_shards(
 
 def shard_identity(study: str, params: Params, layout: Layout, cell) -> dict:
     """What a staged shard of `study` depends on: its params group, the training run it measures
-    (one training instance: its run.json), the device kind and netgeom's code."""
+    (one training instance: its run.json), the device kind and the code the stage runs."""
     from netgeom.runs import cell_run, study_device  # here: the report reads shards without torch
+    from netgeom.stages.registry import study as registered
 
     _, run = cell_run(params, layout, cell)
     return {"study": study, "params": getattr(params, study).model_dump(mode="json"), "run": run_digest(run.info),
-            "device": study_device(params).type, "deterministic": params.execution.deterministic, "code": source_digest()}
+            "device": study_device(params).type, "deterministic": params.execution.deterministic,
+            "code": code_digest(registered(study).module)}
 
 
 def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | None, compute, summarise=None) -> Summary | None:

@@ -31,6 +31,7 @@ from netgeom.runs import (
     cell_params,
     default_cell,
     display_name,
+    TRAINING_CODE,
     identity_hash,
     load_cell_data,
     read_run,
@@ -76,6 +77,7 @@ def train_run(
     identity_extra: dict | None = None,
     info_extra: dict | None = None,
     hooks: TrainingHooks = TrainingHooks(),
+    code: tuple[str, ...] = TRAINING_CODE,
     resume: bool = True,
     fresh_command: str = "",
     display: str | None = None,
@@ -83,13 +85,14 @@ def train_run(
     """Train a run with cell-applied `params` into `target` (through .netgeom/staging/<name>).
 
     `identity_extra` joins the run's identity (e.g. a star's anchors), `info_extra` its run.json;
-    `hooks` go to the training loop (e.g. star training's objective and BN refresh);
+    `hooks` go to the training loop (e.g. star training's objective and BN refresh), `code` names
+    the modules whose code joins the identity (the hooks' module with them);
     `display` overrides the name people read (MLflow's run name)."""
     data = data if data is not None else load_cell_data(params, layout)
     device = resolve_device(params.execution.device)
     set_deterministic(params.execution.deterministic)
     data_digest = data.digest()
-    digest = identity_hash(params, data_digest, device.type, identity_extra)
+    digest = identity_hash(params, data_digest, device.type, identity_extra, code)
     finished = layout.finished_dir(name)
     if resume and _complete(finished, digest):  # a crash after assembly: publish what is there
         return _publish(layout, name, target)
