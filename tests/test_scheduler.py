@@ -572,12 +572,20 @@ def test_study_shards_over_ray_come_back_in_order(monkeypatch):
     started for the call and stopped after it); results are merged by index, not arrival."""
     pytest.importorskip("ray")
 
+    import torch
+
     from netgeom.execution import run_units
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     units = [(i, i + 1) for i in range(6)]
-    assert run_units(lambda a, b: a * b, units, backend="ray", workers=2) == [a * b for a, b in units]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # every task computes with the caller's thread count, as inline
+        got = run_units(lambda a, b: (a * b, torch.get_num_threads()), units, backend="ray", workers=2)
+    finally:
+        torch.set_num_threads(before)
+    assert got == [(a * b, 2) for a, b in units]
     import ray
 
     assert not ray.is_initialized()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tests.conftest import ok, refused, write_params
@@ -195,6 +196,25 @@ def test_shards_over_a_process_pool_equal_the_sequential_result(trained):
     run_smoothness(pooled, Layout(trained), Cell(8, 0.2, 0))
     for i in range(2):
         pd.testing.assert_frame_equal(first[i], pd.read_parquet(folder / f"shard-{i:03d}-of-002.parquet"))
+
+
+def _unit_threads(index: int) -> tuple[int, int]:
+    return index, torch.get_num_threads()
+
+
+def test_a_pool_worker_computes_with_the_callers_thread_count():
+    """The thread count splits a matmul's sums: a worker on its own default would change the
+    numbers with execution.workers."""
+    from netgeom.execution import run_units
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert run_units(_unit_threads, [(0,), (1,), (2,)], workers=2) == [(0, 2), (1, 2), (2, 2)]
+        torch.set_num_threads(1)
+        assert run_units(_unit_threads, [(0,), (1,)], workers=2) == [(0, 1), (1, 1)]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_adhoc_curve_between_two_runs(trained):

@@ -1,14 +1,17 @@
 """Fan-out of independent work units (sample shards, grid cells) over processes or Ray.
 
 Units are merged by their index, never by completion order, so results do not depend on the
-backend, the worker count or the shard count. Each local worker runs torch with one thread:
-several processes sharing two cores with default threading made small ops ~40x slower here.
+backend, the worker count or the shard count. Every unit runs torch with the caller's thread count
+(`execution.threads`), in a worker as inline: the thread count splits a matmul's sums, so a
+worker's default (all cores; also ~40x slower for small ops when several share two cores) would
+change the numbers with the worker count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from typing import Any
 
 import torch
@@ -32,17 +35,19 @@ def shard_range(index: int, count: int, total: int) -> range:
     return range(index * total // count, (index + 1) * total // count)
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+def _with_threads(threads: int, fn: Callable[..., Any], *unit) -> Any:
+    torch.set_num_threads(threads)
+    return fn(*unit)
 
 
 def run_units(fn: Callable[..., Any], units: Sequence[tuple], backend: str = "local", workers: int = 1, address: str | None = None) -> list:
     """[fn(*unit) for unit in units], possibly in parallel; results in the order of `units`."""
     if workers <= 1 or len(units) <= 1:
         return [fn(*unit) for unit in units]
+    threads = torch.get_num_threads()
     if backend == "local":
-        with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
-            return list(pool.map(fn, *zip(*units)))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(partial(_with_threads, threads, fn), *zip(*units)))
     if backend == "ray":
         # The same connection as `netgeom repro --backend ray`: RAY_ADDRESS, else
         # `execution.address`, else a local cluster for this call; unreachable fails fast.
@@ -53,8 +58,8 @@ def run_units(fn: Callable[..., Any], units: Sequence[tuple], backend: str = "lo
         address = os.environ.get("RAY_ADDRESS") or address
         ray, started = connect_ray(address, "RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else "execution.address", num_cpus=workers)
         try:
-            remote = ray.remote(num_cpus=1)(fn)
-            return ray.get([remote.remote(*unit) for unit in units])
+            remote = ray.remote(num_cpus=1)(_with_threads)
+            return ray.get([remote.remote(threads, fn, *unit) for unit in units])
         finally:
             if started:
                 ray.shutdown()
