@@ -126,7 +126,7 @@ def write_params(root: Path, **groups) -> Path:
     """params.yaml for a fast digits run; keyword groups update the defaults."""
     params = {
         "seed": 1,
-        "data": {"name": "digits", "val_size": 0.1},
+        "data": {"name": "digits", "val_size": 0.1, "root": "data"},  # dvc.yaml reads data.root
         "noise": {"kind": "symmetric", "label": 0.2, "seed": 0},
         "model": {"arch": "mlp", "width": 16, "depth": 1},
         "train": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "checkpoints": {"epochs": [1]}},

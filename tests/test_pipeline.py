@@ -323,3 +323,23 @@ def test_headline_and_caption_numbers_match_the_artifacts(repo):
     assert f"Label noise 0.2: test error {errors} over widths {', '.join(map(str, noisy.index))}" in page
     star_line = re.search(r"Width \d+, train loss, matching weights: star ↔ held-out ([\d.e+-]+)", page)
     assert star_line and float(star_line.group(1)) == pytest.approx(stars["loss_barrier"].mean(), rel=1e-2)
+
+
+def test_stages_depend_on_the_data_folder_params_name(tmp_path):
+    """`data.root` elsewhere than data/: an edit of the files there makes DVC re-run the split."""
+    import shutil
+
+    import numpy as np
+
+    root = copy_pipeline(tmp_path / "repo")
+    shutil.copytree(root / "data", root / "elsewhere")
+    write_params(root, data={"name": "digits", "val_size": 0.1, "root": "elsewhere"})
+    commit_dvc_repo(root, sh)
+    sh(sys.executable, "-m", "dvc", "repro", "-q", "split", cwd=root)
+    assert "up to date" in sh(sys.executable, "-m", "dvc", "status", "split", cwd=root)
+    x = np.load(root / "elsewhere" / "digits" / "train_x.npy")
+    np.save(root / "elsewhere" / "digits" / "train_x.npy", x[::-1].copy())
+    assert "elsewhere" in sh(sys.executable, "-m", "dvc", "status", "split", cwd=root)
+    sh(sys.executable, "-m", "dvc", "repro", "-q", "split", cwd=root)
+    np.save(root / "data" / "digits" / "train_x.npy", x[::-1].copy())  # the files data.root does not name
+    assert "up to date" in sh(sys.executable, "-m", "dvc", "status", "split", cwd=root)
