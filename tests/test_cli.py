@@ -48,6 +48,7 @@ def test_bad_params_are_one_line_and_exit_2(project, groups, command, key):
     [
         (["train", "--width", "abc"], "--width", "root train"),
         (["train", "--bogus"], "--bogus", "root train"),
+        (["train", "--replicate", "-1"], "--replicate", "root train"),
         (["trian"], "trian", "root"),
         (["curve"], "run_a", "root curve"),
         (["repro", "--jobs", "x"], "--jobs", "root repro"),
@@ -61,6 +62,17 @@ def test_a_mistyped_option_or_command_is_one_line_naming_it(project, args, key, 
     assert len(lines) == 1 and lines[0].startswith("netgeom: error: ") and key in lines[0], result.output
     assert lines[0].endswith(f"(`{command} --help` lists what is allowed)")  # CliRunner's program is "root"
     assert not (project / "artifacts").exists()
+
+
+def test_an_unexpected_error_keeps_its_own_traceback(project, monkeypatch):
+    import netgeom.cli_common
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not bad input")
+
+    monkeypatch.setattr(netgeom.cli_common, "load_params", broken)
+    result = run("check")
+    assert result.exit_code == 1 and isinstance(result.exception, RuntimeError) and "a bug" in str(result.exception)
 
 
 def test_a_group_without_a_command_shows_its_help_and_exits_2():

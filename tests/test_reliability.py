@@ -413,6 +413,12 @@ def test_a_corrupt_study_summary_stops_the_report_before_it_changes_anything(tra
         ({"train": {"lr": float("inf")}}, "train.lr"),
         ({"train": {"lr": float("nan")}}, "train.lr"),
         ({"regions": {"paht": 3}}, "regions.paht"),
+        # numpy's and sklearn's generators refuse these with a traceback inside a stage
+        ({"seed": -1}, "seed"),
+        ({"noise": {"kind": "symmetric", "label": 0.2, "seed": -3}}, "noise.seed"),
+        ({"data": {"name": "digits", "split_seed": 2**32}}, "data.split_seed"),
+        ({"grid": {"widths": [8], "noise": [0.2], "seed_offsets": [0, -1]}}, "grid.seed_offsets[1]"),
+        ({"smoothness": {"sample_seed": -1}}, "smoothness.sample_seed"),
     ],
 )
 def test_every_group_is_validated_by_the_check_stage(project, groups, key):

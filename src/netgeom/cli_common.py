@@ -22,7 +22,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 
 CellWidth = Annotated[Optional[int], typer.Option("--width", help="Model width (default: model.width, else grid.widths[0]).")]
 CellNoise = Annotated[Optional[float], typer.Option("--noise", help="Label-noise level (default: noise.label).")]
-CellReplicate = Annotated[int, typer.Option("--replicate", help="Seed offset: the run uses seed + replicate.")]
+CellReplicate = Annotated[int, typer.Option("--replicate", min=0, help="Seed offset: the run uses seed + replicate.")]
 TrackOption = Annotated[
     bool,
     typer.Option(
@@ -41,8 +41,10 @@ def make_cell(settings: Params, width: int | None, noise: float | None, replicat
     return Cell(default_width if width is None else width, settings.noise.label if noise is None else noise, replicate)
 
 
-# Typer >= 0.28 carries its own copy of click; its exceptions live beside typer.BadParameter.
+# Typer >= 0.28 carries its own copy of click; its exceptions live beside typer.BadParameter
+# (click < 8.2 has no NoArgsIsHelpError: `()` then matches nothing).
 click = sys.modules[typer.BadParameter.__module__]
+NO_ARGS_IS_HELP = getattr(click, "NoArgsIsHelpError", ())
 
 
 class _OneLineUsageErrors:
@@ -54,7 +56,7 @@ class _OneLineUsageErrors:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.NoArgsIsHelpError as exc:
+        except NO_ARGS_IS_HELP as exc:
             typer.echo(exc.ctx.get_help())
             sys.exit(2)
         except click.UsageError as exc:
@@ -65,7 +67,7 @@ class _OneLineUsageErrors:
         except click.ClickException as exc:
             typer.echo(f"netgeom: error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except typer.Abort:
             typer.echo("netgeom: aborted", err=True)
             sys.exit(1)
         # Without standalone mode click hands back an Exit's code (or a command's return value).

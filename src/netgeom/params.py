@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from netgeom.errors import NetgeomError
 
+
+# Every seed: numpy's and scikit-learn's generators refuse a negative one (and sklearn one above
+# 2**32 - 1) with a traceback deep inside a stage; refused here in one line instead.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 class Group(BaseModel):
     # inf and nan are never meaningful settings (`train.lr: inf` trains nothing, silently).
@@ -50,7 +54,7 @@ class RandomDataParams(Group):
     classes: int = Field(10, ge=2)
     train_size: int = Field(1000, ge=1)
     test_size: int = Field(200, ge=1)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class DataParams(Group):
@@ -59,9 +63,9 @@ class DataParams(Group):
     val_size: float = Field(0.1, ge=0, description="fraction (< 1) or count (>= 1) of the training pool")
     train_size: int | None = Field(None, ge=1, description="optional cap on the training subset")
     stratified: bool = True
-    split_seed: int = 0
+    split_seed: Seed = 0
     classes: int | None = Field(None, ge=2, description="keep this many classes (class subsampling)")
-    class_seed: int = 0
+    class_seed: Seed = 0
     random: RandomDataParams = RandomDataParams()
     normalize: bool = Field(True, description="false: raw pixel values in [0, 1] (the hyperplane seed's --unnormalize)")
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"normalize"})
@@ -77,7 +81,7 @@ class DataParams(Group):
 class NoiseParams(Group):
     kind: Literal["none", "symmetric", "uniform", "asymmetric"] = "symmetric"
     label: float = Field(0.0, ge=0, le=1, description="fraction of corrupted training labels")
-    seed: int = 0
+    seed: Seed = 0
     input: Literal["none", "pixel_shuffle", "random_pixels"] = "none"
     per_image: bool = False
 
@@ -164,7 +168,7 @@ class TrainParams(Group):
 class GridParams(Group):
     widths: list[int] = Field(default_factory=lambda: [64], min_length=1)
     noise: list[float] = Field(default_factory=lambda: [0.0], min_length=1)
-    seed_offsets: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seed_offsets: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("widths")
     @classmethod
@@ -245,7 +249,7 @@ class ReportParams(Group):
 
 
 class Params(Group):
-    seed: int = 42
+    seed: Seed = 42
     data: DataParams = DataParams()
     noise: NoiseParams = NoiseParams()
     model: ModelParams = ModelParams()

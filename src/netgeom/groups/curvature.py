@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from netgeom.params import Group, StudyGroup
+from netgeom.params import Group, Seed, StudyGroup
 
 
 class SurfaceParams(Group):
@@ -30,7 +30,7 @@ class CurvatureParams(StudyGroup):
     trace_probes: int = Field(30, ge=2, description="Hutchinson's Rademacher probes")
     density_probes: int = Field(2, ge=1)
     density_steps: int = Field(30, ge=2)
-    seed: int = 0
+    seed: Seed = 0
     surface: SurfaceParams = SurfaceParams()
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from netgeom.errors import NetgeomError
-from netgeom.params import StudyGroup
+from netgeom.params import Seed, StudyGroup
 
 
 # The paper's learning rates where `mli.lr` names none for an optimizer.
@@ -31,7 +31,7 @@ class MliParams(StudyGroup):
         default_factory=lambda: dict(DEFAULT_LR), description="per optimizer: a learning rate or a list of them"
     )
     batch_norm: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(60, ge=1)
     points: int = Field(25, ge=2)
     tol: float = Field(1e-3, ge=0, description="the paper's MLP tolerance")

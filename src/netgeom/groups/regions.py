@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from netgeom.params import StudyGroup
+from netgeom.params import Seed, StudyGroup
 
 DEFAULT_EPS = 1e-9  # = netgeom.studies.regions.DEFAULT_EPS (tests/test_light_imports.py keeps the two in step)
 
@@ -21,7 +21,7 @@ class RegionsParams(StudyGroup):
     paths: int = Field(64, ge=1)
     anchors: int = Field(8, ge=2)
     radius: float = Field(1, gt=0, description="pixels (or samples of a 1-D signal)")
-    path_seed: int = 4321
+    path_seed: Seed = 4321
     checkpoints: Literal["all", "final"] | list[int] = "all"
     eps: float = Field(DEFAULT_EPS, gt=0)
     batch_size: int = Field(256, ge=1)

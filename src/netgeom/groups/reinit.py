@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from netgeom.params import StudyGroup
+from netgeom.params import Seed, StudyGroup
 
 
 class ReinitParams(StudyGroup):
@@ -25,7 +25,7 @@ class ReinitParams(StudyGroup):
         description="weight files (safetensors or weights-only torch.save) to reset layers to, or a .txt listing one per line (the seed's --inits-from)",
     )
     rand: bool = True
-    rand_seed: int = 0
+    rand_seed: Seed = 0
     reset_bn: bool = False
     samples: int | None = Field(None, ge=1, description="the split's first n samples (null: all)")
     batch_size: int = Field(1024, ge=1)

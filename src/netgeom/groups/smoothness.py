@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from netgeom.errors import NetgeomError
-from netgeom.params import Group, StudyGroup
+from netgeom.params import Group, Seed, StudyGroup
 
 # The names `netgeom.studies.smoothness` implements (tests/test_light_imports.py keeps the two in step).
 METRICS = ("jacobian_frobenius", "jacobian_operator", "crossentropy", "accuracy", "confidence", "tangent_jacobian", "tangent_hessian")
@@ -63,14 +63,14 @@ class SmoothnessParams(StudyGroup):
     split: Literal["train", "val", "test"] = "train"
     checkpoints: Literal["all", "final"] | list[int] = "all"
     samples: int | None = Field(None, ge=1, description="a seeded subset of the split")
-    sample_seed: int = 0
+    sample_seed: Seed = 0
     clean_targets: bool = False
     batch_size: int = Field(256, ge=1)
     backend: Literal["auto", "vjp", "vmap"] = Field("auto", description="auto: vmap on a GPU, vjp (input-only vector-Jacobian products) on the CPU")
     operator_method: Literal[OPERATOR_METHODS] = "gram"  # type: ignore[valid-type]
     power_iters: int = Field(300, ge=1)
     power_tol: float = Field(1e-6, ge=0, description="relative: stop when |s_k - s_k-1| <= tol * s_k")
-    tangent_seed: int = Field(0, ge=0)
+    tangent_seed: Seed = 0
     tangent_step: float | Literal["distance"] = TANGENT_STEP
     shards: int = Field(1, ge=1)
 

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from netgeom import layout as paths
 from netgeom.errors import NetgeomError
-from netgeom.params import Params, StudyGroup
+from netgeom.params import Params, Seed, StudyGroup
 
 
 class StarParams(StudyGroup):
@@ -20,8 +20,8 @@ class StarParams(StudyGroup):
 
     widths: list[int] = Field(default_factory=lambda: [64], min_length=1, description="one star cell per width")
     noise: float = Field(0.0, ge=0, le=1)
-    anchors: list[int] = Field(default_factory=lambda: [1000, 1001, 1002, 1003], min_length=1, description="seeds of the anchors")
-    held_out: list[int] = Field(
+    anchors: list[Seed] = Field(default_factory=lambda: [1000, 1001, 1002, 1003], min_length=1, description="seeds of the anchors")
+    held_out: list[Seed] = Field(
         default_factory=lambda: [2000, 2001, 2002], min_length=2, description="seeds of the held-out models (regular <-> regular pairs need two)"
     )
     anchor_counts: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, description="stars trained on the first k anchors")
