@@ -419,6 +419,7 @@ def test_a_corrupt_study_summary_stops_the_report_before_it_changes_anything(tra
         ({"data": {"name": "digits", "split_seed": 2**32}}, "data.split_seed"),
         ({"grid": {"widths": [8], "noise": [0.2], "seed_offsets": [0, -1]}}, "grid.seed_offsets[1]"),
         ({"smoothness": {"sample_seed": -1}}, "smoothness.sample_seed"),
+        ({"star": {"widths": [0]}}, "star.widths[0]"),
     ],
 )
 def test_every_group_is_validated_by_the_check_stage(project, groups, key):

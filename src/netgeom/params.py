@@ -20,6 +20,7 @@ from netgeom.errors import NetgeomError
 # Every seed: numpy's and scikit-learn's generators refuse a negative one (and sklearn one above
 # 2**32 - 1) with a traceback deep inside a stage; refused here in one line instead.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Width = Annotated[int, Field(ge=1)]
 
 class Group(BaseModel):
     # inf and nan are never meaningful settings (`train.lr: inf` trains nothing, silently).
@@ -166,15 +167,13 @@ class TrainParams(Group):
 
 
 class GridParams(Group):
-    widths: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    widths: list[Width] = Field(default_factory=lambda: [64], min_length=1)
     noise: list[float] = Field(default_factory=lambda: [0.0], min_length=1)
     seed_offsets: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("widths")
     @classmethod
-    def _positive_widths(cls, v: list[int]) -> list[int]:
-        if any(w <= 0 for w in v):
-            raise ValueError("every width must be > 0")
+    def _distinct_widths(cls, v: list[int]) -> list[int]:
         return _distinct(v)
 
     @field_validator("noise", mode="before")

@@ -12,13 +12,13 @@ from pydantic import Field, field_validator, model_validator
 
 from netgeom import layout as paths
 from netgeom.errors import NetgeomError
-from netgeom.params import Params, Seed, StudyGroup
+from netgeom.params import Params, Seed, StudyGroup, Width
 
 
 class StarParams(StudyGroup):
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"sinkhorn_temperature", "anti"})
 
-    widths: list[int] = Field(default_factory=lambda: [64], min_length=1, description="one star cell per width")
+    widths: list[Width] = Field(default_factory=lambda: [64], min_length=1, description="one star cell per width")
     noise: float = Field(0.0, ge=0, le=1)
     anchors: list[Seed] = Field(default_factory=lambda: [1000, 1001, 1002, 1003], min_length=1, description="seeds of the anchors")
     held_out: list[Seed] = Field(
