@@ -108,6 +108,16 @@ def test_identity_covers_the_data_content(prepared):
     assert read_run(prepared / "artifacts" / "runs" / RUN).info["params_hash"] != first
 
 
+def test_a_damaged_finished_run_is_said_and_trained_again(prepared):
+    ok("train")
+    info = prepared / "artifacts" / "runs" / RUN / "run.json"
+    complete = info.read_text()
+    info.write_text(complete[: len(complete) // 2])
+    out = ok("train")
+    assert "run.json: is not a valid JSON file" in out and f"training {RUN} again" in out and "re-create" not in out
+    assert json.loads(info.read_text())["params_hash"] == json.loads(complete)["params_hash"]
+
+
 def test_identity_covers_the_training_code(prepared, monkeypatch):
     """An edit of the code that trains (here: its digest) trains again on a direct `netgeom
     train`, as `dvc repro` would; back on the old code, the old identity and the same weights."""

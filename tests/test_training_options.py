@@ -99,13 +99,16 @@ def test_unnormalised_inputs_are_the_raw_values(project):
 def test_options_added_later_leave_the_identity_of_old_runs_alone():
     params = Params()
 
-    def old_formula(p: Params) -> str:  # identity_hash before the options existed
+    from netgeom.code import code_digest
+    from netgeom.runs import TRAINING_CODE
+
+    def old_formula(p: Params) -> str:  # identity_hash before the options existed (at the same code)
         data, train_ = p.data.model_dump(mode="json"), p.train.model_dump(mode="json")
         data.pop("normalize")
         for name in ("label_smoothing", "grad_clip_norm", "kill_plateaus_within", "fused_optimizer"):
             train_.pop(name)
         train_["checkpoints"].pop("all_until")
-        payload = {"seed": p.seed, "device": "cpu", "deterministic": p.execution.deterministic,
+        payload = {"seed": p.seed, "code": code_digest(*TRAINING_CODE), "device": "cpu", "deterministic": p.execution.deterministic,
                    "groups": [data, p.noise.model_dump(mode="json"), p.model.model_dump(mode="json"), train_], "data": "d"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -185,6 +185,7 @@ def _complete(folder: Path, digest: str) -> bool:
         if info["params_hash"] != digest:
             return False
         read_run(folder).checkpoints  # noqa: B018  (raises when any is missing)
-    except NetgeomError:
+    except NetgeomError as exc:  # a damaged run is no result: say so, then train it again
+        note(f"{str(exc).split('; re-create it')[0]}; training {folder.name} again")
         return False
     return True
