@@ -225,6 +225,41 @@ def test_svhn_loads_from_mat_files_and_maps_label_10_to_0(tmp_path):
     assert np.allclose(data.x * 255, x.transpose(3, 2, 0, 1))
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "no X"])
+def test_a_damaged_svhn_file_is_one_line_naming_where_it_is(tmp_path, damage):
+    x, y = np.zeros((32, 32, 3, 2), dtype=np.uint8), np.ones((2, 1), dtype=np.uint8)
+    for split in ("train", "test"):
+        scipy.io.savemat(tmp_path / f"{split}_32x32.mat", {"X": x, "y": y})
+    target = tmp_path / "train_32x32.mat"
+    whole = target.read_bytes()
+    if damage == "no X":
+        scipy.io.savemat(target, {"Z": x})
+    else:
+        target.write_bytes(b"garbage" * 10 if damage == "garbage" else whole[: len(whole) // 2])
+    with pytest.raises(NetgeomError, match=r"svhn \(train\): a file there cannot be read") as raised:
+        get_source("svhn").load(tmp_path, "train")
+    assert str(tmp_path) in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(NetgeomError):
+        get_source("svhn").is_available(tmp_path)
+
+
+def test_a_damaged_embedded_array_is_one_line_naming_it(tmp_path):
+    source = get_source("digits")
+    source.materialise(tmp_path)
+    x_file = tmp_path / "digits" / "train_x.npy"
+    whole = x_file.read_bytes()
+    x_file.write_bytes(whole[:100])
+    with pytest.raises(NetgeomError, match="train_x.npy: is not a valid .npy array file.*netgeom data materialise digits"):
+        source.load(tmp_path, "train")
+    np.save(x_file, np.array([{"code": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(NetgeomError, match="pickled objects, which are never loaded"):
+        source.load(tmp_path, "train")
+    x_file.write_bytes(whole)
+    np.save(tmp_path / "digits" / "train_y.npy", np.zeros((3, 2), dtype=np.int64))
+    with pytest.raises(NetgeomError, match=r"train_y.npy: holds labels of shape \(3, 2\) for 1500 inputs"):
+        source.load(tmp_path, "train")
+
+
 def test_missing_torchvision_dataset_is_one_clear_error(tmp_path):
     with pytest.raises(NetgeomError, match="data.root.*cifar10.*not found.*netgeom data fetch"):
         get_source("cifar10").load(tmp_path, "train")

@@ -188,6 +188,22 @@ def read_json_object(path: str | Path, required: tuple[str, ...] = (), hint: str
     return payload
 
 
+def read_npy(path: str | Path, hint: str = "") -> np.ndarray:
+    """A .npy array, never pickled objects; one line naming the file when it is not one."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path, hint)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        if "pickle" in detail:  # numpy's own advice is to load it unsafely: never here
+            detail = "pickled objects, which are never loaded"
+        raise NetgeomError(str(path), f"is not a valid .npy array file ({detail}){'; ' + hint if hint else ''}") from None
+
+
 def read_parquet(path: str | Path, columns: tuple[str, ...] = (), hint: str = ""):
     import pandas as pd
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, register_dataset
 from netgeom.errors import NetgeomError
-from netgeom.io import atomic_save_npy
+from netgeom.io import atomic_save_npy, read_npy
 
 
 class NpyDataset(DatasetSource):
@@ -58,8 +58,14 @@ class NpyDataset(DatasetSource):
                 "data.root", f"{self.info.name} is not materialised under {self.where(root)}; run `make data` (or fix data.root)"
             )
         folder = self.folder(root)
-        x = np.load(folder / f"{split}_x.npy", allow_pickle=False)
-        y = np.load(folder / f"{split}_y.npy", allow_pickle=False)
+        again = f"materialise it again: `netgeom data materialise {self.info.name}`"
+        x_file, y_file = folder / f"{split}_x.npy", folder / f"{split}_y.npy"
+        x, y = read_npy(x_file, again), read_npy(y_file, again)
+        per_sample = int(np.prod(self.info.input_shape))
+        if x.ndim < 1 or x.size != len(x) * per_sample:
+            raise NetgeomError(str(x_file), f"holds an array of shape {x.shape}, not {len(x) if x.ndim else 'N'} inputs of shape {self.info.input_shape}; {again}")
+        if y.shape != (len(x),):
+            raise NetgeomError(str(y_file), f"holds labels of shape {y.shape} for {len(x)} inputs; {again}")
         return RawSplit(x=x.reshape((len(x), *self.info.input_shape)), y=y)
 
 

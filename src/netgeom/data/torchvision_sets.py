@@ -64,7 +64,7 @@ class TorchvisionDataset(DatasetSource):
     def is_available(self, root: Path) -> bool:
         try:
             for split in self.info.splits:
-                self._open(root, split)
+                self._read(root, split)
         except (RuntimeError, FileNotFoundError):
             return False
         return True
@@ -72,7 +72,7 @@ class TorchvisionDataset(DatasetSource):
     def load(self, root: Path, split: str) -> RawSplit:
         self.check_split(split)
         try:
-            data = self._open(root, split)
+            data = self._read(root, split)
         except (RuntimeError, FileNotFoundError):
             raise NetgeomError(
                 "data.root",
@@ -80,6 +80,18 @@ class TorchvisionDataset(DatasetSource):
                 f"`netgeom data fetch {self.info.name}` or place the files there in torchvision's layout",
             ) from None
         return self.to_arrays(data)
+
+    def _read(self, root: Path, split: str):
+        """The torchvision dataset, its files present (RuntimeError / FileNotFoundError otherwise)
+        and readable: a damaged file is one line naming where it is, not the reader's traceback."""
+        try:
+            return self._open(root, split)
+        except (RuntimeError, FileNotFoundError):
+            raise
+        except Exception as exc:  # scipy.io / PIL / numpy raise a zoo of types for a damaged file
+            raise NetgeomError(
+                self.where(root), f"{self.info.name} ({split}): a file there cannot be read ({type(exc).__name__}: {exc}); fetch or copy it again"
+            ) from None
 
     def to_arrays(self, data) -> RawSplit:
         x = np.asarray(data.data)
