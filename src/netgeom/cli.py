@@ -27,7 +27,7 @@ from netgeom.cli_common import (
 )
 from netgeom.errors import NetgeomError
 from netgeom.layout import Layout
-from netgeom.params import load_params
+from netgeom.params import SEED_MAX, load_params
 
 EMBEDDED_DATASETS = ["digits", "mnist1d", "mnist5k"]  # what `make data` materialises
 
@@ -285,7 +285,7 @@ def _skip(entry, settings, layout, cell_args) -> None:
 def hyperplanes_model(
     arch: str = typer.Argument(..., help="a registered model, e.g. tv_resnet18, tv_vgg16 (torchvision), vgg8, lenet5"),
     pretrained: Path = typer.Option(None, "--pretrained", help="weights file (safetensors or torch.save state dict); omit for a random init"),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="torch seed of the random initialisation"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="torch seed of the random initialisation"),
     input_shape: str = typer.Option("3,224,224", "--input-shape", help="C,H,W the model is built for"),
     classes: int = typer.Option(1000, "--classes", help="outputs of the classifier (the file's, for --pretrained)"),
     with_linear: bool = typer.Option(False, "--with-linear/--conv-only", help="also measure linear layers"),
@@ -316,7 +316,7 @@ def reinit_model(
     size: int = typer.Option(224, "--size", min=1, help="side of the centre crop the model sees"),
     classes: int = typer.Option(1000, "--classes", help="outputs of the classifier (the file's)"),
     samples: int = typer.Option(1000, "--samples", min=1, help="images evaluated (a seeded subset)"),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="seed of the subset and of the fresh layers (rand)"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="seed of the subset and of the fresh layers (rand)"),
     conv_only: bool = typer.Option(False, "--conv-only/--conv-and-linear", help="reset convolutions only (the seed's default)"),
     inits_from: list[str] = typer.Option([], "--inits-from", help="further weight files to reset layers to, or a .txt listing one per line"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),

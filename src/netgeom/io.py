@@ -160,9 +160,17 @@ def _missing(path: Path, hint: str) -> NetgeomError:
     return NetgeomError(str(path), f"does not exist{'; ' + hint if hint else ''}")
 
 
+# What a reader says to do about a damaged output (a caller that re-creates it itself drops it).
+RECREATE = "re-create it (e.g. `dvc repro --force` of its stage)"
+
+
+def _detail(exc: Exception) -> str:
+    """A reader's exception as a short clause for a one-line error."""
+    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+
+
 def _corrupt(path: Path, what: str, exc: Exception) -> NetgeomError:
-    detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-    return NetgeomError(str(path), f"is not a valid {what} file ({detail}); re-create it (e.g. `dvc repro --force` of its stage)")
+    return NetgeomError(str(path), f"is not a valid {what} file ({_detail(exc)}); {RECREATE}")
 
 
 def read_json(path: str | Path, hint: str = "") -> Any:
@@ -184,7 +192,7 @@ def read_json_object(path: str | Path, required: tuple[str, ...] = (), hint: str
         raise NetgeomError(str(path), "must hold a JSON object")
     absent = [key for key in required if key not in payload]
     if absent:
-        raise NetgeomError(str(path), f"lacks {', '.join(absent)}; re-create it (e.g. `dvc repro --force` of its stage)")
+        raise NetgeomError(str(path), f"lacks {', '.join(absent)}; {RECREATE}")
     return payload
 
 
@@ -198,7 +206,7 @@ def read_npy(path: str | Path, hint: str = "") -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        detail = _detail(exc)
         if "pickle" in detail:  # numpy's own advice is to load it unsafely: never here
             detail = "pickled objects, which are never loaded"
         raise NetgeomError(str(path), f"is not a valid .npy array file ({detail}){'; ' + hint if hint else ''}") from None
@@ -234,7 +242,7 @@ def _read_frame(path: str | Path, columns: tuple[str, ...], hint: str, reader, k
 def _check_columns(path: Path, frame, columns: tuple[str, ...]) -> None:
     absent = [c for c in columns if c not in frame.columns]
     if absent:
-        raise NetgeomError(str(path), f"lacks the columns {', '.join(absent)}; re-create it (e.g. `dvc repro --force` of its stage)")
+        raise NetgeomError(str(path), f"lacks the columns {', '.join(absent)}; {RECREATE}")
 
 
 def _jsonable(value: Any) -> Any:

@@ -19,8 +19,10 @@ from netgeom.errors import NetgeomError
 
 # Every seed: numpy's and scikit-learn's generators refuse a negative one (and sklearn one above
 # 2**32 - 1) with a traceback deep inside a stage; refused here in one line instead.
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+SEED_MAX = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Width = Annotated[int, Field(ge=1)]
+
 
 class Group(BaseModel):
     # inf and nan are never meaningful settings (`train.lr: inf` trains nothing, silently).

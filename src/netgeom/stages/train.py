@@ -17,7 +17,7 @@ from pathlib import Path
 from netgeom.devices import resolve_device, set_deterministic
 from netgeom.errors import NetgeomError
 from netgeom.data.bundle import DataBundle
-from netgeom.io import atomic_write_csv, atomic_write_json, publish_dir, read_json_object
+from netgeom.io import RECREATE, atomic_write_csv, atomic_write_json, publish_dir, read_json_object
 from netgeom.layout import RUN_FILE, Layout
 from netgeom.provenance import DVC_ENV, dvc_md5, git_commit
 from netgeom.models import count_parameters
@@ -186,6 +186,6 @@ def _complete(folder: Path, digest: str) -> bool:
             return False
         read_run(folder).checkpoints  # noqa: B018  (raises when any is missing)
     except NetgeomError as exc:  # a damaged run is no result: say so, then train it again
-        note(f"{str(exc).split('; re-create it')[0]}; training {folder.name} again")
+        note(f"{str(exc).replace('; ' + RECREATE, '')}; training {folder.name} again")
         return False
     return True
