@@ -18,6 +18,7 @@ from netgeom.studies.interpolation import recalibrate_bn
 
 ZOO = [
     ("mlp", (1, 6, 6), dict(width=16, depth=2, batch_norm=True)),
+    ("mlp", (1, 6, 6), dict(width=16, depth=3, bottleneck=5)),  # the bottleneck's units permute too
     ("cnn_k", (3, 16, 16), dict(width=4, batch_norm=True)),
     ("resnet20", (3, 16, 16), dict(width=4)),
     ("vgg11", (3, 32, 32), dict(width=8, batch_norm=True)),
@@ -42,7 +43,7 @@ def random_perms(spec, seed: int) -> dict:
     return {p: torch.randperm(n, generator=g) for p, n in spec.sizes.items()}
 
 
-@pytest.mark.parametrize("arch,shape,options", ZOO, ids=[z[0] for z in ZOO])
+@pytest.mark.parametrize("arch,shape,options", ZOO, ids=[z[0] + ("_bottleneck" if "bottleneck" in z[2] else "") for z in ZOO])
 def test_matching_recovers_a_known_permutation_exactly(arch, shape, options):
     torch.manual_seed(0)
     model = create_model(arch, shape, 5, **options).double().eval()

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from netgeom.cli import app
 from netgeom.code import import_closure
 from netgeom.dvc_yaml import code_deps, render
+from netgeom.errors import NetgeomError
 from netgeom.stages.registry import STUDIES
 from tests.conftest import refused, write_params
 
@@ -83,6 +84,26 @@ def test_an_option_the_family_ignores_is_refused_unless_it_is_the_default(projec
     model_for_run(read_run(project / "artifacts" / "runs" / "cnn5_k_w4-n0.2-r0").info)  # the recorded options rebuild it
     write_params(project, model={"arch": "cnn5_k", "width": 4, "depth": None, "activation": "tanh"})
     refused("train", "--width", "4", key="model.activation")
+
+
+def test_the_bottleneck_option_is_an_mlp_option_that_leaves_existing_identities_alone(project):
+    from netgeom.params import ModelParams, Params
+    from netgeom.runs import effective_model, identity_hash
+
+    params = Params()
+    plain = identity_hash(params, "d")
+    assert ModelParams().identity_dump() == ModelParams(bottleneck=None).identity_dump()  # runs before the option keep theirs
+    assert "bottleneck" not in ModelParams().identity_dump()
+    narrowed = params.model_copy(update={"model": ModelParams(arch="mlp", depth=2, bottleneck=8)})
+    assert identity_hash(narrowed, "d") != identity_hash(params.model_copy(update={"model": ModelParams(arch="mlp", depth=2)}), "d")
+    assert identity_hash(params, "d") == plain
+    with pytest.raises(NetgeomError) as err:
+        effective_model(ModelParams(arch="cnn5_k", width=4, depth=None, bottleneck=8))
+    assert err.value.key == "model.bottleneck"
+    write_params(project, model={"arch": "mlp", "width": 8, "depth": 2, "bottleneck": 0})
+    refused("check", key="model.bottleneck")
+    write_params(project, model={"arch": "mlp", "width": 8, "depth": 1, "bottleneck": 4})
+    assert "depth >= 2" in refused("check", key="model.bottleneck")
 
 
 # --------------------------------------------------------------------------- the generated pipeline

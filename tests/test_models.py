@@ -228,6 +228,42 @@ def test_mlp_activation_and_batch_norm():
     torch.testing.assert_close(lin(0.25 * x + 0.75 * y), 0.25 * lin(x) + 0.75 * lin(y))
 
 
+def test_a_bottleneck_mlp_is_the_plain_mlp_with_rank_limited_hidden_weights():
+    torch.manual_seed(0)
+    narrow = create_model("mlp", (5,), 3, width=6, depth=3, bottleneck=2).double()
+    # 5->6, then (6->2 without bias, 2->6) twice, then 6->3
+    assert count_parameters(narrow) == (5 * 6 + 6) + 2 * (6 * 2 + 2 * 6 + 6) + (6 * 3 + 3)
+    linears = [m for m in narrow if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features, m.bias is not None) for m in linears] == [
+        (5, 6, True), (6, 2, False), (2, 6, True), (6, 2, False), (2, 6, True), (6, 3, True)]
+    assert sum(isinstance(m, nn.ReLU) for m in narrow.modules()) == 3  # none after a bottleneck
+    # the oracle: a plain MLP whose hidden-to-hidden weights are the products up @ down
+    plain = create_model("mlp", (5,), 3, width=6, depth=3).double()
+    plain_linears = [m for m in plain if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for target, source in zip(plain_linears, [linears[0], (linears[1], linears[2]), (linears[3], linears[4]), linears[5]]):
+            if isinstance(source, tuple):
+                down, up = source
+                target.weight.copy_(up.weight @ down.weight)
+                target.bias.copy_(up.bias)
+            else:
+                target.weight.copy_(source.weight)
+                target.bias.copy_(source.bias)
+    x = torch.randn(7, 5, dtype=torch.float64)
+    torch.testing.assert_close(narrow(x), plain(x), rtol=1e-12, atol=1e-12)
+    assert torch.linalg.matrix_rank(plain_linears[1].weight).item() == 2
+    bn = create_model("mlp", (5,), 3, width=6, depth=2, bottleneck=2, batch_norm=True)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in bn.modules()) == 2  # BN on the wide layers only
+
+
+def test_kaiming_gives_a_bottleneck_unit_gain():
+    torch.manual_seed(0)
+    model = create_model("mlp", (100,), 10, width=1000, depth=2, bottleneck=400, init="kaiming")
+    assert model[3].out_features == 400 and model[3].bias is None
+    assert model[3].weight.std().item() == pytest.approx((1 / 1000) ** 0.5, rel=0.05)  # no ReLU follows
+    assert model[4].weight.std().item() == pytest.approx((2 / 400) ** 0.5, rel=0.05)  # a ReLU follows
+
+
 def test_fixup_init():
     torch.manual_seed(0)
     model = create_model("resnet20", IMAGE, K, batch_norm=False, init="fixup", width=32)
@@ -263,6 +299,8 @@ def test_kaiming_init_draws_he_normal():
         ("mlp", IMAGE, {"depth": -1}, "model.depth"),
         ("mlp", IMAGE, {"activation": "gelu"}, "model.activation"),
         ("mlp", IMAGE, {"init": "orthogonal"}, "model.init"),
+        ("mlp", IMAGE, {"bottleneck": 0}, "model.bottleneck"),
+        ("mlp", IMAGE, {"bottleneck": 8, "depth": 1}, "model.bottleneck"),
         ("resnet18_k4", IMAGE, {"init": "xavier"}, "model.init"),
         ("resnet20", IMAGE, {"batch_norm": "yes"}, "model.batch_norm"),
         ("cnn_k4", (3, 4, 4), {}, "input_shape"),

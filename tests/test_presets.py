@@ -82,6 +82,23 @@ def test_fashion_mnist_hyperplanes_scaled_down(tmp_path):
     assert all(-1 <= v <= 1 for v in seeds) and rhos["bias_drop_rho_mean"] == pytest.approx(sum(seeds) / len(seeds))
 
 
+def test_cifar10_mlp_hyperplanes_scaled_down(tmp_path):
+    """The seed's fully connected supplement (BN MLP with linear bottlenecks, SGD, step decay,
+    augmentation) on CIFAR-10-format files: every linear layer, bottlenecks included, gets its
+    projection statistics and a re-initialisation row per checkpoint."""
+    overrides = {"model": {"bottleneck": 8}, "grid": {"widths": [32], "seed_offsets": [0]}, "train": {"step_size": 1}}
+    summary = run_preset("cifar10_mlp_hyperplanes", tmp_path, sh, overrides)
+    assert 0 <= summary["noise_0pct"]["hyperplane_mass"] <= 1
+    run = "mlp_w32-n0.0-r0"
+    info = json.loads((tmp_path / "artifacts" / "runs" / run / "run.json").read_text())
+    assert info["params"]["model"]["bottleneck"] == 8 and info["params"]["train"]["augment"] is True
+    layers = pd.read_parquet(tmp_path / "artifacts" / "studies" / "hyperplanes" / run / "layers.parquet")
+    # 3072 -> 32 -> (8) -> 32 -> (8) -> 32 -> 10: six linear layers, all of the one max-pool-free stage
+    assert layers["layer"].nunique() == 6 and set(layers["stage"]) == {0}
+    reinit = pd.read_parquet(tmp_path / "artifacts" / "studies" / "reinit" / run / "reinit.parquet")
+    assert reinit["layer"].nunique() == 6
+
+
 def test_fashion_mnist_regions_scaled_down(tmp_path):
     summary = run_preset("fashion_mnist_regions", tmp_path, sh)
     assert (tmp_path / "reports" / "figures" / "regions_vs_width.png").exists()

@@ -92,6 +92,15 @@ def test_mlp_counts_match_dense_sampling():
     assert_matches_dense(mlp(), x0, x1)
 
 
+def test_a_bottleneck_mlp_counts_match_dense_sampling():
+    from netgeom.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("mlp", (12,), 3, width=20, depth=3, bottleneck=4).double()  # linear, ReLU-free bottlenecks
+    x0, x1 = segments((12,), 6, seed=1)
+    assert_matches_dense(net, x0, x1)
+
+
 def test_conv_counts_match_dense_sampling():
     x0, x1 = segments((1, 6, 6), 4, seed=2)
     assert_matches_dense(convnet(), x0, x1)

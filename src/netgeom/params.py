@@ -98,6 +98,14 @@ class ModelParams(Group):
     activation: Literal["relu", "tanh", "sigmoid", "identity"] | None = "relu"  # None: a family without the option
     init: Literal["pytorch", "kaiming", "fixup"] | None = None
     pretrained: str | None = None
+    bottleneck: int | None = Field(None, gt=0, description="mlp: a linear layer of this many units between consecutive hidden layers")
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"bottleneck"})
+
+    @model_validator(mode="after")
+    def _bottleneck_between_hidden_layers(self) -> ModelParams:
+        if self.bottleneck is not None and self.depth is not None and self.depth < 2:
+            raise NetgeomError("bottleneck", f"sits between consecutive hidden layers: needs model.depth >= 2, got {self.depth}")
+        return self
 
     def options(self) -> dict[str, Any]:
         """Builder keyword arguments (the registry passes each family only what it accepts)."""
