@@ -6,18 +6,24 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup data fashion-mnist repro exp preset test bench ui sync pipeline clean
+.PHONY: help setup lock data fashion-mnist repro exp preset test bench ui sync pipeline clean
 
 help:  ## List the targets
 	@grep -E '^[a-z][a-zA-Z0-9_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## Create .venv and install netgeom with pinned dependencies (idempotent)
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package of the environment (pip constraints), so a clone made next
+# year installs what this one was tested with; `make lock` rewrites it from the current .venv.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,ray,cluster]'
+	$(PY) -m pip install -q -e '.[test,ray,cluster]' -c requirements.lock
 	touch $(STAMP)
+
+lock: $(STAMP)  ## Rewrite requirements.lock from .venv (after changing a dependency in pyproject.toml)
+	{ echo "# pip constraints: the exact versions make setup installs (written by make lock)"; \
+	  $(PY) -m pip freeze --exclude-editable; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
 data: $(STAMP)  ## Materialise the embedded datasets into data/ (a no-op when data/ already matches data.dvc)
 	@if [ -d data ] && dvc status -q data.dvc 2>/dev/null; then echo "data/ matches data.dvc"; \
