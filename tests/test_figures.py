@@ -358,6 +358,20 @@ def test_reinit_heatmap_rows_are_epochs_then_rand_and_columns_follow_forward_ord
     assert len(axis.texts) == 4 * 5  # every cell annotated
 
 
+@pytest.mark.parametrize("names", [
+    {layer: layer for layer, _, _ in LAYERS + [("classifier", 3, 0)]},  # short names stay level
+    {"features.0": "1 · Linear 784→1024", "features.3": "4 · Linear 1024→256", "features.6": "5 · Linear 256→1024",
+     "features.8": "8 · Linear 1024→256", "classifier": "12 · Linear 1024→10"},  # the bottleneck MLP's
+], ids=["short", "long"])
+def test_reinit_heatmap_tick_labels_never_overlap(names):
+    figure = figures_hyperplanes.reinit_heatmap_figure(reinit_table(), labels=names)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in figure.axes[0].get_xticklabels()]
+    assert len(boxes) == 5
+    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in figure.axes[0].get_xticklabels()]
+
+
 def test_bias_vs_reinit_joins_layers_and_reads_rand():
     points = figures_hyperplanes.bias_and_drop(evolution_table(), reinit_table())
     assert list(points["layer"]) == [layer for layer, _, _ in LAYERS]  # the linear layer has no projection

@@ -52,8 +52,15 @@ def _layer_tick(table: pd.DataFrame, layer: str) -> str:
     return f"{layer}\n(stage {int(row['stage'])}, block {int(row['block'])})"
 
 
+# About this many characters of a tick label fit under one heatmap column (~1.1 in at 9 pt).
+COLUMN_CHARS = 13
+
+
 def _rotate_if_crowded(axis, count: int) -> None:
-    if count > 6:
+    """Slant the x tick labels when they would run into each other: many layers, or long names
+    such as '12 · Linear 1024→10'."""
+    longest = max((len(label.get_text()) for label in axis.get_xticklabels()), default=0)
+    if count > 6 or longest > COLUMN_CHARS:
         axis.tick_params(axis="x", labelrotation=45)
         for label in axis.get_xticklabels():
             label.set_horizontalalignment("right")
