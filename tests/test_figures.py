@@ -153,7 +153,8 @@ def reinit_table():
     rows = []
     for position, (layer, _, _) in enumerate(LAYERS + [("classifier", 3, 0)]):
         for checkpoint in ("0", "5", "20", "rand"):
-            drop = 0.0 if checkpoint == "20" else max(0.0, 0.8 - 0.2 * position) * (0.5 if checkpoint == "5" else 1)
+            # the init's drops rise with depth (0, 0.1, ..), a fresh draw's fall (0.8, 0.6, ..)
+            drop = 0.1 * position if checkpoint == "0" else 0.0 if checkpoint == "20" else max(0.0, 0.8 - 0.2 * position) * (0.5 if checkpoint == "5" else 1)
             rows.append({"layer": layer, "position": position, "checkpoint": checkpoint, "epoch": None if checkpoint == "rand" else int(checkpoint),
                          "accuracy": 0.9 * (1 - drop), "loss": 1.0, "trained_accuracy": 0.9, "trained_loss": 0.3,
                          "relative_drop": drop, "prefix_cached": True})  # fmt: skip
@@ -372,11 +373,19 @@ def test_reinit_heatmap_tick_labels_never_overlap(names):
     assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in figure.axes[0].get_xticklabels()]
 
 
-def test_bias_vs_reinit_joins_layers_and_reads_rand():
-    points = figures_hyperplanes.bias_and_drop(evolution_table(), reinit_table())
+def test_bias_vs_reinit_joins_layers_and_reads_the_reset_to_init_the_seeds_claim_is_about():
+    sweep = reinit_table()
+    points = figures_hyperplanes.bias_and_drop(evolution_table(), sweep)
     assert list(points["layer"]) == [layer for layer, _, _ in LAYERS]  # the linear layer has no projection
-    assert points["relative_drop"].tolist() == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    assert points["relative_drop"].tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3])  # epoch 0's drops
     assert (points["bias"] >= 0).all() and (points["bias"] <= 0.5).all()
+    rand = figures_hyperplanes.bias_and_drop(evolution_table(), sweep, "rand")
+    assert rand["relative_drop"].tolist() == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    # a sweep without the init falls back to rand, then to the earliest epoch
+    assert figures_hyperplanes.reference_checkpoint(sweep[sweep["checkpoint"] != "0"]) == "rand"
+    assert figures_hyperplanes.reference_checkpoint(sweep[~sweep["checkpoint"].isin(["0", "rand"])]) == "5"
+    figure = figures_hyperplanes.bias_vs_reinit_figure(evolution_table(), sweep)
+    assert figure.axes[0].get_ylabel().endswith("reset to epoch 0")
 
 
 def test_bias_vs_reinit_with_replicates_gives_one_point_and_one_rho_per_seed():

@@ -76,10 +76,11 @@ def test_fashion_mnist_hyperplanes_scaled_down(tmp_path):
     summary = run_preset("fashion_mnist_hyperplanes", tmp_path, sh)
     assert 0 <= summary["noise_0pct"]["hyperplane_mass"] <= 1 and 0 <= summary["noise_0pct"]["hyperplane_mass_init"] <= 1
     rhos = summary["reinit"]
-    seeds = [v for k, v in rhos.items() if k.startswith("bias_drop_rho_seed")]
-    # a seed still at chance after two epochs drops nothing under any reset: no rho, left out
-    assert seeds and set(rhos) <= {"bias_drop_rho_seed0", "bias_drop_rho_seed1", "bias_drop_rho_mean"}
-    assert all(-1 <= v <= 1 for v in seeds) and rhos["bias_drop_rho_mean"] == pytest.approx(sum(seeds) / len(seeds))
+    for reset in ("init", "rand"):  # the seed's claim (reset to init) and the fresh draw
+        seeds = [v for k, v in rhos.items() if k.startswith(f"bias_{reset}_drop_rho_seed")]
+        # a seed still at chance after two epochs drops nothing under any reset: no rho, left out
+        assert seeds and {k for k in rhos if k.startswith(f"bias_{reset}")} <= {f"bias_{reset}_drop_rho_seed0", f"bias_{reset}_drop_rho_seed1", f"bias_{reset}_drop_rho_mean"}
+        assert all(-1 <= v <= 1 for v in seeds) and rhos[f"bias_{reset}_drop_rho_mean"] == pytest.approx(sum(seeds) / len(seeds))
 
 
 def test_cifar10_mlp_hyperplanes_scaled_down(tmp_path):

@@ -181,10 +181,15 @@ def reinit_heatmap(reinit: pd.DataFrame, path: Path, labels: Mapping[str, str] |
 # --------------------------------------------------------------------------- the seed's claim
 
 
+INIT = "0"
+
+
 def reference_checkpoint(reinit: pd.DataFrame) -> str:
-    """`rand` where the sweep has it, else the earliest epoch (the init)."""
+    """The reset the seed's claim is about: the layer back at its initial value (epoch 0), where
+    the sweep has it ("when the bias is not observed, the layer can be reset to its value at
+    initialisation without considerable loss"), else `rand`, else the earliest epoch."""
     order = checkpoint_order(reinit)
-    return RAND if RAND in order else order[0]
+    return INIT if INIT in order else RAND if RAND in order else order[0]
 
 
 def bias_and_drop(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, checkpoint: str | None = None) -> pd.DataFrame:
@@ -217,7 +222,7 @@ REPLICATE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 def bias_vs_reinit_figure(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, checkpoint: str | None = None, labels: Mapping[str, str] | None = None) -> Figure:
     """One point per layer: projection bias |mass - 0.5| (final checkpoint) against the relative
-    accuracy drop when that layer is reset (to `rand`, else the init); the seed claims biased
+    accuracy drop when that layer is reset (to its init, else `rand`); the seed claims biased
     layers are the critical ones (points rising to the right). Spearman's rho per seed in the
     legend when the tables carry a `replicate` column (one marker per seed), in the caption else.
 
