@@ -405,7 +405,9 @@ def test_bias_vs_reinit_with_replicates_gives_one_point_and_one_rho_per_seed():
     assert rhos[1] == pytest.approx(-rhos[0]) and abs(rhos[0]) > 0.5  # drops in reverse layer order
     figure = figures_hyperplanes.bias_vs_reinit_figure(hyperplanes, sweeps)
     legend = figure.axes[0].get_legend()
-    assert [t.get_text() for t in legend.get_texts()] == [f"replicate {r}: {rho:.2f}" for r, rho in rhos.items()]
+    layers = list(dict.fromkeys(points["layer"]))
+    assert [t.get_text() for t in legend.get_texts()] == layers + [f"replicate {r}: ρ = {rho:.2f}" for r, rho in rhos.items()]
+    assert not figure.axes[0].texts  # names live in the legend, not over the points
     assert len(figure.axes[0].collections) == len(points)
 
 

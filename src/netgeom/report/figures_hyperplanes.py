@@ -237,11 +237,15 @@ def bias_vs_reinit_figure(hyperplanes: pd.DataFrame, reinit: pd.DataFrame, check
         for row in points.itertuples(index=False):
             marker = REPLICATE_MARKERS[replicates.index(getattr(row, "replicate", None)) % len(REPLICATE_MARKERS)]
             axis.scatter(row.bias, row.relative_drop, s=50, marker=marker, color=colours[row.layer], edgecolor="black", linewidth=0.6, zorder=3)
-            axis.annotate((labels or {}).get(row.layer, row.layer), (row.bias, row.relative_drop), xytext=(5, 4), textcoords="offset points", fontsize=8)
+        # Layers are named in the legend, not beside the points: the robust layers pile up near
+        # the origin, where per-point names ran over each other.
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[layer], markeredgecolor="black") for layer in colours]
+        names = [(labels or {}).get(layer, layer) for layer in colours]
         if len(replicates) > 1:
-            handles = [plt.Line2D([], [], marker=REPLICATE_MARKERS[i % len(REPLICATE_MARKERS)], linestyle="", color="grey", markeredgecolor="black")
-                       for i in range(len(replicates))]  # fmt: skip
-            legend_outside(axis, handles, title="seed (Spearman ρ)", labels=[f"replicate {r}: {correlation(rho, points['layer'].nunique())}" for r, rho in rhos.items()])
+            handles += [plt.Line2D([], [], marker=REPLICATE_MARKERS[i % len(REPLICATE_MARKERS)], linestyle="", color="grey", markeredgecolor="black")
+                        for i in range(len(replicates))]  # fmt: skip
+            names += [f"replicate {r}: ρ = {correlation(rho, points['layer'].nunique())}" for r, rho in rhos.items()]
+        legend_outside(axis, handles, title="layer (colour)" + (", seed (marker)" if len(replicates) > 1 else ""), labels=names, fontsize=8)
         axis.set_xlim(left=0)
         axis.set_xlabel("projection bias |mass − 0.5| at the final checkpoint")
         axis.set_ylabel(f"relative accuracy drop, layer reset to {checkpoint_label(checkpoint)}")
