@@ -180,5 +180,6 @@ def copy_pipeline(root: Path) -> Path:
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(repo / name, root / name)
     shutil.copytree(repo / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repo / "inits", root / "inits")  # the reinit stages' dependency
     get_source("digits").materialise(root / "data")
     return root

@@ -112,6 +112,19 @@ def test_editing_code_a_stage_runs_makes_dvc_status_flag_it(repo, stage):
     assert not stale()
 
 
+def test_a_new_or_replaced_file_in_inits_makes_dvc_status_flag_the_reinit_stages_only(repo):
+    def stale() -> set[str]:
+        return {name.split("@")[0] for name in json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")}
+
+    weights = repo / "inits" / "snapshot.safetensors"
+    try:
+        weights.write_bytes(b"any weights")
+        assert stale() == {"reinit"}
+    finally:
+        weights.unlink()
+    assert not stale()
+
+
 def test_mlflow_holds_one_run_per_training_with_checkpoint_models(repo):
     runs, models = mlflow_record(repo)
     assert len(runs) == 1 and set(runs["tags.dvc.stage"]) == {"train@8-0.2-0"}

@@ -308,7 +308,7 @@ def _read_categories(opened: list[str], root: Path) -> set[str]:
             rel = Path(path).resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
             continue
-        for prefix, category in (("data/", "data"), ("artifacts/labels/", "labels"), ("artifacts/splits/", "splits"), ("artifacts/runs/", "runs")):
+        for prefix, category in (("data/", "data"), ("artifacts/labels/", "labels"), ("artifacts/splits/", "splits"), ("artifacts/runs/", "runs"), ("inits/", "inits")):
             if rel.startswith(prefix):
                 found.add(category)
     return found
@@ -338,9 +338,10 @@ def test_a_stage_reads_only_the_inputs_its_registry_entry_declares(trained, stud
 
 
 def test_reinit_inits_from_files_and_what_it_refuses(trained):
-    """`reinit.inits_from`: weight files (or a .txt list of them) as reset sources, read without
-    running code; a missing file, a pickle with code and another architecture's weights are one
-    line naming the setting."""
+    """`reinit.inits_from`: weight files (or a .txt list of them) under inits/ as reset sources,
+    read without running code; a missing file, a pickle with code, another architecture's weights
+    and a file outside inits/ (no DVC dependency would see it change) are one line naming the
+    setting."""
     import pickle
     import shutil
 
@@ -349,21 +350,27 @@ def test_reinit_inits_from_files_and_what_it_refuses(trained):
     from netgeom.runs import load_state, read_run
 
     run = read_run(trained / "artifacts" / "runs" / "mlp_w8-n0.2-r0")
-    save_file(load_state(dict(run.checkpoints)[1]), str(trained / "snap_a.safetensors"))
-    (trained / "list.txt").write_text("# snapshots\nsnap_a.safetensors\n\n")
+    inits = trained / "inits"
+    inits.mkdir(exist_ok=True)
+    save_file(load_state(dict(run.checkpoints)[1]), str(inits / "snap_a.safetensors"))
+    (inits / "list.txt").write_text("# snapshots\ninits/snap_a.safetensors\n\n")
     base = {"train": {"epochs": 3, "checkpoints": {"epochs": [1]}}, "grid": {"widths": [8], "noise": [0.2], "seed_offsets": [0, 1]}}
     try:
-        write_params(trained, **base, reinit={"inits_from": ["list.txt"], "rand": False})
+        write_params(trained, **base, reinit={"inits_from": ["inits/list.txt"], "rand": False})
         shutil.rmtree(trained / "artifacts" / "studies" / "reinit", ignore_errors=True)
         ok("reinit", "--width", "8", "--noise", "0.2")
         table = pd.read_parquet(trained / "artifacts" / "studies" / "reinit" / "mlp_w8-n0.2-r0" / "reinit.parquet")
         both = table[table["group"] == "all"]
         from_file, epoch1 = (both[both["checkpoint"] == c].reset_index(drop=True) for c in ("file:snap_a", "1"))
         assert len(from_file) and from_file["accuracy"].equals(epoch1["accuracy"])
-        (trained / "code.pt").write_bytes(pickle.dumps(print))
+        (inits / "code.pt").write_bytes(pickle.dumps(print))
         other = {"w": __import__("torch").zeros(3)}
-        save_file(other, str(trained / "other.safetensors"))
-        for name, said in (("missing.safetensors", "no such file"), ("code.pt", "could run code"), ("other.safetensors", "does not fit")):
+        save_file(other, str(inits / "other.safetensors"))
+        shutil.copy(inits / "snap_a.safetensors", trained / "outside.safetensors")
+        (inits / "escapes.txt").write_text("outside.safetensors\n")
+        for name, said in (("inits/missing.safetensors", "no such file"), ("inits/code.pt", "could run code"), ("inits/other.safetensors", "does not fit"),
+                           ("outside.safetensors", "not under inits/"), ("inits/../outside.safetensors", "not under inits/"),
+                           ("inits/escapes.txt", "not under inits/")):
             write_params(trained, **base, reinit={"inits_from": [name]})
             assert said in refused("reinit", "--width", "8", "--noise", "0.2", key="reinit.inits_from")
     finally:

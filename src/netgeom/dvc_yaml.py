@@ -27,8 +27,8 @@ CELL_OPTIONS = "--width ${item.width} --noise ${item.noise} --replicate ${item.r
 DVC = IN_DVC_YAML
 RUN = run_name("${model.arch}", "${item.width}", "${item.noise}", "${item.rep}")
 LABELS = DVC.labels_dir("${item.noise}").as_posix()
-SPLITS, RUNS, LABELS_ROOT, STUDY_OUTPUTS, REPORTS = (
-    path.as_posix() for path in (DVC.splits_dir, DVC.runs_root, DVC.labels_root, DVC.studies_root, DVC.reports)
+SPLITS, RUNS, LABELS_ROOT, STUDY_OUTPUTS, REPORTS, INITS = (
+    path.as_posix() for path in (DVC.splits_dir, DVC.runs_root, DVC.labels_root, DVC.studies_root, DVC.reports, DVC.inits)
 )
 # The folder the stages read datasets from: `data.root`, so a stage also re-runs when the params
 # point it at other files (`data` itself, tracked by data.dvc, by default).
@@ -77,7 +77,7 @@ def code_deps(*modules: str) -> list[str]:
 def _study_stage(entry: Study) -> dict:
     per_run = entry.scope == "run"
     deps = [DVC.run_dir(RUN).as_posix()] if per_run else ([RUNS] if "runs" in entry.reads else [])
-    inputs = {"labels": LABELS if per_run else LABELS_ROOT, "splits": SPLITS}
+    inputs = {"labels": LABELS if per_run else LABELS_ROOT, "splits": SPLITS, "inits": INITS}
     deps += [inputs[name] for name in entry.reads if name in inputs]
     deps += ([DATA] if entry.data else []) + code_deps(entry.module)
     stage = {

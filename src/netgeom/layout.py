@@ -97,6 +97,12 @@ class Layout:
         return self.root / setting
 
     @property
+    def inits(self) -> Path:
+        """Weight files the reinit study resets layers to (`reinit.inits_from`): the reinit
+        stages' DVC dependency, so replacing a file there re-runs them."""
+        return self.root / "inits"
+
+    @property
     def artifacts(self) -> Path:
         return self.root / "artifacts"
 

@@ -22,7 +22,7 @@ class ReinitParams(StudyGroup):
     epochs: list[int] | None = Field(None, description="reset sources (null: every saved checkpoint before the final one)")
     inits_from: list[str] = Field(
         default_factory=list,
-        description="weight files (safetensors or weights-only torch.save) to reset layers to, or a .txt listing one per line (the seed's --inits-from)",
+        description="weight files under inits/ (safetensors or weights-only torch.save) to reset layers to, or a .txt there listing one per line (the seed's --inits-from)",
     )
     rand: bool = True
     rand_seed: Seed = 0

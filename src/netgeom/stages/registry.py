@@ -23,7 +23,7 @@ STUDIES: tuple[Study, ...] = (
     Study("hyperplanes", "run", "Bias of the hyperplanes the filters draw (projections on the diagonal) at every checkpoint.",
           needs=("hyperplane_layers",)),
     Study("reinit", "run", "Accuracy with one layer at a time reset to an earlier checkpoint or a fresh draw.",
-          reads=("labels", "splits"), data=True),
+          reads=("labels", "splits", "inits"), data=True),
     Study("curvature", "run", "Hessian of the training loss (top eigenvalues, trace, spectral density) and the loss surface around the weights.",
           reads=("labels", "splits"), data=True),
     Study("star", "custom", "The star domain: is one model linearly connected to every independently trained one?"),

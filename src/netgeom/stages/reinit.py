@@ -52,18 +52,19 @@ def _evaluation_groups(data, p: ReinitParams) -> dict[str, tuple[torch.Tensor, t
     return groups
 
 
-def init_files(named: list[str], root: Path, device, key: str = "reinit.inits_from") -> dict[str, dict]:
+def init_files(named: list[str], root: Path, device, key: str = "reinit.inits_from", within: Path | None = None) -> dict[str, dict]:
     """`reinit.inits_from`: {"file:<stem>": state dict} of each weight file (paths relative to
     `root`; a .txt file lists one path per line, blank lines and # comments skipped), read
-    without executing code; one line naming the file (and `key`) for anything else."""
+    without executing code; one line naming the file (and `key`) for anything else. With
+    `within`, every file (a .txt list and what it lists) must lie in that folder."""
     paths: list[Path] = []
     for entry in named:
-        path = root / entry
+        path = _inside(root / entry, within, key)
         if path.suffix == ".txt":
             if not path.is_file():
                 raise NetgeomError(key, f"no such file: {path}")
             lines = [line.strip() for line in path.read_text().splitlines()]
-            paths += [root / line for line in lines if line and not line.startswith("#")]
+            paths += [_inside(root / line, within, key) for line in lines if line and not line.startswith("#")]
         else:
             paths.append(path)
     states = {}
@@ -73,6 +74,14 @@ def init_files(named: list[str], root: Path, device, key: str = "reinit.inits_fr
             raise NetgeomError(key, f"two files named {path.stem}: give each a distinct file name")
         states[name] = {k: v.to(device) for k, v in read_state_dict(path, key=key).items()}
     return states
+
+
+def _inside(path: Path, folder: Path | None, key: str) -> Path:
+    if folder is not None and folder.resolve() not in path.resolve().parents:
+        raise NetgeomError(
+            key, f"{path} is not under {folder.name}/: put weight files in {folder.name}/, the reinit stages' DVC dependency, so that replacing one re-runs them"
+        )
+    return path
 
 
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:
@@ -91,7 +100,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     trained = load_state(final_path, device)
     model = model_for_run(source.info, device=device)
     data = load_cell_data(params, layout, device)
-    files = init_files(p.inits_from, layout.root, device)
+    files = init_files(p.inits_from, layout.root, device, within=layout.inits)
     frames = []
     for group, (x, y) in _evaluation_groups(data, p).items():
         table = reinit_sweep(

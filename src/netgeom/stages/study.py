@@ -40,7 +40,7 @@ class Study:
     scope: Literal["run", "grid", "custom"]
     help: str
     shards: bool = False  # the stage takes --shard i/n
-    reads: tuple[str, ...] = ()  # pipeline outputs it reads: "runs" (grid scope), "labels", "splits"
+    reads: tuple[str, ...] = ()  # pipeline outputs it reads: "runs" (grid scope), "labels", "splits"; "inits" (the inits/ folder)
     params_deps: tuple[str, ...] = ()  # params read besides its own group (e.g. "seed")
     data: bool = False  # reads the raw data under data/
     needs: tuple[str, ...] = ()  # what it needs of model and data (netgeom.groups.requirements), checked by `check`
