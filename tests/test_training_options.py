@@ -108,13 +108,17 @@ def test_options_added_later_leave_the_identity_of_old_runs_alone():
         for name in ("label_smoothing", "grad_clip_norm", "kill_plateaus_within", "fused_optimizer"):
             train_.pop(name)
         train_["checkpoints"].pop("all_until")
+        model = p.model.model_dump(mode="json")
+        model.pop("bottleneck")
         payload = {"seed": p.seed, "code": code_digest(*TRAINING_CODE), "device": "cpu", "deterministic": p.execution.deterministic,
-                   "groups": [data, p.noise.model_dump(mode="json"), p.model.model_dump(mode="json"), train_], "data": "d"}
+                   "groups": [data, p.noise.model_dump(mode="json"), model, train_], "data": "d"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     assert identity_hash(params, "d") == old_formula(params)
     changed = params.model_copy(update={"train": params.train.model_copy(update={"label_smoothing": 0.1})})
     assert identity_hash(changed, "d") != identity_hash(params, "d")  # set away from its default, it counts
+    narrowed = params.model_copy(update={"model": params.model.model_copy(update={"depth": 2, "bottleneck": 8})})
+    assert identity_hash(narrowed, "d") != identity_hash(params.model_copy(update={"model": params.model.model_copy(update={"depth": 2})}), "d")
 
 
 def test_the_identity_counts_cpu_threads_and_a_pretrained_file_by_its_content(tmp_path):
