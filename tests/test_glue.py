@@ -58,6 +58,40 @@ def test_study_groups_are_typed_and_validated_by_every_command(project, groups, 
     assert not (project / "artifacts").exists() and not (project / "reports").exists()
 
 
+def _number_fields(model, prefix=""):
+    """(dotted key, default) of every field, in every group, that takes only numbers."""
+    from netgeom.params import Group, _takes_only_numbers
+
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Group):
+            yield from _number_fields(field.annotation, f"{prefix}{name}.")
+        elif _takes_only_numbers(field.annotation):
+            yield f"{prefix}{name}", field.annotation
+
+
+def test_a_yaml_boolean_for_a_number_is_refused_in_every_group(project):
+    """`train.epochs: yes` is True to YAML, and pydantic reads True as 1: one epoch, silently."""
+    from netgeom.params import params_model, validate
+
+    keys = [key for key, _ in _number_fields(params_model())]
+    assert {"seed", "train.epochs", "train.lr", "grid.widths", "noise.label", "model.bottleneck", "train.checkpoints.every", "smoothness.samples"} <= set(keys)
+    for key in keys:
+        *groups, name = key.split(".")
+        raw: dict = {}
+        node = raw
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[name] = True
+        with pytest.raises(NetgeomError) as err:
+            validate(raw)
+        assert err.value.key == key and "must be" in err.value.problem and "boolean" in err.value.problem, (key, err.value)
+    # booleans stay booleans where a field takes one, and numbers stay numbers
+    assert validate({"model": {"batch_norm": True}, "train": {"epochs": 3}}).model.batch_norm is True
+    write_params(project, train={"epochs": "yes"})  # written as YAML below: `epochs: yes`
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("epochs: 'yes'", "epochs: yes"))
+    assert "yes/no" in refused("check", key="train.epochs")
+
+
 def test_params_objects_carry_typed_study_groups(project):
     from netgeom.params import load_params
     from netgeom.groups.regions import RegionsParams

@@ -7,9 +7,10 @@ problem into a `NetgeomError` whose key is the dotted params path (e.g. `noise.l
 
 from __future__ import annotations
 
+import types
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -24,9 +25,40 @@ Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Width = Annotated[int, Field(ge=1)]
 
 
+def _takes_only_numbers(annotation) -> bool:
+    """int or float (Optional, Annotated, or the items of a list/tuple), and nothing a YAML
+    boolean could mean: no bool, str or Literal among the alternatives."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _takes_only_numbers(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(options) and all(_takes_only_numbers(a) for a in options)
+    if origin in (list, tuple):
+        items = [a for a in get_args(annotation) if a is not Ellipsis]
+        return bool(items) and all(_takes_only_numbers(a) for a in items)
+    return annotation in (int, float)
+
+
+def _has_bool(value) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
+
+
 class Group(BaseModel):
     # inf and nan are never meaningful settings (`train.lr: inf` trains nothing, silently).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, raw):
+        # pydantic reads true as 1 and false as 0, and YAML reads yes/no/on/off as booleans, so
+        # `train.epochs: yes` would train one epoch without a word.
+        if isinstance(raw, dict):
+            for name, field in cls.model_fields.items():
+                if name in raw and _has_bool(raw[name]) and _takes_only_numbers(field.annotation):
+                    what = "a list of numbers" if isinstance(raw[name], (list, tuple)) else "a number"
+                    raise NetgeomError(name, f"must be {what}, got {raw[name]!r} (YAML reads true/false/yes/no/on/off as booleans)")
+        return raw
     # Fields added after runs existed: at their default they leave a run's identity as it was
     # (runs.identity_hash), so adding an option does not retrain every finished run.
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset()
