@@ -74,14 +74,14 @@ def test_a_yaml_boolean_for_a_number_is_refused_in_every_group(project):
     from netgeom.params import params_model, validate
 
     keys = [key for key, _ in _number_fields(params_model())]
-    assert {"seed", "train.epochs", "train.lr", "grid.widths", "noise.label", "model.bottleneck", "train.checkpoints.every", "smoothness.samples"} <= set(keys)
+    assert {"seed", "train.epochs", "train.lr", "grid.widths", "noise.label", "model.bottleneck", "train.checkpoints.every", "smoothness.samples", "mli.lr"} <= set(keys)
     for key in keys:
         *groups, name = key.split(".")
         raw: dict = {}
         node = raw
         for group in groups:
             node = node.setdefault(group, {})
-        node[name] = True
+        node[name] = {"sgd": [0.1, True]} if key == "mli.lr" else True
         with pytest.raises(NetgeomError) as err:
             validate(raw)
         assert err.value.key == key and "must be" in err.value.problem and "boolean" in err.value.problem, (key, err.value)

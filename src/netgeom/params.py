@@ -37,10 +37,14 @@ def _takes_only_numbers(annotation) -> bool:
     if origin in (list, tuple):
         items = [a for a in get_args(annotation) if a is not Ellipsis]
         return bool(items) and all(_takes_only_numbers(a) for a in items)
+    if origin is dict:  # the values (mli.lr: {sgd: 0.1})
+        return _takes_only_numbers(get_args(annotation)[1])
     return annotation in (int, float)
 
 
 def _has_bool(value) -> bool:
+    if isinstance(value, dict):
+        return any(_has_bool(v) for v in value.values())
     return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
 
 
@@ -56,7 +60,7 @@ class Group(BaseModel):
         if isinstance(raw, dict):
             for name, field in cls.model_fields.items():
                 if name in raw and _has_bool(raw[name]) and _takes_only_numbers(field.annotation):
-                    what = "a list of numbers" if isinstance(raw[name], (list, tuple)) else "a number"
+                    what = "a list of numbers" if isinstance(raw[name], (list, tuple)) else "numbers" if isinstance(raw[name], dict) else "a number"
                     raise NetgeomError(name, f"must be {what}, got {raw[name]!r} (YAML reads true/false/yes/no/on/off as booleans)")
         return raw
     # Fields added after runs existed: at their default they leave a run's identity as it was
