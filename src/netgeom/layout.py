@@ -30,14 +30,19 @@ def store_root(root: Path) -> Path:
 RUN_FILE = "run.json"  # written last into a run folder: its presence marks the run complete
 
 
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether `path`, resolved (symlinks and `..` followed), is `root` or lies below it."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    return resolved == base or base in resolved.parents
+
+
 def check_inside(path: Path, root: Path) -> Path:
     """`path` unless it resolves (through a symlink) outside `root`: the project reads and writes
     its own files only, whatever a link in artifacts/ points to."""
-    resolved, base = Path(path).resolve(), Path(root).resolve()
-    if resolved != base and base not in resolved.parents:
+    if not is_inside(path, root):
         from netgeom.errors import NetgeomError
 
-        raise NetgeomError(str(path), f"leads outside the project (to {resolved}); replace the link with the folder itself")
+        raise NetgeomError(str(path), f"leads outside the project (to {Path(path).resolve()}); replace the link with the folder itself")
     return Path(path)
 
 

@@ -51,18 +51,6 @@ def _has_bool(value) -> bool:
 class Group(BaseModel):
     # inf and nan are never meaningful settings (`train.lr: inf` trains nothing, silently).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, raw):
-        # pydantic reads true as 1 and false as 0, and YAML reads yes/no/on/off as booleans, so
-        # `train.epochs: yes` would train one epoch without a word.
-        if isinstance(raw, dict):
-            for name, field in cls.model_fields.items():
-                if name in raw and _has_bool(raw[name]) and _takes_only_numbers(field.annotation):
-                    what = "a list of numbers" if isinstance(raw[name], (list, tuple)) else "numbers" if isinstance(raw[name], dict) else "a number"
-                    raise NetgeomError(name, f"must be {what}, got {raw[name]!r} (YAML reads true/false/yes/no/on/off as booleans)")
-        return raw
     # Fields added after runs existed: at their default they leave a run's identity as it was
     # (runs.identity_hash), so adding an option does not retrain every finished run.
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset()
@@ -76,6 +64,18 @@ class Group(BaseModel):
                 continue
             out[name] = value.identity_dump() if isinstance(value, Group) else self.model_dump(mode="json", include={name})[name]
         return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, raw):
+        # pydantic reads true as 1 and false as 0, and YAML reads yes/no/on/off as booleans, so
+        # `train.epochs: yes` would train one epoch without a word.
+        if isinstance(raw, dict):
+            for name, field in cls.model_fields.items():
+                if name in raw and _has_bool(raw[name]) and _takes_only_numbers(field.annotation):
+                    what = "a list of numbers" if isinstance(raw[name], (list, tuple)) else "numbers" if isinstance(raw[name], dict) else "a number"
+                    raise NetgeomError(name, f"must be {what}, got {raw[name]!r} (YAML reads true/false/yes/no/on/off as booleans)")
+        return raw
 
 
 class StudyGroup(Group):

@@ -21,7 +21,7 @@ import torch
 from netgeom.errors import NetgeomError
 from netgeom.groups.reinit import ReinitParams
 from netgeom.io import atomic_write_parquet
-from netgeom.layout import Layout
+from netgeom.layout import Layout, is_inside
 from netgeom.models.pretrained import read_state_dict
 from netgeom.params import Params
 from netgeom.runs import (
@@ -77,7 +77,7 @@ def init_files(named: list[str], root: Path, device, key: str = "reinit.inits_fr
 
 
 def _inside(path: Path, folder: Path | None, key: str) -> Path:
-    if folder is not None and folder.resolve() not in path.resolve().parents:
+    if folder is not None and not is_inside(path, folder):
         raise NetgeomError(
             key, f"{path} is not under {folder.name}/: put weight files in {folder.name}/, the reinit stages' DVC dependency, so that replacing one re-runs them"
         )
