@@ -13,6 +13,7 @@ from netgeom.studies.curvature import (
     filter_normalized_direction,
     hessian_operator,
     hutchinson_trace,
+    hvp,
     parameters_of,
     smoothed_density,
     spectral_density,
@@ -50,6 +51,60 @@ def test_hvp_and_top_eigenvalues_equal_the_dense_hessians():
     exact = np.sort(np.linalg.eigvalsh(dense))[::-1]
     top, steps = top_eigenvalues(matvec, dim, k=3, tol=1e-10, max_steps=dim)
     assert np.allclose(top, exact[:3], rtol=1e-7, atol=1e-10) and steps <= dim
+
+
+def known_spectrum(eigenvalues, seed: int):
+    """v -> A v for a symmetric A with the given eigenvalues in a random orthonormal basis."""
+    d = torch.tensor(eigenvalues, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(len(d), len(d), generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    a = q @ torch.diag(d) @ q.T
+    return (lambda v: a @ v), len(d)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_the_top_k_below_a_tight_cluster_are_not_replaced_by_a_separated_eigenvalue(k):
+    # A cluster at the top with relative gaps (2e-4) under tol (1e-3), then two separated outliers
+    # and a bulk near 0. Checked on the top-k pairs alone, the k-th Ritz value converged on the
+    # outlier 1.0 before the cluster split (wrong in 5/10 seeds for k = 3, 10/10 for k = 5).
+    bulk = np.abs(np.random.default_rng(0).normal(0, 0.05, 300))
+    cluster = [5.0 - 1e-3 * i for i in range(k)]
+    for seed in range(10):
+        matvec, dim = known_spectrum(cluster + [1.0, 0.8] + list(bulk), seed)
+        top, _ = top_eigenvalues(matvec, dim, k=k, tol=1e-3, seed=seed)
+        assert np.allclose(top, cluster, atol=2e-3), (seed, top)
+
+
+def test_top_eigenvalues_are_the_algebraically_largest_and_k1_needs_no_guard_steps():
+    matvec, dim = known_spectrum([-10.0, 3.0, 2.0, 1.0] + [0.01 * i for i in range(40)], seed=0)
+    top, _ = top_eigenvalues(matvec, dim, k=3, tol=1e-8, max_steps=dim)
+    assert np.allclose(top, [3.0, 2.0, 1.0])
+    # k = 1 stops on its own residual: no more steps than the top pair alone needs.
+    _, steps_one = top_eigenvalues(matvec, dim, k=1, tol=1e-3)
+    _, steps_three = top_eigenvalues(matvec, dim, k=3, tol=1e-3)
+    assert steps_one < steps_three
+
+
+def test_the_curvature_functions_leave_every_submodules_mode_as_they_found_it():
+    # A training model with its BatchNorm frozen (in eval): `model.train(was)` on exit would put
+    # the BN back in train mode; each submodule's own flag must come back.
+    from netgeom.training.loop import predict
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3)).double()
+    model.train()
+    model[1].eval()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    params = parameters_of(model)
+    zero = {k: torch.zeros_like(v) for k, v in params.items()}
+    calls = {
+        "hvp": lambda: hvp(model, params, [(x, y)], zero),
+        "hessian_operator": lambda: hessian_operator(model, [(x, y)]),
+        "surface": lambda: surface(model, params, [zero], [(0.0,)], [(x, y)]),
+        "predict": lambda: predict(model, x, batch_size=8),
+    }
+    for name, call in calls.items():
+        call()
+        assert [m.training for m in model] == [True, False, True, True], name
 
 
 def test_hutchinson_converges_to_the_exact_trace():

@@ -25,7 +25,7 @@ class CurvatureParams(StudyGroup):
     groups: list[Literal["all", "clean", "noisy"]] = Field(default_factory=lambda: ["all"], min_length=1)
     batch_size: int = Field(256, ge=1)
     top_k: int = Field(3, ge=1)
-    tol: float = Field(1e-3, gt=0, description="Lanczos stops at a relative Ritz residual below this")
+    tol: float = Field(1e-3, gt=0, description="Lanczos stops when the top-k Ritz pairs (and two guard pairs below them) have a relative residual below this")
     max_steps: int = Field(100, ge=2)
     trace_probes: int = Field(30, ge=2, description="Hutchinson's Rademacher probes")
     density_probes: int = Field(2, ge=1)

@@ -14,8 +14,8 @@ draws the same vectors on any device.
   one pass per batch, summed with the batch's share of the samples.
 - `top_eigenvalues`: Lanczos with full reorthogonalisation (exact in exact arithmetic after
   `dim` steps; converges in far fewer for the extremal eigenvalues), stopped when the top-k Ritz
-  values move by less than `tol` relative between two checks. PyHessian's power iteration with
-  deflation needs a run per eigenvalue and converges at the rate of the eigengap.
+  pairs and two guard pairs below them have relative residuals under `tol`. PyHessian's power
+  iteration with deflation needs a run per eigenvalue and converges at the rate of the eigengap.
 - `hutchinson_trace`: tr(H) = E[v^T H v] over Rademacher v; the mean and its standard error.
 - `spectral_density`: stochastic Lanczos quadrature (Ghorbani et al., PyHessian): per probe a
   Lanczos run of m steps gives nodes (Ritz values) and weights (squared first components), a
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
 from netgeom.errors import NetgeomError
+from netgeom.modes import eval_mode
 
 Batches = Sequence[tuple[Tensor, Tensor]]
 Params = dict[str, Tensor]
@@ -65,26 +66,13 @@ def hvp(model: nn.Module, params: Params, batches: Batches, vector: Params) -> P
     """H v for the subset's mean loss, forward-over-reverse, batch by batch."""
     total = _check_batches(batches)
     out = {k: torch.zeros_like(v) for k, v in params.items()}
-    with _eval(model):
+    with eval_mode(model):
         for x, y in batches:
             _, hv = jvp(grad(lambda p: batch_loss(model, p, x, y)), (params,), (vector,))
             share = y.shape[0] / total
             for k in out:
                 out[k] += hv[k] * share
     return out
-
-
-class _eval:
-    """The model in eval mode for the block (BN uses its running statistics), restored after."""
-
-    def __init__(self, model: nn.Module):
-        self.model, self.was = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was)
 
 
 # --------------------------------------------------------------------------- flat vectors
@@ -123,7 +111,7 @@ def hessian_operator(model: nn.Module, batches: Batches, params: Params | None =
         return (lambda v: flat.flatten(hvp(model, params, batches, flat.unflatten(v))).to(v.device)), flat.dim
     total = _check_batches(batches)
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    with _eval(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         gradients = [(torch.autograd.grad(batch_loss(model, leaves, x, y), list(leaves.values()), create_graph=True), y.shape[0] / total)
                      for x, y in batches]
 
@@ -185,27 +173,45 @@ def _rademacher(dim: int, generator: torch.Generator, device: torch.device | str
     return (torch.randint(0, 2, (dim,), generator=generator, dtype=torch.float64) * 2 - 1).to(device)
 
 
+GUARD_PAIRS = 2  # Ritz pairs below the k-th that must converge too (see top_eigenvalues)
+
+
 def top_eigenvalues(
     matvec: Callable[[Tensor], Tensor], dim: int, k: int = 1, *, tol: float = 1e-3, max_steps: int = 100, seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, int]:
-    """The k largest eigenvalues (descending) and the Lanczos steps (HVPs) used. Stops when each
-    of the top-k Ritz pairs (theta, u) has a residual |H u - theta u| = beta_m |y_m| <= tol |theta|
-    (then an eigenvalue lies within that residual of theta), or at `max_steps`."""
+    """The k algebraically largest eigenvalues (descending) and the Lanczos steps (HVPs) used.
+
+    Stops when each of the top-k Ritz pairs (theta, u) has a residual
+    |H u - theta u| = beta_m |y_m| <= tol |theta| (an eigenvalue then lies within that residual of
+    theta), and so do the `GUARD_PAIRS` pairs below the k-th, to tol |theta_k|; or at `max_steps`.
+    Why the guard: a converged residual says theta is near *an* eigenvalue, not that no larger one
+    is still unresolved. Below a tight cluster (relative gaps under tol) the k-th Ritz value can
+    converge on a well-separated eigenvalue while a cluster member above it has not appeared yet
+    (eigenvalues {5, 4.999, 4.998, 1, ...}, k = 3 gave [5, 4.999, 1]). Asking the next pairs to
+    converge too lets the Krylov space grow until the cluster splits (ARPACK keeps more Lanczos
+    vectors than wanted eigenvalues for the same reason). k = 1 needs no guard: the largest Ritz
+    value converges first. An eigenvalue of multiplicity m > 1 is still found once, as by any
+    single-vector Krylov method.
+    PyHessian's power iteration finds the eigenvalue largest in magnitude; near a saddle (a
+    negative eigenvalue larger in magnitude than every positive one) the two differ."""
     if k < 1 or k > dim:
         raise NetgeomError("curvature.top_k", f"must be in 1..{dim} (the number of parameters), got {k}")
+    guard = min(k - 1, GUARD_PAIRS, dim - k)
     g = torch.Generator().manual_seed(seed)
     run = _Lanczos(matvec, torch.randn(dim, generator=g, dtype=torch.float64).to(device))
     while True:
         run.step()
         theta, vectors = run.ritz()
-        top = np.argsort(theta)[::-1][:k]
+        order = np.argsort(theta)[::-1]
+        top, checked = order[:k], order[: k + guard]
         steps = len(run.alphas)
         if run.invariant or steps >= min(dim, max_steps):
             return theta[top], steps
-        if len(top) == k:
-            residuals = run.betas[-1] * np.abs(vectors[-1, top])
-            if np.all(residuals <= tol * np.maximum(np.abs(theta[top]), 1e-30)):
+        if len(checked) == k + guard:
+            residuals = run.betas[-1] * np.abs(vectors[-1, checked])
+            scale = np.abs(np.concatenate([theta[top], np.full(guard, theta[top[-1]])]))
+            if np.all(residuals <= tol * np.maximum(scale, 1e-30)):
                 return theta[top], steps
 
 
@@ -270,7 +276,7 @@ def surface(
     """(mean loss, accuracy) over `batches` at params + sum_i c_i d_i for each coordinate tuple."""
     total = _check_batches(batches)
     results = []
-    with _eval(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for point in coordinates:
             if len(point) != len(directions):
                 raise NetgeomError("curvature.surface", f"a point has {len(point)} coordinates for {len(directions)} directions")

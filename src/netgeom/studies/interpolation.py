@@ -61,6 +61,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from netgeom.errors import NetgeomError
 from netgeom.memory_format import MEMORY_FORMATS, in_format, preferred_format, state_in_format
+from netgeom.modes import eval_mode
 from netgeom.progress import progress as progress_bar
 from netgeom.studies.weight_space import Plane, plane_grid, plane_point
 
@@ -171,14 +172,11 @@ def _with_endpoint_bn_stats(model: nn.Module, state: StateDict, endpoint: StateD
 @contextlib.contextmanager
 def _borrowed(model: nn.Module):
     """Put the model in eval mode for the duration; restore every module's flag and BN momentum."""
-    flags = {m: m.training for m in model.modules()}
     momenta = {m: m.momentum for m in bn_modules(model).values()}
-    model.eval()
     try:
-        yield model
+        with eval_mode(model):
+            yield model
     finally:
-        for m, flag in flags.items():
-            m.training = flag
         for m, mom in momenta.items():
             m.momentum = mom
 

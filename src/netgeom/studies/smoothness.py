@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netgeom.errors import NetgeomError
+from netgeom.modes import eval_mode
 from netgeom.progress import progress as progress_bar
 from netgeom.studies.channels import ChannelStats
 from netgeom.studies.jitter import VARIANTS, draw_jitter, jitter_images
@@ -110,18 +111,15 @@ def choose_targets(labels, clean_labels, clean_targets: bool) -> torch.Tensor:
 @contextmanager
 def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and requires_grad=False on every parameter, both restored on exit."""
-    modes = [(module, module.training) for module in model.modules()]
     flags = [(param, param.requires_grad) for param in model.parameters()]
-    model.eval()
     for param, _ in flags:
         param.requires_grad_(False)
     try:
-        yield model
+        with eval_mode(model):
+            yield model
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
-        for module, training in modes:
-            module.training = training
 
 
 # --------------------------------------------------------------------------- Jacobians

@@ -25,6 +25,7 @@ from netgeom.data.augment import augment
 from netgeom.data.bundle import DataBundle
 from netgeom.errors import NetgeomError
 from netgeom.memory_format import in_format, preferred_format
+from netgeom.modes import eval_mode
 from netgeom.params import TrainParams
 from netgeom.precision import warn_if_bf16_is_emulated
 from netgeom.progress import note, progress
@@ -80,11 +81,8 @@ class TrainResult:
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Logits of `model` (in eval mode) on `x`, batched; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return out
+    with eval_mode(model):
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float, torch.Tensor]:
