@@ -149,6 +149,46 @@ def test_mnist1d_has_its_own_split(project):
     assert source.info.num_classes == 10
 
 
+def test_the_split_records_the_raw_files_digest_and_loaders_refuse_files_changed_since(project):
+    # split.json stands for the data in the DVC graph (the stages after `split` depend on it, not
+    # on data/), so it must change with the dataset's bytes and with nothing else.
+    import json
+
+    from tests.conftest import ok, refused, write_params
+
+    write_params(project, train={"epochs": 1})
+    ok("split", "--quiet")
+    first = json.loads((project / "artifacts" / "splits" / "split.json").read_text())
+    assert set(first["content"]) == {"train", "test"}
+    get_source("mnist1d").materialise(project / "data" / "elsewhere")  # another dataset's files
+    ok("split", "--quiet")
+    assert json.loads((project / "artifacts" / "splits" / "split.json").read_text()) == first
+    ok("corrupt", "--quiet")
+
+    test_x = project / "data" / "digits" / "test_x.npy"
+    original = np.load(test_x)
+    changed = original.copy()
+    changed[0, 0, 0, 0] += 0.5
+    np.save(test_x, changed)
+    line = refused("train", "--quiet", key="data.root")
+    assert "test files" in line and "changed since the split" in line
+    assert not (project / "artifacts" / "runs").exists()  # nothing half-written
+    ok("split", "--quiet")
+    again = json.loads((project / "artifacts" / "splits" / "split.json").read_text())
+    assert again["content"]["test"] != first["content"]["test"] and again["content"]["train"] == first["content"]["train"]
+    assert again["train"] == first["train"]
+
+
+def test_a_split_file_from_before_the_digest_still_loads(project):
+    import json
+
+    from netgeom.data.bundle import read_split
+
+    path = project / "split.json"
+    path.write_text(json.dumps({"dataset": "digits", "train": [0, 1], "val": [2], "classes": list(range(10))}))
+    assert read_split(path).content == {}
+
+
 def test_random_data_is_seeded_and_shaped():
     from netgeom.params import DataParams
 

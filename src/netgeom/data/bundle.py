@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from netgeom.data.sources import DatasetInfo, get_source, normalise
+from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, content_digest, get_source, normalise
 from netgeom.data.noise import corrupt_inputs
 from netgeom.data.split import Split
 from netgeom.errors import NetgeomError
@@ -79,6 +79,17 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
 
+def load_raw(source: DatasetSource, root: Path, name: str, split: Split) -> RawSplit:
+    """Split `name` of the raw data, checked against the digest `split` recorded for it."""
+    raw = source.load(root, name)
+    recorded = split.content.get(name)
+    if recorded and content_digest(raw) != recorded:
+        raise NetgeomError(
+            "data.root", f"the {name} files under {source.where(root)} changed since the split was made; run `dvc repro` (or `netgeom split` again)"
+        )
+    return raw
+
+
 def read_split(path: Path) -> Split:
     payload = read_json_object(path, ("dataset", "train", "val", "classes"), hint="run `dvc repro split` (or `netgeom split`) first")
     return Split.from_dict(payload)
@@ -96,8 +107,8 @@ def load_bundle(params: Params, split: Split, labels: pd.DataFrame, root: Path) 
     info = source.info
     if split.dataset != info.name:
         raise NetgeomError("data.name", f"is {info.name!r} but the split was made for {split.dataset!r}; re-run split")
-    pool = source.load(root, "train")
-    test = source.load(root, "test")
+    pool = load_raw(source, root, "train", split)
+    test = load_raw(source, root, "test", split)
 
     if not params.data.normalize:  # raw values in [0, 1]: what the studies read as the channel statistics too
         info = DatasetInfo(info.name, info.input_shape, info.num_classes, (0.0,) * len(info.mean), (1.0,) * len(info.std), info.splits)

@@ -6,6 +6,7 @@ Adding a dataset is one new module that subclasses `DatasetSource` and decorates
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,17 @@ class RawSplit:
 
     x: np.ndarray
     y: np.ndarray
+
+
+def content_digest(raw: RawSplit) -> str:
+    """A hash of a split's raw inputs and labels: what `split` records, so the stages after it can
+    depend on split.json instead of the whole data folder (see netgeom.data.split.Split)."""
+    h = hashlib.blake2b(digest_size=16)
+    for array in (raw.x, raw.y):
+        array = np.ascontiguousarray(array)
+        h.update(f"{array.dtype}{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
 
 
 class DatasetSource(ABC):

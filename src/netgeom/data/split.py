@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -11,19 +11,28 @@ from netgeom.errors import NetgeomError
 
 @dataclass(frozen=True)
 class Split:
-    """Indices into the dataset's official train split; `classes` maps new label -> original."""
+    """Indices into the dataset's official train split; `classes` maps new label -> original.
+
+    `content`: the raw files' digest per split name (netgeom.data.sources.content_digest), taken
+    when the split was made. It makes split.json stand for the data: the stages after `split`
+    depend on it, not on the whole data folder, so adding another dataset's files under data/
+    re-runs `split` alone (its output unchanged), while a changed file of this dataset changes
+    split.json and everything after it. Loaders check it (empty in split files from before it).
+    """
 
     dataset: str
     train: list[int]
     val: list[int]
     classes: list[int]
+    content: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, payload: dict) -> Split:
-        return cls(payload["dataset"], list(payload["train"]), list(payload["val"]), list(payload["classes"]))
+        content = payload.get("content") or {}
+        return cls(payload["dataset"], list(payload["train"]), list(payload["val"]), list(payload["classes"]), dict(content))
 
     def relabel(self, labels: np.ndarray) -> np.ndarray:
         """Original class ids -> 0..k-1 in the order of `classes`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from netgeom.data.bundle import read_split
+from netgeom.data.bundle import load_raw, read_split
 from netgeom.data.noise import corrupt_labels
 from netgeom.data.sources import get_source
 from netgeom.io import atomic_write_json, atomic_write_parquet
@@ -21,7 +21,7 @@ def run_corrupt(params: Params, layout: Layout, noise: float | None = None) -> d
     params = params.model_copy(update={"noise": noise_params})
     split = read_split(layout.split_file)
     source = get_source(params.data.name, params.data)
-    pool = source.load(layout.data_root(params.data.root), "train")
+    pool = load_raw(source, layout.data_root(params.data.root), "train", split)
     ids = np.asarray(split.train, dtype=np.int64)
     clean = split.relabel(pool.y[ids])
     noisy = corrupt_labels(clean, params.noise.kind, p, len(split.classes), params.noise.seed)

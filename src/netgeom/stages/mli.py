@@ -17,7 +17,7 @@ import shutil
 import pandas as pd
 import torch
 
-from netgeom.data.bundle import load_bundle, read_split
+from netgeom.data.bundle import load_bundle, load_raw, read_split
 from netgeom.groups.mli import MliParams
 from netgeom.data.sources import get_source
 from netgeom.io import atomic_write_parquet
@@ -38,7 +38,7 @@ from netgeom.training.loop import TrainingHooks, predict, train
 
 def _clean_bundle(params: Params, layout: Layout):
     split = read_split(layout.split_file)
-    pool = get_source(params.data.name, params.data).load(layout.data_root(params.data.root), "train")
+    pool = load_raw(get_source(params.data.name, params.data), layout.data_root(params.data.root), "train", split)
     clean = split.relabel(pool.y[split.train])
     labels = pd.DataFrame({"sample_id": split.train, "label": clean, "clean_label": clean})
     clean_params = params.model_copy(update={"noise": params.noise.model_copy(update={"input": "none"})})

@@ -196,7 +196,7 @@ def dvc_stages(code: list[str]) -> dict:
     dvc, arch, noise = IN_DVC_YAML, "${model.arch}", "${star.noise}"
     source_out = dvc.star_source_dir(paths.star_source_name(arch, "${item.width}", noise, "${item.seed}"))
     star_out = dvc.star_dir(paths.star_name(arch, "${item.width}", noise, "${item.count}"))
-    inputs = [dvc.splits_dir.as_posix(), dvc.labels_dir(noise).as_posix(), dvc.data.as_posix(), *code]
+    inputs = [dvc.splits_dir.as_posix(), dvc.labels_dir(noise).as_posix(), *code]  # split.json stands for the data
     trained_with = ["data", "noise", "model", "train", "star.noise", "star.epochs", *EXECUTION_PARAMS]
     source = {
         "cmd": "netgeom star source --width ${item.width} --seed ${item.seed} --no-track --quiet",

@@ -42,7 +42,7 @@ class Study:
     shards: bool = False  # the stage takes --shard i/n
     reads: tuple[str, ...] = ()  # pipeline outputs it reads: "runs" (grid scope), "labels", "splits"; "inits" (the inits/ folder)
     params_deps: tuple[str, ...] = ()  # params read besides its own group (e.g. "seed")
-    data: bool = False  # reads the raw data under data/
+    data: bool = False  # reads the raw data under data/ (its DVC dep is split.json, which records the data's digest)
     needs: tuple[str, ...] = ()  # what it needs of model and data (netgeom.groups.requirements), checked by `check`
 
     @property
