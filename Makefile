@@ -46,8 +46,11 @@ repro: data  ## Reproduce the whole pipeline: stale stages in parallel on every 
 exp: data  ## Run a seed variation as a DVC experiment: make exp SEED=43
 	dvc exp run -S seed=$(or $(SEED),43)
 
+# The preset's -S options go through a variable so that a missing or invalid preset stops here:
+# `dvc exp run $$(netgeom preset ...)` would run the default experiment when netgeom fails.
 preset: data  ## Run a preset as a DVC experiment: make preset PRESET=mnist1d_double_descent
-	dvc exp run $$(netgeom preset presets/$(PRESET).yaml)
+	@test -n "$(PRESET)" || { echo "make preset: PRESET is required, e.g. make preset PRESET=mnist1d_double_descent; the presets: $$(ls presets | sed -n 's/\.yaml$$//p' | tr '\n' ' ')" >&2; exit 2; }
+	options=$$(netgeom preset presets/$(PRESET).yaml) && dvc exp run $$options
 
 test: $(STAMP)  ## Run the test suite
 	$(PY) -m pytest tests -n 2 --dist loadfile  # two workers: one per core, a test file each
