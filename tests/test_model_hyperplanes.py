@@ -19,7 +19,7 @@ def test_a_pretrained_file_gives_the_statistics_of_its_weights(tmp_path, monkeyp
     donor = create_model("tv_resnet18", (3, 224, 224), 1000)
     save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, tmp_path / "imagenet.safetensors")
     out = ok("hyperplanes-model", "tv_resnet18", "--pretrained", str(tmp_path / "imagenet.safetensors"))
-    folder = tmp_path / "artifacts/studies/hyperplanes/models/tv_resnet18-file-imagenet"
+    folder = tmp_path / "artifacts/models/hyperplanes/tv_resnet18-file-imagenet"
     assert str(folder) in out and "mass" in out
     expected = network_statistics(donor, donor.state_dict())
     network = pd.read_parquet(folder / "network.parquet")

@@ -49,7 +49,7 @@ def test_reinit_of_a_pretrained_file_equals_the_sweep_on_its_weights_and_images(
     root, donor, x, y = project
     out = ok("reinit-model", "tv_resnet18", "--pretrained", "pretrained.safetensors", "--images", "images", "--size", str(SIZE),
              "--classes", str(CLASSES), "--seed", "3")
-    folder = root / "artifacts/studies/reinit/models/tv_resnet18-file-pretrained"
+    folder = root / "artifacts/models/reinit/tv_resnet18-file-pretrained"
     assert "top-5" in out and str(folder) in out
     table = pd.read_parquet(folder / "reinit.parquet")
     expected = reinit_sweep(

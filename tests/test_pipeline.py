@@ -125,6 +125,40 @@ def test_a_new_or_replaced_file_in_inits_makes_dvc_status_flag_the_reinit_stages
     assert not stale()
 
 
+def test_a_model_measured_outside_the_pipeline_leaves_every_stage_up_to_date(repo):
+    import shutil
+
+    out = sh(sys.executable, "-m", "netgeom", "hyperplanes-model", "vgg8", "--seed", "3", "--input-shape", "3,32,32", "--classes", "10", cwd=repo)
+    try:
+        assert (repo / "artifacts" / "models" / "hyperplanes" / "vgg8-init-s3").is_dir(), out
+        assert not json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")
+    finally:
+        shutil.rmtree(repo / "artifacts" / "models")
+
+
+def test_another_datasets_files_under_data_rerun_split_alone(repo):
+    # `make fashion-mnist` adds a dataset beside digits: data/ changes, digits does not. Only
+    # `split` depends on data/; its split.json (the digits files' digest) comes out the same, so
+    # nothing after it re-runs and no training is repeated.
+    import shutil
+
+    from netgeom.data import get_source
+
+    def stale() -> set[str]:
+        return {name.split("@")[0] for name in json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")}
+
+    other = repo / "data" / "mnist1d"
+    try:
+        get_source("mnist1d").materialise(repo / "data")
+        assert stale() - {"data.dvc"} == {"split"}
+        out = sh("dvc", "repro", cwd=repo)
+        assert out.count("Running stage") == 1 and "Running stage 'split'" in out, out
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+    sh("dvc", "repro", cwd=repo)
+    assert not stale() - {"data.dvc"}
+
+
 def test_mlflow_holds_one_run_per_training_with_checkpoint_models(repo):
     runs, models = mlflow_record(repo)
     assert len(runs) == 1 and set(runs["tags.dvc.stage"]) == {"train@8-0.2-0"}
@@ -142,6 +176,28 @@ def test_mlflow_holds_one_run_per_training_with_checkpoint_models(repo):
 
     stored = {a.path for a in mlflow.MlflowClient().list_artifacts(reports["run_id"][0], "report")}
     assert {"report/index.html", "report/figures", "report/tables", "report/summary.json"} <= stored
+
+
+def test_mlflow_sync_rebuilds_a_lost_store_with_the_report_run_and_says_what_it_created(repo):
+    # `make clean && make repro` restores every stage from DVC's cache and logs nothing: sync is
+    # then the way back, report run (barriers, MLI preset, figures) included.
+    import shutil
+
+    store, aside = repo / "mlruns", repo / "mlruns.aside"
+    trainings = len(mlflow_record(repo)[0]) + len(mlflow_record(repo, "star@")[0])
+    shutil.move(store, aside)
+    try:
+        out = sh(sys.executable, "-m", "netgeom", "mlflow", "sync", cwd=repo)
+        runs, models = mlflow_record(repo)
+        reports, _ = mlflow_record(repo, "netgeom.report")
+        assert len(runs) == 1 and len(models) == 1 and len(reports) == 1
+        created = int(out.split(": ")[-1].split()[0])
+        assert "and the report in sync" in out and created >= trainings + 1, out
+        again = sh(sys.executable, "-m", "netgeom", "mlflow", "sync", cwd=repo)
+        assert ": 0 created" in again, again
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.move(aside, store)
 
 
 def test_seed_experiment_runs_and_differs(repo):

@@ -227,6 +227,7 @@ def test_a_changed_param_reruns_only_what_depends_on_it_and_uses_the_run_cache(t
     (root / "merged.txt").unlink()
     back = netgeom_repro(root, "-j", "2")
     assert "gen: restored" in back.stdout and "merge: restored" in back.stdout  # run cache / lock
+    assert "restored stages log nothing to MLflow" in back.stdout and "restored stages" not in rerun.stdout
     assert "up to date" in run("dvc", "status", cwd=root).stdout
 
 

@@ -283,14 +283,14 @@ def _skip(entry, settings, layout, cell_args) -> None:
 @app.command("hyperplanes-model")
 @guarded
 def hyperplanes_model(
-    arch: str = typer.Argument(..., help="a registered model, e.g. tv_resnet18, tv_vgg16 (torchvision), vgg8, lenet5"),
+    arch: str = typer.Argument(..., help="a registered model, e.g. tv_resnet18, tv_vgg16 (torchvision), vgg8, lenet"),
     pretrained: Path = typer.Option(None, "--pretrained", help="weights file (safetensors or torch.save state dict); omit for a random init"),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="torch seed of the random initialisation"),
     input_shape: str = typer.Option("3,224,224", "--input-shape", help="C,H,W the model is built for"),
     classes: int = typer.Option(1000, "--classes", help="outputs of the classifier (the file's, for --pretrained)"),
     with_linear: bool = typer.Option(False, "--with-linear/--conv-only", help="also measure linear layers"),
     batch_norm: bool = typer.Option(False, "--batch-norm", help="the family's BN variant (vgg: *_bn)"),
-    out: Path = typer.Option(None, "--out", help="folder to write (default artifacts/studies/hyperplanes/models/<arch>-<weights>)"),
+    out: Path = typer.Option(None, "--out", help="folder to write (default artifacts/models/hyperplanes/<arch>-<weights>)"),
 ) -> None:
     """Hyperplane bias of one model without training it: pretrained weights from a local file, or
     a seeded random initialisation (the hyperplane seed's --pretrained)."""
@@ -321,7 +321,7 @@ def reinit_model(
     inits_from: list[str] = typer.Option([], "--inits-from", help="further weight files to reset layers to, or a .txt listing one per line"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     batch_norm: bool = typer.Option(False, "--batch-norm", help="the family's BN variant (vgg: *_bn)"),
-    out: Path = typer.Option(None, "--out", help="folder to write (default artifacts/studies/reinit/models/<arch>-file-<weights>)"),
+    out: Path = typer.Option(None, "--out", help="folder to write (default artifacts/models/reinit/<arch>-file-<weights>)"),
 ) -> None:
     """Re-initialisation robustness of one pretrained model: each layer reset to a fresh draw (and
     to --inits-from weights), top-1 and top-5 accuracy on labelled images (the hyperplane seed's
@@ -447,12 +447,20 @@ def ui(
 @mlflow_app.command("sync")
 @guarded
 def mlflow_sync(params: ParamsOption = Path("params.yaml")):
-    """Create the MLflow runs missing for finished run folders (DVC may have skipped stages)."""
-    from netgeom.stages.sync import sync_runs
+    """Create the MLflow runs missing for finished run folders and the report (DVC may have
+    skipped stages or restored them from its cache)."""
+    from netgeom import tracking
+    from netgeom.stages.sync import sync_report, sync_runs
 
     settings, layout = setup(params, True)
+    if not settings.mlflow.enabled:
+        raise NetgeomError("mlflow.enabled", "is false in params.yaml: nothing to sync (set it to true)")
+    before = len(tracking.runs_table(layout, settings.mlflow.experiment))
     ids = sync_runs(settings, layout)
-    typer.echo(f"{len(ids)} runs in sync with {layout.mlflow_db}")
+    report = sync_report(settings, layout)
+    created = len(tracking.runs_table(layout, settings.mlflow.experiment)) - before
+    what = f"{len(ids)} training runs" + (" and the report" if report else " (no report yet)")
+    typer.echo(f"{what} in sync with {layout.mlflow_db}: {created} created, the rest already there")
 
 
 @app.command()

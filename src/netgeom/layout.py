@@ -213,6 +213,12 @@ class Layout:
     def study_dir(self, study: str, run: str) -> Path:
         return self.study_root(study) / run
 
+    def model_study_dir(self, study: str, name: str) -> Path:
+        """A study of a model from outside the pipeline (`netgeom hyperplanes-model`,
+        `reinit-model`): beside artifacts/studies, not in it, so that no stage depends on it and
+        writing one leaves the report up to date."""
+        return self.artifacts / "models" / study / name
+
     @property
     def reports(self) -> Path:
         return self.root / "reports"

@@ -372,6 +372,8 @@ class Scheduler:
         head = "netgeom repro: " + (", ".join(parts) or "nothing to do") + f" in {result.seconds:.1f}s"
         stream = sys.stderr if result.exit_code else self.out
         print(head, file=stream, flush=True)
+        if counts.get("restored"):  # checked out, not run: their MLflow runs are logged by nobody
+            print("  restored stages log nothing to MLflow: `netgeom mlflow sync` (make sync) adds any run the store lacks", file=stream)
         for outcome in result.failed:
             print(f"  failed: {outcome.stage} ({outcome.reason}); log: {self._log_rel(outcome.log) or '-'}", file=stream)
         blocked = result.having("blocked")

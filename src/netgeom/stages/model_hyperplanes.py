@@ -23,7 +23,7 @@ from netgeom.studies.hyperplanes import evolution_tables, projection_table
 
 def default_folder(layout: Layout, arch: str, pretrained: Path | None, seed: int) -> Path:
     source = f"file-{Path(pretrained).stem}" if pretrained else f"init-s{seed}"
-    return layout.study_root("hyperplanes") / "models" / f"{arch}-{source}"
+    return layout.model_study_dir("hyperplanes", f"{arch}-{source}")
 
 
 def model_hyperplanes(

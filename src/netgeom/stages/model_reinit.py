@@ -33,7 +33,7 @@ RESIZE_RATIO = 256 / 224  # torchvision's evaluation transform: resize to 256, c
 
 
 def default_folder(layout: Layout, arch: str, pretrained: Path) -> Path:
-    return layout.study_root("reinit") / "models" / f"{arch}-file-{Path(pretrained).stem}"
+    return layout.model_study_dir("reinit", f"{arch}-file-{Path(pretrained).stem}")
 
 
 def image_folder(folder: Path, size: int, samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
