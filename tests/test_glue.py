@@ -147,6 +147,20 @@ def test_the_committed_dvc_yaml_is_the_registrys_pipeline():
     assert (REPO / "dvc.yaml").read_text() == render(), "run `netgeom pipeline --write`"
 
 
+def test_check_refuses_a_params_file_without_a_group_the_stages_list(project):
+    # Validation fills the group with defaults, so every command would run; DVC would not
+    # (`deleted: train` for every stage that lists it). `check`, the pipeline's gate, says so.
+    import shutil
+
+    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    full = yaml.safe_load((REPO / "params.yaml").read_text())
+    for group in ("train", "seed", "execution"):
+        (project / "params.yaml").write_text(yaml.safe_dump({k: v for k, v in full.items() if k != group}))
+        assert "missing from params.yaml" in refused("check", key=group)
+    (project / "params.yaml").write_text(yaml.safe_dump(full))
+    assert runner.invoke(app, ["check"]).exit_code == 0
+
+
 def test_every_registered_study_has_a_stage_and_a_command():
     stages = yaml.safe_load(render())["stages"]
     names = set(runner.invoke(app, ["--help"]).output.split())

@@ -373,6 +373,8 @@ def test_reinit_inits_from_files_and_what_it_refuses(trained):
                            ("inits/escapes.txt", "not under inits/")):
             write_params(trained, **base, reinit={"inits_from": [name]})
             assert said in refused("reinit", "--width", "8", "--noise", "0.2", key="reinit.inits_from")
+            if said in ("no such file", "not under inits/"):  # told from the path alone: `check`, before any training
+                assert said in refused("check", key="reinit.inits_from")
     finally:
         write_params(trained, **base)
 

@@ -118,10 +118,11 @@ def data_fetch(name: Annotated[str, typer.Argument(help="A torchvision dataset n
 @guarded
 def check(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = False):
     """Stage `check`: validate every params group; create the MLflow store up front."""
+    from netgeom.params import read_params_yaml
     from netgeom.stages.check import run_check
 
     settings, layout = setup(params, quiet, torch=False)
-    groups = run_check(settings, layout)
+    groups = run_check(settings, layout, written=set(read_params_yaml(params) or {}))
     typer.echo(f"params: {len(groups)} groups valid" + (f"; MLflow store {layout.mlflow_db}" if settings.mlflow.enabled else ""))
 
 

@@ -6,10 +6,13 @@ imports no torch: the stage module `netgeom.stages.reinit` imports this group.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from netgeom.errors import NetgeomError
+from netgeom.layout import is_inside
 from netgeom.params import Seed, StudyGroup
 
 
@@ -29,6 +32,36 @@ class ReinitParams(StudyGroup):
     reset_bn: bool = False
     samples: int | None = Field(None, ge=1, description="the split's first n samples (null: all)")
     batch_size: int = Field(1024, ge=1)
+
+
+def init_paths(named: list[str], root: Path, key: str = "reinit.inits_from", within: Path | None = None) -> list[Path]:
+    """The weight files `reinit.inits_from` names (paths relative to `root`; a .txt file lists
+    one path per line, blank lines and # comments skipped). With `within`, every file (a .txt
+    list and what it lists) must lie in that folder. Torch-free, so `check` runs it too."""
+    paths: list[Path] = []
+    for entry in named:
+        path = _inside(root / entry, within, key)
+        if path.suffix == ".txt":
+            if not path.is_file():
+                raise NetgeomError(key, f"no such file: {path}")
+            lines = [line.strip() for line in path.read_text().splitlines()]
+            paths += [_inside(root / line, within, key) for line in lines if line and not line.startswith("#")]
+        else:
+            paths.append(path)
+    stems = [path.stem for path in paths]
+    if twice := sorted({stem for stem in stems if stems.count(stem) > 1}):
+        raise NetgeomError(key, f"two files named {twice[0]}: give each a distinct file name")
+    if missing := [path for path in paths if not path.is_file()]:
+        raise NetgeomError(key, f"no such file: {missing[0]}")
+    return paths
+
+
+def _inside(path: Path, folder: Path | None, key: str) -> Path:
+    if folder is not None and not is_inside(path, folder):
+        raise NetgeomError(
+            key, f"{path} is not under {folder.name}/: put weight files in {folder.name}/, the reinit stages' DVC dependency, so that replacing one re-runs them"
+        )
+    return path
 
 
 PARAMS = ReinitParams

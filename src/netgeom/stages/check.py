@@ -21,14 +21,20 @@ from netgeom.layout import Layout
 from netgeom.params import Params, checkpoint_epochs
 
 
-def run_check(params: Params, layout: Layout) -> list[str]:
+def run_check(params: Params, layout: Layout, written: set[str] | None = None) -> list[str]:
     """The params groups that were validated; the MLflow store exists afterwards (if enabled).
-    Imports no torch, and no mlflow once the store holds the experiment."""
+    `written`: the top-level keys the params file holds (checked against what dvc.yaml's stages
+    list). Imports no torch, and no mlflow once the store holds the experiment."""
+    from netgeom.groups.reinit import init_paths
     from netgeom.groups.requirements import unmet
     from netgeom.groups.star import check_cell
     from netgeom.stages.registry import STUDIES
     from netgeom.store import experiment_ready
 
+    if written is not None:
+        check_listed_groups(written, layout)
+    if params.reinit.enabled:  # the stages would refuse these only after training
+        init_paths(params.reinit.inits_from, layout.root, within=layout.inits)
     for entry in STUDIES:  # a switched-off study's settings need not fit the model or the grid
         if getattr(params, entry.name).enabled and (reason := unmet(entry.name, entry.needs, params)):
             raise NetgeomError(f"{entry.name}.enabled", reason)
@@ -41,6 +47,24 @@ def run_check(params: Params, layout: Layout) -> list[str]:
 
         tracking.connect(layout, params.mlflow.experiment)
     return sorted(type(params).model_fields)
+
+
+def check_listed_groups(written: set[str], layout: Layout) -> None:
+    """Every params group a DVC stage lists must be written in the params file: validation fills a
+    missing group with its defaults, but DVC stops every stage that lists it (`deleted: train`)."""
+    import yaml
+
+    try:
+        stages = (yaml.safe_load((layout.root / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return  # no pipeline here (a command run outside the repository), or DVC will say what is wrong
+    listed = {entry.split(".")[0] for stage in stages.values() if isinstance(stage, dict)
+              for entry in stage.get("params") or [] if isinstance(entry, str)}
+    if missing := sorted(listed - written):
+        raise NetgeomError(
+            missing[0], "is missing from params.yaml, and DVC stages list it (dvc.yaml): DVC would stop them; "
+            "put the group back (`git show HEAD:params.yaml` has it)"
+        )
 
 
 def check_checkpoints(params: Params, study: str) -> None:

@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 
 from netgeom.errors import NetgeomError
-from netgeom.groups.reinit import ReinitParams
+from netgeom.groups.reinit import ReinitParams, init_paths
 from netgeom.io import atomic_write_parquet
-from netgeom.layout import Layout, is_inside
+from netgeom.layout import Layout
 from netgeom.models.pretrained import read_state_dict
 from netgeom.params import Params
 from netgeom.runs import (
@@ -53,35 +53,10 @@ def _evaluation_groups(data, p: ReinitParams) -> dict[str, tuple[torch.Tensor, t
 
 
 def init_files(named: list[str], root: Path, device, key: str = "reinit.inits_from", within: Path | None = None) -> dict[str, dict]:
-    """`reinit.inits_from`: {"file:<stem>": state dict} of each weight file (paths relative to
-    `root`; a .txt file lists one path per line, blank lines and # comments skipped), read
-    without executing code; one line naming the file (and `key`) for anything else. With
-    `within`, every file (a .txt list and what it lists) must lie in that folder."""
-    paths: list[Path] = []
-    for entry in named:
-        path = _inside(root / entry, within, key)
-        if path.suffix == ".txt":
-            if not path.is_file():
-                raise NetgeomError(key, f"no such file: {path}")
-            lines = [line.strip() for line in path.read_text().splitlines()]
-            paths += [_inside(root / line, within, key) for line in lines if line and not line.startswith("#")]
-        else:
-            paths.append(path)
-    states = {}
-    for path in paths:
-        name = f"file:{path.stem}"
-        if name in states:
-            raise NetgeomError(key, f"two files named {path.stem}: give each a distinct file name")
-        states[name] = {k: v.to(device) for k, v in read_state_dict(path, key=key).items()}
-    return states
-
-
-def _inside(path: Path, folder: Path | None, key: str) -> Path:
-    if folder is not None and not is_inside(path, folder):
-        raise NetgeomError(
-            key, f"{path} is not under {folder.name}/: put weight files in {folder.name}/, the reinit stages' DVC dependency, so that replacing one re-runs them"
-        )
-    return path
+    """`reinit.inits_from`: {"file:<stem>": state dict} of each weight file `init_paths` finds,
+    read without executing code; one line naming the file (and `key`) for anything else."""
+    return {f"file:{path.stem}": {k: v.to(device) for k, v in read_state_dict(path, key=key).items()}
+            for path in init_paths(named, root, key, within)}
 
 
 def run(params: Params, layout: Layout, cell: Cell) -> Summary:
