@@ -179,13 +179,14 @@ def curve(
     run_a: Annotated[str, typer.Argument(help="A run under artifacts/runs, optionally @init, @final (default) or @<epoch>.")],
     run_b: Annotated[str, typer.Argument(help="The other end, same form (same architecture and width).")],
     points: Annotated[Optional[int], typer.Option("--points", help="Points on the line (default: interpolation.points).")] = None,
-    bn: Annotated[Optional[str], typer.Option("--bn", help="interpolate | recompute | frozen (default: interpolation.bn).")] = None,
+    bn: Annotated[Optional[str], typer.Option("--bn", help="interpolate | recompute | recompute_ema | endpoint_ema | frozen (default: interpolation.bn).")] = None,
     match: Annotated[bool, typer.Option("--match", help="Weight-match B to A (Git Re-Basin) first.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the curve to a .csv or .parquet file.")] = None,
     params: ParamsOption = Path("params.yaml"),
     quiet: QuietOption = False,
 ):
-    """Ad hoc (not a stage): loss and accuracy on the line between two checkpoints, and its barriers."""
+    """Ad hoc (not a stage): loss and accuracy on the line between two checkpoints, and its barriers.
+    Measured on run A's data: params.yaml's split, the training set with A's labels (its noise level)."""
     from netgeom.io import atomic_write_table, check_table_path
     from netgeom.stages.curve import run_curve
 

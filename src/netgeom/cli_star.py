@@ -25,7 +25,7 @@ def source(
     params: ParamsOption = Path("params.yaml"),
     quiet: QuietOption = False,
 ):
-    """Stage `star_source`: train one source model (an anchor or a held-out model)."""
+    """Stages `star_anchor@<w>-<seed>` and `star_held_out@<w>-<seed>`: train one source model (an anchor or a held-out model)."""
     from netgeom.groups.star import source_name
 
     ready = _ready(params, quiet, lambda settings, layout: layout.star_source_dir(source_name(settings, width, seed)))

@@ -42,7 +42,11 @@ def run_curve(
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """The curve between two checkpoints on run A's data (params.yaml's split, A's noise level)."""
     overrides = {k: v for k, v in {"points": points, "bn": bn}.items() if v is not None}
-    p = validate({**params.interpolation.model_dump(), **overrides}, InterpolationParams, prefix="interpolation.")
+    try:
+        p = validate({**params.interpolation.model_dump(), **overrides}, InterpolationParams, prefix="interpolation.")
+    except NetgeomError as error:  # a bad --points or --bn is the option's fault, not params.yaml's
+        option = next((f"--{k}" for k in overrides if error.key == f"interpolation.{k}"), None)
+        raise (NetgeomError(option, error.problem) if option else error) from None
     device = study_device(params)
     run_a, state_a = checkpoint_of(layout, spec_a, device)
     run_b, state_b = checkpoint_of(layout, spec_b, device)
