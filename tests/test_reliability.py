@@ -371,11 +371,6 @@ def test_missing_checkpoints_are_refused_by_every_reader(trained):
     refused("smoothness", key="run")
 
 
-def test_a_bad_curve_option_is_named_as_the_option(trained):
-    assert "recompute_ema" in refused("curve", f"{RUN}@init", RUN, "--bn", "recomptue", key="--bn")
-    refused("curve", f"{RUN}@init", RUN, "--points", "1", key="--points")
-
-
 def test_curve_at_init_needs_an_epoch_zero_checkpoint(prepared):
     write_params(prepared, train={"epochs": 3, "checkpoints": {"init": False, "epochs": [1]}})
     ok("train")

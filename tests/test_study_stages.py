@@ -235,8 +235,8 @@ def test_adhoc_curve_between_two_runs(trained):
 
     ok("train", "--width", "4", "--noise", "0.2")
     refused("curve", "mlp_w8-n0.2-r0", "mlp_w4-n0.2-r0", key="interpolation.models")
-    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2", "--points", "1", key="interpolation.points")
-    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2", "--bn", "average", key="interpolation.bn")
+    refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2", "--points", "1", key="--points")  # the option's fault, not params.yaml's
+    assert "recompute_ema" in refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2", "--bn", "average", key="--bn")
     refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2@7", key="checkpoint")
     refused("curve", "mlp_w8-n0.2-r0", "mlp_w8-n0.2-r2", "--out", str(trained / "curve.txt"), key="out")
     assert not (trained / "curve.txt").exists()
