@@ -208,6 +208,9 @@ def test_bn_recompute_equals_exact_statistics_of_the_subset():
     assert int(four["0.num_batches_tracked"]) == 4
     uneven = recalibrate_bn(model, state, x, batch_size=10)  # 10, 10, 4: size-weighted, mean still exact
     torch.testing.assert_close(uneven["0.running_mean"], x.mean(0), rtol=0, atol=1e-14)
+    tail = recalibrate_bn(model, state, x[:23], batch_size=11)  # 11, 12: a one-sample tail (train-mode BN raises on it) joins
+    torch.testing.assert_close(tail["0.running_var"], (11 * x[:11].var(0) + 12 * x[11:23].var(0)) / 23, rtol=1e-13, atol=0)
+    assert int(tail["0.num_batches_tracked"]) == 2
     ref = reference_recalibrate(model, state, x, 6)  # deeper layer: PyTorch's momentum=None
     for k in ("2.running_mean", "2.running_var"):
         torch.testing.assert_close(four[k], ref[k], rtol=1e-13, atol=1e-15)

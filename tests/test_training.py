@@ -86,6 +86,27 @@ def test_training_writes_the_scheduled_checkpoints_and_learns(tmp_path):
     assert h["train_acc"] == pytest.approx((1 - noisy) * h["train_acc_clean"] + noisy * h["train_acc_noisy"], abs=1e-6)
 
 
+@pytest.mark.parametrize(("n", "size", "spans"), [
+    (65, 32, [(0, 32), (32, 65)]),  # a one-sample tail joins the batch before
+    (66, 32, [(0, 32), (32, 64), (64, 66)]),
+    (64, 32, [(0, 32), (32, 64)]),
+    (1, 32, [(0, 1)]),
+    (33, 32, [(0, 33)]),
+])
+def test_batch_spans_cover_every_sample_once_and_never_leave_one_alone(n, size, spans):
+    from netgeom.batching import batch_spans
+
+    assert batch_spans(n, size) == spans
+
+
+def test_a_batchnorm_model_trains_on_a_set_one_sample_past_a_whole_batch(tmp_path):
+    # 2 * 32 + 1 samples: the last batch held one sample and train-mode BN raised in epoch 1.
+    torch.manual_seed(0)
+    net = create_model("mlp", (1, 8, 8), 4, width=16, depth=2, batch_norm=True)
+    result = train(net, bundle(n=65), params(epochs=2, checkpoints={"epochs": []}, augment=False), seed=3, workdir=tmp_path)
+    assert [e for e, _ in result.checkpoints] == [0, 2] and torch.isfinite(torch.tensor(result.final["train_loss"]))
+
+
 class Crash(RuntimeError):
     pass
 

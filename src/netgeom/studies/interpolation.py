@@ -59,6 +59,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from netgeom.batching import batch_spans
 from netgeom.errors import NetgeomError
 from netgeom.memory_format import MEMORY_FORMATS, in_format, preferred_format, state_in_format
 from netgeom.modes import eval_mode
@@ -187,11 +188,6 @@ def _forward(model: nn.Module, state: StateDict, x: Tensor, stacked: bool) -> Te
     return vmap(lambda p: functional_call(model, p, (x,)))(state)
 
 
-def _batches(n: int, batch_size: int):
-    for lo in range(0, n, batch_size):
-        yield lo, min(n, lo + batch_size)
-
-
 # --------------------------------------------------------------------------- BN recalibration
 
 
@@ -219,7 +215,7 @@ class Recalibration:
 
     def spans(self, n: int) -> list[tuple[int, int]]:
         """(lo, hi) of every calibration batch over a subset of n inputs, in the order they are used."""
-        one_pass = list(_batches(n, self.batch_size))
+        one_pass = list(batch_spans(n, self.batch_size))
         count = len(one_pass) if self.batches is None else self.batches
         return [one_pass[k % len(one_pass)] for k in range(count)]
 
@@ -307,7 +303,7 @@ def _evaluate_in_place(model, state, eval_sets: EvalSets, loss_fn: LossFn, batch
             correct = torch.zeros(n_states, dtype=torch.float64)
             kept = []
             classify = not y.is_floating_point()
-            for lo, hi in _batches(x.shape[0], batch_size):
+            for lo, hi in batch_spans(x.shape[0], batch_size):
                 logits = _forward(model, state, x[lo:hi], stacked)
                 if not stacked:
                     logits = logits.unsqueeze(0)

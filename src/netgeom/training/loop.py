@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from netgeom.batching import batch_spans
 from netgeom.data.augment import augment
 from netgeom.data.bundle import DataBundle
 from netgeom.errors import NetgeomError
@@ -261,8 +262,8 @@ def _train_epoch(model, objective, optimizer, scheduler, x, y, p: TrainParams, g
     n = len(y)
     order = torch.randperm(n, generator=generator).to(x.device)
     losses, sizes = [], []  # kept on the device: read once per epoch, not once per step
-    for i in range(0, n, p.batch_size):
-        index = order[i : i + p.batch_size]
+    for lo, hi in batch_spans(n, p.batch_size):
+        index = order[lo:hi]
         inputs = in_format(augment(x[index], generator), layout) if p.augment else x[index]
         with autocast:
             loss = objective(model, inputs, y[index], generator)
