@@ -392,6 +392,9 @@ def test_headline_and_caption_numbers_match_the_artifacts(repo):
     assert f"Label noise 0.2: test error {errors} over widths {', '.join(map(str, noisy.index))}" in page
     star_line = re.search(r"Width \d+, train loss, matching weights: star ↔ held-out ([\d.e+-]+)", page)
     assert star_line and float(star_line.group(1)) == pytest.approx(stars["loss_barrier"].mean(), rel=1e-2)
+    by_anchors = chosen[chosen["kind"] == "star"].groupby("anchors")["loss_barrier"].mean()
+    said = dict(re.findall(r"k=(\d+) ([\d.e+-]+)(?=[,( ])", page.split("barrier by anchors")[1].split("Mean test accuracy")[0]))
+    assert {int(k): float(v) for k, v in said.items()} == pytest.approx(by_anchors.to_dict(), rel=1e-2)
 
 
 def test_stages_depend_on_the_data_folder_params_name(tmp_path):

@@ -42,10 +42,25 @@ def report(context: ReportContext) -> list[Figure]:
         Figure(figures.star_barrier_distributions(barriers, context.figure_path("star_barriers"), tests),
                "Star ↔ held-out and regular ↔ regular loss barriers", "\n\n".join(lines)),
         Figure(figures.star_barrier_vs_anchors(barriers, context.figure_path("star_vs_anchors")),
-               "Barrier against the number of anchors", f"Mean test accuracy: {accuracy_text}."),
+               "Barrier against the number of anchors", f"{_by_anchors_text(barriers)} Mean test accuracy: {accuracy_text}."),
         Figure(figures.star_curves(curves, context.figure_path("star_curves")), "Loss along the paths: star → held-out and regular → regular",
                "Loss along the straight line between the two models of each pair, per weight matching."),
     ]
+
+
+def _by_anchors_text(barriers) -> str:
+    """The plotted headline series in words: the star's mean barrier per anchor count beside the
+    regular pairs' (the headline split and matching, per width)."""
+    chosen = barriers[(barriers["split"] == HEADLINE_SPLIT) & (barriers["matching"] == HEADLINE_MATCHING)]
+    parts = []
+    for width, part in chosen.groupby("width"):
+        stars = part[part["kind"] == "star"].groupby("anchors")["loss_barrier"].mean()
+        regular = part.loc[part["kind"] == "regular", "loss_barrier"].mean()
+        if len(stars):
+            parts.append(f"width {width}: " + ", ".join(f"k={int(k)} {v:.3g}" for k, v in stars.items()) + f" (regular ↔ regular {regular:.3g})")
+    if not parts:
+        return ""
+    return f"Star ↔ held-out {HEADLINE_SPLIT}-loss barrier by anchors, {HEADLINE_MATCHING} matched: " + "; ".join(parts) + "."
 
 
 def metrics(context: ReportContext) -> dict[str, dict[str, float]]:

@@ -97,15 +97,14 @@ def headline(final: pd.DataFrame, study: str) -> str:
             if by_width.empty:
                 continue
             top = int(by_width.idxmax())
-            text = (
-                f"label noise {noise:g}: {by_width.iloc[0]:.3g} at width {by_width.index[0]}, max {by_width.max():.3g} at width {top}, "
-                f"{by_width.iloc[-1]:.3g} at width {by_width.index[-1]}"
-            )
             at_top = final[(final["measure"] == measure) & (final["noise"] == noise) & (final["width"] == top)]
             groups = at_top.groupby("group")["value"].mean()
-            if {"clean", "noisy"} <= set(groups.index) and groups["clean"]:
-                text += f" (noisy/clean samples {groups['noisy'] / groups['clean']:.2f}x there)"
-            parts.append(text)
+            ratio = (f" (noisy/clean samples {groups['noisy'] / groups['clean']:.2f}x at width {top})"
+                     if {"clean", "noisy"} <= set(groups.index) and groups["clean"] else "")
+            parts.append(
+                f"label noise {noise:g}: {by_width.iloc[0]:.3g} at width {by_width.index[0]}, max {by_width.max():.3g} at width {top}{ratio}, "
+                f"{by_width.iloc[-1]:.3g} at width {by_width.index[-1]}"
+            )
         if parts:
             label = measure_label(measure)
             paragraphs.append(f"{label[:1].upper()}{label[1:]}: " + "; ".join(parts) + ".")

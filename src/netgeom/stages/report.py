@@ -85,7 +85,7 @@ def _training_figures(context: ReportContext) -> list[Figure]:
     learning = figures.learning_curves(curves, context.figure_path("learning_curves"))
     return [
         Figure(by_width, "Final train and test error against width", _error_caption(runs)),
-        Figure(learning, "Learning curves", "Train and test error per epoch, one panel per noise level."),
+        Figure(learning, "Learning curves", "Test (top row) and train (bottom row) error per epoch, a column per noise level, a line per width."),
     ]
 
 
