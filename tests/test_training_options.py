@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,6 +98,34 @@ def test_unnormalised_inputs_are_the_raw_values(project):
     assert torch.allclose(normalised.train.x, (raw.train.x - 0.3053) / 0.3760, atol=1e-5)
 
 
+def test_input_corruption_reaches_val_and_test_only_with_input_splits_all(project):
+    # Zhang et al. test a model trained on shuffled pixels on images shuffled the same way; the
+    # hyperplanes seed shuffles the training images only (the default).
+    from netgeom.layout import Layout
+    from netgeom.params import load_params
+    from netgeom.runs import load_cell_data
+    from tests.conftest import ok, write_params
+
+    write_params(project, data={"name": "digits", "val_size": 0.1})
+    ok("split"), ok("corrupt")
+    clean = load_cell_data(load_params(), Layout(project))
+    write_params(project, data={"name": "digits", "val_size": 0.1}, noise={"input": "pixel_shuffle", "seed": 3})
+    train_only = load_cell_data(load_params(), Layout(project))
+    write_params(project, data={"name": "digits", "val_size": 0.1}, noise={"input": "pixel_shuffle", "seed": 3, "input_splits": "all"})
+    everywhere = load_cell_data(load_params(), Layout(project))
+
+    def positions(x):
+        return x.reshape(len(x), -1)
+
+    order = torch.from_numpy(np.random.default_rng(3).permutation(64))  # the one permutation of 8x8 positions
+    assert torch.equal(positions(train_only.train.x), positions(clean.train.x)[:, order])
+    assert torch.equal(train_only.test[0], clean.test[0]) and torch.equal(train_only.val[0], clean.val[0])
+    assert torch.equal(everywhere.train.x, train_only.train.x)
+    for name in ("val", "test"):
+        assert torch.equal(positions(getattr(everywhere, name)[0]), positions(getattr(clean, name)[0])[:, order])
+        assert torch.equal(getattr(everywhere, name)[1], getattr(clean, name)[1])
+
+
 def test_options_added_later_leave_the_identity_of_old_runs_alone():
     params = Params()
 
@@ -110,13 +140,17 @@ def test_options_added_later_leave_the_identity_of_old_runs_alone():
         train_["checkpoints"].pop("all_until")
         model = p.model.model_dump(mode="json")
         model.pop("bottleneck")
+        noise = p.noise.model_dump(mode="json")
+        noise.pop("input_splits")
         payload = {"seed": p.seed, "code": code_digest(*TRAINING_CODE), "device": "cpu", "deterministic": p.execution.deterministic,
-                   "groups": [data, p.noise.model_dump(mode="json"), model, train_], "data": "d"}
+                   "groups": [data, noise, model, train_], "data": "d"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     assert identity_hash(params, "d") == old_formula(params)
     changed = params.model_copy(update={"train": params.train.model_copy(update={"label_smoothing": 0.1})})
     assert identity_hash(changed, "d") != identity_hash(params, "d")  # set away from its default, it counts
+    everywhere = params.model_copy(update={"noise": params.noise.model_copy(update={"input": "pixel_shuffle", "input_splits": "all"})})
+    assert identity_hash(everywhere, "d") != identity_hash(params.model_copy(update={"noise": everywhere.noise.model_copy(update={"input_splits": "train"})}), "d")
     narrowed = params.model_copy(update={"model": params.model.model_copy(update={"depth": 2, "bottleneck": 8})})
     assert identity_hash(narrowed, "d") != identity_hash(params.model_copy(update={"model": params.model.model_copy(update={"depth": 2})}), "d")
 

@@ -123,6 +123,10 @@ class NoiseParams(Group):
     seed: Seed = 0
     input: Literal["none", "pixel_shuffle", "random_pixels"] = "none"
     per_image: bool = False
+    input_splits: Literal["train", "all"] = Field(
+        "train", description="train: the training inputs only (the hyperplanes seed); all: val and test too (Zhang et al.'s shuffled pixels)"
+    )
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"input_splits"})
 
 
 class ModelParams(Group):

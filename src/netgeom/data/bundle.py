@@ -122,8 +122,15 @@ def load_bundle(params: Params, split: Split, labels: pd.DataFrame, root: Path) 
         sample_id=torch.from_numpy(ids.astype(np.int64)),
     )
     val_ids = np.asarray(split.val, dtype=np.int64)
-    val = _tensors(normalise(pool.x[val_ids], info), split.relabel(pool.y[val_ids]))
     keep = split.keep_mask(test.y)
-    test_xy = _tensors(normalise(test.x[keep], info), split.relabel(test.y[keep]))
+    # Corruption is keyed by sample id: val ids are pool indices (never a training id), test ids
+    # follow the pool's, so with one permutation per image no two inputs share theirs.
+    test_ids = np.flatnonzero(keep) + len(pool.y)
+    x_val, x_test = normalise(pool.x[val_ids], info), normalise(test.x[keep], info)
+    if params.noise.input_splits == "all":  # the same corruption on the evaluation inputs (Zhang et al.)
+        x_val, x_test = (corrupt_inputs(x, ids, params.noise.input, params.noise.seed, params.noise.per_image)
+                         for x, ids in ((x_val, val_ids), (x_test, test_ids)))
+    val = _tensors(x_val, split.relabel(pool.y[val_ids]))
+    test_xy = _tensors(x_test, split.relabel(test.y[keep]))
     kept_info = DatasetInfo(info.name, info.input_shape, len(split.classes), info.mean, info.std, info.splits)
     return DataBundle(kept_info, train, val, test_xy)
