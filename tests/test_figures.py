@@ -373,6 +373,19 @@ def test_reinit_heatmap_tick_labels_never_overlap(names):
     assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in figure.axes[0].get_xticklabels()]
 
 
+def test_study_axis_labels_stay_beside_their_own_panels():
+    # "absolute deviation from the affine interpolation" on one line ran past the top of a lower
+    # panel into the one above it.
+    table = study_table(("absolute_deviation", "crossings", "density", "jacobian_frobenius.crossentropy", "jacobian_operator.logits"))
+    figure = figures.study_vs_width_figure(table[table["epoch"] == 200], runs_table(), "t")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    for axis in figure.axes:
+        label, frame = axis.yaxis.label.get_window_extent(renderer), axis.get_window_extent(renderer)
+        if axis.get_ylabel():
+            assert frame.y0 - 2 <= label.y0 and label.y1 <= frame.y1 + 2, axis.get_ylabel()
+
+
 def test_bias_vs_reinit_joins_layers_and_reads_the_reset_to_init_the_seeds_claim_is_about():
     sweep = reinit_table()
     points = figures_hyperplanes.bias_and_drop(evolution_table(), sweep)

@@ -34,10 +34,16 @@ MEASURES = {
 OF = {"crossentropy": "of the cross-entropy loss", "logits": "of the logits", "softmax": "of the softmax", "loss": "of the loss"}
 
 
+AXIS_NAMES = {  # where the full name runs past a panel's height; the panel's title has it whole
+    "absolute_deviation": "absolute deviation",
+    "crossings": "regions crossed per path",
+}
+
+
 def measure_name(key: str) -> str:
     """'jacobian_operator.logits' -> 'input-Jacobian operator norm' (an axis label's length)."""
     name = key.partition(".")[0]
-    return MEASURES.get(name, name.replace("_", " "))
+    return AXIS_NAMES.get(name) or MEASURES.get(name, name.replace("_", " "))
 
 
 def measure_label(key: str) -> str:
