@@ -49,6 +49,7 @@ def test_execution_threads_is_applied_inside_a_stage(project, monkeypatch):
         ({"mli": {"autoencoder": [64, 0]}}, "mli.autoencoder"),
         ({"mli": {"objective": "denoising"}}, "mli.objective"),
         ({"mli": {"lr": {"sgd": [0.1, -1.0]}}}, "mli.lr"),
+        ({"smoothness": {"measures": [{"metric": "jacobian_operator", "normalization": "jacobian"}]}}, "normalization"),  # the seed's name
     ],
 )
 def test_study_groups_are_typed_and_validated_by_every_command(project, groups, key):

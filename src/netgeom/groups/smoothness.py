@@ -28,6 +28,8 @@ class Measure(Group):
     def _known(self) -> Measure:
         if self.metric not in METRICS:
             raise NetgeomError("metric", f"unknown {self.metric!r}; allowed: {', '.join(METRICS)}")
+        if self.normalization == "jacobian":  # one spelling per result: the seed's name is refused with ours
+            raise NetgeomError("normalization", "'jacobian' is the smoothness seed's name for the logits' Jacobian: write logits")
         if self.normalization not in NORMALIZATIONS:
             raise NetgeomError("normalization", f"unknown {self.normalization!r}; allowed: {', '.join(NORMALIZATIONS)}")
         if self.metric == "crossentropy" and self.normalization == "target_logit":
