@@ -167,9 +167,14 @@ def test_bad_study_input_is_one_line_exit_2(trained, groups, command, key):
         write_params(trained, train={"epochs": 3, "checkpoints": {"epochs": [1]}}, grid={"widths": [8], "noise": [0.2], "seed_offsets": [0, 1]})
 
 
-@pytest.mark.parametrize("spec", ["3/3", "x", "1/0"])
-def test_bad_shard_spec(trained, spec):
-    refused("smoothness", "--width", "8", "--noise", "0.2", "--shard", spec, key="shard")
+@pytest.mark.parametrize("spec", ["3/3", "x", "1/0", "0/99999999999999999999"])
+@pytest.mark.parametrize("study", ["smoothness", "regions"])
+def test_a_bad_shard_spec_is_refused_and_leaves_the_results_there_alone(trained, study, spec):
+    ok(study, "--width", "8", "--noise", "0.2")
+    folder = trained / "artifacts" / "studies" / study / "mlp_w8-n0.2-r0"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    refused(study, "--width", "8", "--noise", "0.2", "--shard", spec, key="shard")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the refusal used to clear the folder first
 
 
 def test_missing_run_or_checkpoint(trained):

@@ -19,14 +19,17 @@ import torch
 from netgeom.errors import NetgeomError
 
 
+MAX_SHARDS = 10_000  # far beyond any useful split; a typo'd count would name absurd files
+
+
 def parse_shard(spec: str) -> tuple[int, int]:
     """'2/8' -> (2, 8): shard 2 of 8 (0-based)."""
     try:
         index, count = (int(part) for part in spec.split("/"))
     except ValueError:
         raise NetgeomError("shard", f"expected i/n such as 0/4, got {spec!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise NetgeomError("shard", f"needs 0 <= i < n and n >= 1, got {spec!r}")
+    if not 1 <= count <= MAX_SHARDS or not 0 <= index < count:
+        raise NetgeomError("shard", f"needs 0 <= i < n and 1 <= n <= {MAX_SHARDS}, got {spec!r}")
     return index, count
 
 

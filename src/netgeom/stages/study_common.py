@@ -90,6 +90,8 @@ def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | N
     All shards at once build the result aside and publish it whole; one shard (`--shard`, for
     workers that share the folder) goes straight into it, beside only shards of the same identity
     (a manifest there; anything else is cleared first), the summary once the last one lands."""
+    if shard is not None:
+        parse_shard(shard)  # a bad spec stops here, before the folder's other shards are cleared
     name = run_name(params.model.arch, cell.width, cell.noise, cell.replicate)
     count = getattr(params, study).shards
     compute = partial(compute, params, layout, cell)
