@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from netgeom.cli import app
-from tests.conftest import write_params
+from tests.conftest import refused, write_params
 
 runner = CliRunner()
 
@@ -73,6 +73,12 @@ def test_an_unexpected_error_keeps_its_own_traceback(project, monkeypatch):
     monkeypatch.setattr(netgeom.cli_common, "load_params", broken)
     result = run("check")
     assert result.exit_code == 1 and isinstance(result.exception, RuntimeError) and "a bug" in str(result.exception)
+
+
+@pytest.mark.parametrize("command", [["check"], ["split"], ["train"], ["report"], ["mlflow", "sync"]])
+def test_a_params_path_naming_a_folder_is_one_line(project, command):
+    (project / "folder").mkdir()
+    assert "is a folder" in refused(*command, "--params", "folder", key="params")
 
 
 def test_a_group_without_a_command_shows_its_help_and_exits_2():

@@ -50,3 +50,6 @@ def test_bad_models_and_files_are_one_line_and_write_nothing(tmp_path, monkeypat
     refused("hyperplanes-model", "mlp", "--input-shape", "1,8,8", "--classes", "10", key="--with-linear")
     refused("hyperplanes-model", "vgg8", "--input-shape", "3,x", key="--input-shape")
     assert not (tmp_path / "artifacts").exists()
+    (tmp_path / "notes.txt").write_text("mine")  # an --out that names a file is refused, not replaced by a folder
+    refused("hyperplanes-model", "vgg8", "--input-shape", "3,32,32", "--classes", "10", "--out", "notes.txt", key="--out")
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -371,6 +371,11 @@ def test_missing_checkpoints_are_refused_by_every_reader(trained):
     refused("smoothness", key="run")
 
 
+def test_curve_out_naming_a_folder_is_refused_before_any_work(prepared, tmp_path):
+    (tmp_path / "d.csv").mkdir()
+    refused("curve", f"{RUN}@init", RUN, "-o", str(tmp_path / "d.csv"), key="out")
+
+
 def test_curve_at_init_needs_an_epoch_zero_checkpoint(prepared):
     write_params(prepared, train={"epochs": 3, "checkpoints": {"init": False, "epochs": [1]}})
     ok("train")

@@ -97,6 +97,13 @@ def test_the_ui_serves_under_cpu_load_and_stopping_it_leaves_no_process(project,
             subprocess.run(["pkill", "-f", store], check=False)
 
 
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+def test_a_port_out_of_range_is_one_line(project, port):
+    write_params(project)
+    for command in (["ui"], ["mlflow", "link"]):
+        refused(*command, "--port", port, key="--port")
+
+
 def test_a_port_in_use_is_one_line_and_starts_nothing(project):
     write_params(project)
     with socket.socket() as taken:

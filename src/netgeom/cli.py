@@ -296,13 +296,14 @@ def hyperplanes_model(
 ) -> None:
     """Hyperplane bias of one model without training it: pretrained weights from a local file, or
     a seeded random initialisation (the hyperplane seed's --pretrained)."""
+    from netgeom.io import check_output_folder
     from netgeom.stages.model_hyperplanes import default_folder, model_hyperplanes
 
     try:
         shape = tuple(int(part) for part in input_shape.split(","))
     except ValueError:
         raise NetgeomError("--input-shape", f"must be integers separated by commas, e.g. 3,224,224; got {input_shape!r}") from None
-    folder = out or default_folder(Layout.here(), arch, pretrained, seed)
+    folder = check_output_folder(out or default_folder(Layout.here(), arch, pretrained, seed))
     network = model_hyperplanes(arch, shape, classes, folder, pretrained=pretrained, seed=seed, with_linear=with_linear,
                                 options={"batch_norm": True} if batch_norm else None)
     row = network.iloc[0]
@@ -328,9 +329,10 @@ def reinit_model(
     """Re-initialisation robustness of one pretrained model: each layer reset to a fresh draw (and
     to --inits-from weights), top-1 and top-5 accuracy on labelled images (the hyperplane seed's
     --pretrained re-initialisation)."""
+    from netgeom.io import check_output_folder
     from netgeom.stages.model_reinit import default_folder, model_reinit
 
-    folder = out or default_folder(Layout.here(), arch, pretrained)
+    folder = check_output_folder(out or default_folder(Layout.here(), arch, pretrained))
     table = model_reinit(
         arch, pretrained, images, folder, size=size, num_classes=classes, samples=samples, seed=seed,
         layer_kinds="conv" if conv_only else "conv_and_linear", inits_from=inits_from, batch_size=batch_size,
@@ -414,7 +416,7 @@ def pipeline(
 @mlflow_app.command("link")
 @guarded
 def mlflow_link(
-    port: Annotated[int, typer.Option(help="The UI's port.")] = 5000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The UI's port.")] = 5000,
     host: Annotated[str, typer.Option(help="The UI's host.")] = "127.0.0.1",
     params: ParamsOption = Path("params.yaml"),
 ):
@@ -430,7 +432,7 @@ def mlflow_link(
 @app.command()
 @guarded
 def ui(
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 5000,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to answer.", min=1)] = 180.0,
     params: ParamsOption = Path("params.yaml"),
@@ -474,7 +476,7 @@ def preset(path: Annotated[Path, typer.Argument(help="A preset YAML of params ov
     from netgeom.params import flatten, read_params_yaml, validate
 
     if not path.is_file():
-        raise NetgeomError("preset", f"{path} does not exist; see presets/")
+        raise NetgeomError("preset", f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; see presets/")
     overrides = read_params_yaml(path) or {}
     if not isinstance(overrides, dict):
         raise NetgeomError("preset", f"{path} must hold a mapping of params overrides (like presets/*.yaml)")

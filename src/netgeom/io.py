@@ -92,6 +92,16 @@ def check_table_path(path: str | Path, key: str = "out") -> Path:
     path = Path(path)
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise NetgeomError(key, f"{path}: the file name must end in {' or '.join(TABLE_SUFFIXES)}")
+    if path.is_dir():
+        raise NetgeomError(key, f"{path} is a folder; name a file to write")
+    return path
+
+
+def check_output_folder(path: str | Path, key: str = "--out") -> Path:
+    """`path` if it is a folder or nothing yet: a results folder never replaces a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NetgeomError(key, f"{path} is a file; name a folder to write the results into")
     return path
 
 

@@ -365,6 +365,8 @@ MAX_PARAMS_BYTES = 1 << 20
 
 def read_params_yaml(path: Path) -> Any:
     """A params (or preset) YAML file parsed safely (no tags that build objects), size-capped."""
+    if path.is_dir():
+        raise NetgeomError("params", f"{path} is a folder, not a params file")
     size = path.stat().st_size
     if size > MAX_PARAMS_BYTES:
         raise NetgeomError("params", f"{path} is {size / 2**20:.1f} MB; a params file is a few KB (limit {MAX_PARAMS_BYTES >> 20} MB)")
