@@ -221,6 +221,10 @@ def test_a_switched_off_study_records_that_it_was_skipped(project):
     summary = json.loads((project / "artifacts" / "studies" / "regions" / "mlp_w16-n0.2-r0" / "summary.json").read_text())
     assert summary == {"skipped": "regions.enabled is false"}
     assert runner.invoke(app, ["report"]).exit_code == 0  # the report leaves the study out
+    # a cell that cannot exist gets the enabled study's refusal, not a skip record named after it
+    refused("regions", "--width", "0", key="model.width")
+    refused("regions", "--noise", "nan", key="noise.label")
+    assert sorted(p.name for p in (project / "artifacts" / "studies" / "regions").iterdir()) == ["mlp_w16-n0.2-r0"]
 
 
 def test_the_cli_entry_point_adds_no_study_or_training_code_to_every_stage():

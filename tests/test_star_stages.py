@@ -174,6 +174,15 @@ def test_star_barriers_compare_stars_with_held_out_models(sources):
     assert (tests["star_n"] == 2).all() and (tests["regular_n"] == 1).all()  # the largest star against each held-out model
 
 
+def test_a_star_cell_params_yaml_does_not_list_is_refused_naming_the_option(sources):
+    before = sorted(p.name for p in (sources / "artifacts" / "star" / "sources").iterdir())
+    assert "star.widths" in refused("star", "source", "--width", "32", "--seed", str(STAR["anchors"][0]), key="--width")
+    assert "star.held_out" in refused("star", "source", "--width", "8", "--seed", "987654", key="--seed")
+    assert "star.widths" in refused("star", "train", "--width", "7", "--anchors", "1", key="--width")
+    assert "star.anchor_counts" in refused("star", "train", "--width", "8", "--anchors", "3", key="--anchors")
+    assert sorted(p.name for p in (sources / "artifacts" / "star" / "sources").iterdir()) == before
+
+
 @pytest.mark.parametrize(
     ("star", "key"),
     [
@@ -191,7 +200,7 @@ def test_bad_star_settings_are_one_line_and_write_nothing(sources, star, key):
                  train={"epochs": 3, "checkpoints": {"epochs": [1]}})
     try:
         before = sorted(p.name for p in (sources / "artifacts" / "star" / "sources").iterdir())
-        refused("star", "source", "--width", "8", "--seed", "300", key=key)
+        refused("star", "source", "--width", "8", "--seed", str(STAR["held_out"][0]), key=key)
         refused("check", key=key)
         assert sorted(p.name for p in (sources / "artifacts" / "star" / "sources").iterdir()) == before
     finally:

@@ -22,7 +22,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 
 CellWidth = Annotated[Optional[int], typer.Option("--width", help="Model width (default: model.width, else grid.widths[0]).")]
 CellNoise = Annotated[Optional[float], typer.Option("--noise", help="Label-noise level (default: noise.label).")]
-CellReplicate = Annotated[int, typer.Option("--replicate", min=0, help="Seed offset: the run uses seed + replicate.")]
+CellReplicate = Annotated[int, typer.Option("--replicate", min=0, max=2**31, help="Seed offset: the run uses seed + replicate.")]
 TrackOption = Annotated[
     bool,
     typer.Option(

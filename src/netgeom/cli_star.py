@@ -9,6 +9,7 @@ import typer
 
 from netgeom.cli_common import ParamsOption, QuietOption, TrackOption, guarded, setup, use_torch
 from netgeom.cli_training import report_training
+from netgeom.errors import NetgeomError
 
 app = typer.Typer(help="The star-domain study: source models, star training, barriers.", no_args_is_help=True)
 Width = Annotated[int, typer.Option("--width", help="The star cell's width (one of star.widths).")]
@@ -28,7 +29,12 @@ def source(
     """Stages `star_anchor@<w>-<seed>` and `star_held_out@<w>-<seed>`: train one source model (an anchor or a held-out model)."""
     from netgeom.groups.star import source_name
 
-    ready = _ready(params, quiet, lambda settings, layout: layout.star_source_dir(source_name(settings, width, seed)))
+    def folder(settings, layout):
+        _one_of("--width", width, settings.star.widths, "star.widths")
+        _one_of("--seed", seed, [*settings.star.anchors, *settings.star.held_out], "star.anchors and star.held_out")
+        return layout.star_source_dir(source_name(settings, width, seed))
+
+    ready = _ready(params, quiet, folder)
     if ready is None:
         return
     settings, layout = ready
@@ -50,7 +56,12 @@ def train_star(
     """Stage `star`: train a star model against the first k anchors."""
     from netgeom.groups.star import star_name
 
-    ready = _ready(params, quiet, lambda settings, layout: layout.star_dir(star_name(settings, width, anchors)))
+    def folder(settings, layout):
+        _one_of("--width", width, settings.star.widths, "star.widths")
+        _one_of("--anchors", anchors, settings.star.anchor_counts, "star.anchor_counts")
+        return layout.star_dir(star_name(settings, width, anchors))
+
+    ready = _ready(params, quiet, folder)
     if ready is None:
         return
     settings, layout = ready
@@ -70,6 +81,12 @@ def barriers(params: ParamsOption = Path("params.yaml"), quiet: QuietOption = Fa
     from netgeom.stages.star import describe, run_barriers
 
     typer.echo(describe(run_barriers(settings, layout)))
+
+
+def _one_of(option: str, value: int, allowed: list[int], key: str) -> None:
+    """The star stages train what params.yaml lists, and nothing else: the barriers read only those."""
+    if value not in allowed:
+        raise NetgeomError(option, f"{value} is not in {key} ({', '.join(map(str, allowed))}); add it there to train it")
 
 
 def _ready(params: Path, quiet: bool, output):
