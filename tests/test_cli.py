@@ -81,6 +81,12 @@ def test_a_params_path_naming_a_folder_is_one_line(project, command):
     assert "is a folder" in refused(*command, "--params", "folder", key="params")
 
 
+def test_mlflow_sync_with_tracking_switched_off_says_so(project):
+    write_params(project, mlflow={"enabled": False})
+    refused("mlflow", "sync", key="mlflow.enabled")
+    assert not (project / "mlruns").exists()
+
+
 def test_a_group_without_a_command_shows_its_help_and_exits_2():
     result = run("data")
     assert result.exit_code == 2 and "materialise" in result.output and "error" not in result.output
