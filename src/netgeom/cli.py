@@ -275,13 +275,10 @@ def _skip(entry, settings, layout, cell_args) -> None:
     if entry.scope == "grid":
         folder = layout.study_root(entry.name)
     else:
-        from netgeom.params import ModelParams, NoiseParams, validate
+        from netgeom.cell import cell_groups
 
         cell = make_cell(settings, *cell_args)
-        # the checks runs.cell_params gives an enabled study's cell, so no folder is named after a
-        # cell that cannot exist (width 0, noise nan); without importing the models
-        validate({**settings.model.model_dump(), "width": cell.width}, ModelParams, prefix="model.")
-        validate({**settings.noise.model_dump(), "label": cell.noise}, NoiseParams, prefix="noise.")
+        cell_groups(settings, cell)  # an enabled study's checks: no folder named after a cell that cannot exist
         # = runs.cell_name (the cell's arch, width, noise, replicate)
         folder = layout.study_dir(entry.name, run_name(settings.model.arch, cell.width, cell.noise, cell.replicate))
     write_skipped(layout, folder, entry.name)

@@ -17,13 +17,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from netgeom.cell import Cell
+from netgeom.cell import Cell, cell_groups
 from netgeom.data.bundle import DataBundle, load_bundle, read_labels, read_split
 from netgeom.errors import NetgeomError
 from netgeom.io import read_csv, read_json_object
 from netgeom.layout import RUN_FILE, Layout, check_inside, noise_tag, run_name
 from netgeom.models import accepted_options, create_model
-from netgeom.params import ModelParams, NoiseParams, Params, validate
+from netgeom.params import ModelParams, Params
 from netgeom.training.checkpoints import list_checkpoints
 
 RUN_FILE_KEYS = ("run", "seed", "params_hash", "checkpoints", "cell", "dataset", "params")
@@ -51,8 +51,7 @@ def effective_model(model: ModelParams) -> ModelParams:
 
 def cell_params(params: Params, cell: Cell) -> Params:
     """`params` with the cell's width, noise level and seed; grid values get params.yaml's checks."""
-    model = validate({**params.model.model_dump(), "width": cell.width}, ModelParams, prefix="model.")
-    noise = validate({**params.noise.model_dump(), "label": cell.noise}, NoiseParams, prefix="noise.")
+    model, noise = cell_groups(params, cell)
     return params.model_copy(update={"model": effective_model(model), "noise": noise, "seed": params.seed + cell.replicate})
 
 

@@ -6,7 +6,6 @@ Small datasets live as tensors (airbench style): batching is indexing, no DataLo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, content_digest, get_source, normalise
+from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, arrays_digest, content_digest, get_source, normalise
 from netgeom.data.noise import corrupt_inputs
 from netgeom.data.split import Split
 from netgeom.errors import NetgeomError
@@ -60,13 +59,8 @@ class DataBundle:
     def digest(self) -> str:
         """A content hash of every tensor a run sees: part of the run's identity, so results
         trained on other data (replaced files, another split) never pass for the same run."""
-        h = hashlib.blake2b(digest_size=16)
         tensors = (self.train.x, self.train.y, self.train.clean, self.train.sample_id, *self.val, *self.test)
-        for tensor in tensors:
-            array = tensor.detach().cpu().contiguous().numpy()
-            h.update(f"{array.dtype}{array.shape}".encode())
-            h.update(array.tobytes())
-        return h.hexdigest()
+        return arrays_digest(tensor.detach().cpu().numpy() for tensor in tensors)
 
     def eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         sets = {"train": (self.train.x, self.train.y), "test": self.test}

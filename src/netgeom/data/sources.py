@@ -36,15 +36,20 @@ class RawSplit:
     y: np.ndarray
 
 
-def content_digest(raw: RawSplit) -> str:
-    """A hash of a split's raw inputs and labels: what `split` records, so the stages after it can
-    depend on split.json instead of the whole data folder (see netgeom.data.split.Split)."""
+def arrays_digest(arrays) -> str:
+    """A content hash of arrays in order, each with its dtype and shape (16-byte blake2b)."""
     h = hashlib.blake2b(digest_size=16)
-    for array in (raw.x, raw.y):
+    for array in arrays:
         array = np.ascontiguousarray(array)
         h.update(f"{array.dtype}{array.shape}".encode())
         h.update(array.tobytes())
     return h.hexdigest()
+
+
+def content_digest(raw: RawSplit) -> str:
+    """A hash of a split's raw inputs and labels: what `split` records, so the stages after it can
+    depend on split.json instead of the whole data folder (see netgeom.data.split.Split)."""
+    return arrays_digest((raw.x, raw.y))
 
 
 class DatasetSource(ABC):
