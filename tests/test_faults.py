@@ -243,3 +243,26 @@ def test_check_refuses_a_data_root_without_the_datasets_files(project):
     assert "digits is not under" in refused("check", key="data.root")
     write_params(project, data={"name": "fashion_mnist", "root": "nowhere"})
     assert "netgeom data fetch fashion_mnist" in refused("check", key="data.root")
+
+
+def test_check_refuses_more_classes_than_the_dataset_has(project):
+    write_params(project, data={"classes": 11})
+    assert "asks for 11 classes but digits has 10" in refused("check", key="data.classes")
+    write_params(project, data={"classes": 10})
+    ok("check")
+
+
+def test_a_width_no_machine_can_hold_is_one_line_and_writes_nothing(prepared):
+    """2**52 units of 64 inputs are 2**60 bytes: torch's allocator refuses them on any machine,
+    with a C++ message that names no setting; the run folder must not appear."""
+    line = refused("train", "--width", str(2**52), key="out of memory")
+    assert "GB" in line and "model.width" in line
+    assert not (prepared / "artifacts" / "runs" / f"mlp_w{2**52}-n0.2-r0").exists()
+
+
+def test_other_runtime_errors_are_not_dressed_up_as_out_of_memory():
+    from netgeom.cli_common import out_of_memory
+
+    assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)")) is None
+    assert out_of_memory(MemoryError()) == ""
+    assert out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")) == " (asked for 20.00 GiB)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -106,8 +107,29 @@ def guarded(command):
                 raise
             where = f" writing {exc.filename}" if exc.filename else ""
             raise fail(f"disk full{where} ({exc.strerror}); the last complete results are intact: free space and rerun") from None
+        except (MemoryError, RuntimeError) as exc:
+            if (asked := out_of_memory(exc)) is None:
+                raise
+            raise fail(
+                f"out of memory{asked}: lower what sizes it (model.width, --points, a batch size) or free memory; "
+                "the last complete results are intact"
+            ) from None
 
     return wrapper
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """' (asked for N GB)' (or '') when `exc` is an allocation failure (Python's MemoryError,
+    torch's CPU allocator, CUDA's OutOfMemoryError); None for any other error. A width of 10^9
+    fails inside torch.empty with a multi-line C++ message that says nothing about the setting."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return None
+    if match := re.search(r"allocate (\d+) bytes", text):
+        return f" (asked for {int(match.group(1)) / 1e9:.3g} GB)"
+    if match := re.search(r"allocate ([\d.]+ [KMGT]iB)", text):
+        return f" (asked for {match.group(1)})"
+    return ""
 
 
 def setup(params_path: Path, quiet: bool, torch: bool = True) -> tuple[Params, Layout]:

@@ -119,6 +119,9 @@ def check_data(params: Params, layout: Layout) -> None:
     from netgeom.data import get_source
 
     source = get_source(params.data.name, params.data)
+    keep, has = params.data.classes, source.info.num_classes
+    if keep is not None and keep > has:  # split would refuse it too, after check had passed it
+        raise NetgeomError("data.classes", f"asks for {keep} classes but {params.data.name} has {has}")
     root = layout.data_root(params.data.root)
     if source.files_present(root) is False:
         name = params.data.name
