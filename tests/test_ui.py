@@ -111,3 +111,25 @@ def test_a_port_in_use_is_one_line_and_starts_nothing(project):
         taken.listen()
         refused("ui", "--port", str(taken.getsockname()[1]), key="port")
     assert processes_mentioning(str(project / "mlruns" / "mlflow.db")) == [] and not (project / "mlruns").exists()
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.1", "no such host", "127.0.0.1:5000", "a..b", "-x.org"])
+def test_a_host_that_cannot_go_in_a_url_is_one_line(project, host):
+    write_params(project)
+    for command in (["ui"], ["mlflow", "link"]):
+        assert "is not a host name or IP address" in refused(*command, "--host", host, key="--host")
+    assert not (project / "mlruns").exists()
+
+
+def test_a_host_this_machine_is_not_is_named_as_the_host_not_as_a_busy_port(project):
+    write_params(project)
+    assert "an address of this machine" in refused("ui", "--host", "192.0.2.1", key="--host")  # TEST-NET-1
+    assert "not a name this machine can resolve" in refused("ui", "--host", "nowhere.invalid", key="--host")  # RFC 2606: never resolves
+    assert not (project / "mlruns").exists()
+
+
+def test_urls_bracket_an_ipv6_host():
+    from netgeom.ui import runs_url
+
+    assert runs_url("::1", 5000, "1").startswith("http://[::1]:5000/#/experiments/1/runs?")
+    assert runs_url("localhost", 5001, "2").startswith("http://localhost:5001/#/experiments/2/runs?")

@@ -426,8 +426,9 @@ def mlflow_link(
     """The URL of the experiment's training runs in the MLflow UI, sorted by test error with the
     columns a researcher compares (test/train error, width, noise, seed, DVC experiment)."""
     from netgeom import tracking
-    from netgeom.ui import runs_url
+    from netgeom.ui import check_host, runs_url
 
+    check_host(host)  # before the store is created
     settings, layout = setup(params, True, torch=False)
     typer.echo(runs_url(host, port, tracking.open_comparison_view(layout, settings.mlflow.experiment)))
 

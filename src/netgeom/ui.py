@@ -15,7 +15,10 @@ process dies without cleaning up (Linux's parent-death signal).
 from __future__ import annotations
 
 import contextlib
+import errno
+import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,15 +38,39 @@ from netgeom.tracking import VIEW_KEY
 
 def runs_url(host: str, port: int, experiment_id: str) -> str:
     """The experiment's training runs (not MLflow 3's GenAI view) in the comparison view."""
-    return f"http://{host}:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+    return f"{base_url(host, port)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
+
+def base_url(host: str, port: int) -> str:
+    check_host(host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"  # IPv6 needs brackets
+
+
+# A host name (RFC 1123 labels) or an IPv4/IPv6 address: what goes between http:// and the port.
+HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def check_host(host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not HOST_NAME.fullmatch(host) or len(host) > 253:
+        raise NetgeomError("--host", f"{host!r} is not a host name or IP address (e.g. 127.0.0.1, 0.0.0.0, localhost; no http:// or port)")
 
 
 def check_port_free(host: str, port: int) -> None:
-    with socket.socket() as probe:
+    check_host(host)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
             probe.bind((host, port))
-        except OSError:
-            raise NetgeomError("port", f"{host}:{port} is in use (another UI?); pass --port with a free port") from None
+        except socket.gaierror:
+            raise NetgeomError("--host", f"{host} is not a name this machine can resolve") from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NetgeomError("port", f"{host}:{port} is in use (another UI?); pass --port with a free port") from None
+            raise NetgeomError("--host", f"cannot listen on {host}:{port} ({exc.strerror}): is {host} an address of this machine?") from None
 
 
 def _mlflow_executable() -> str:
@@ -74,7 +101,7 @@ def wait_until_serving(server: subprocess.Popen, host: str, port: int, timeout: 
         if server.poll() is not None:
             raise NetgeomError("ui", f"the MLflow server exited (code {server.returncode}) before it answered on {host}:{port}")
         with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as answer:
+            with urllib.request.urlopen(f"{base_url(host, port)}/health", timeout=2) as answer:
                 if answer.status == 200:
                     return time.monotonic() - started
         time.sleep(0.25)
