@@ -135,6 +135,29 @@ def test_recompute_mode_matches_reference_recalibration_at_every_point(data):
     assert losses[0] != pytest.approx(reference_eval(model, a, x, y)[0], abs=1e-6)
 
 
+def test_the_stages_curve_recalibrates_bn_in_batches_of_interpolation_bn_batch_size(data):
+    """The stage's curves (interpolation, barriers, star barriers, `netgeom curve`) read
+    `interpolation.bn_batch_size`: it changes the cumulative BN averages, so ignoring it (as they
+    once did, always 256) gives other numbers than the setting asks for."""
+    from types import SimpleNamespace
+
+    from netgeom.groups.interpolation import InterpolationParams
+    from netgeom.stages.interpolation import barrier_curve
+
+    sets, calib = data
+    model = bn_net()
+    a, b = trained_like(model, 1), trained_like(model, 2)
+    stage_data = SimpleNamespace(train=SimpleNamespace(x=calib), eval_sets=lambda: sets)
+    x, y = sets["test"]
+    losses = {}
+    for size in (8, 32):
+        settings = InterpolationParams(points=3, bn="recompute", bn_batch_size=size, calibration_samples=32)
+        _, losses[size] = curve_values(barrier_curve(model, a, b, stage_data, settings), "test")
+        middle = reference_recalibrate(model, interpolate_state(a, b, 0.5), calib, size)
+        assert losses[size][1] == pytest.approx(reference_eval(model, middle, x, y)[0], abs=1e-12)
+    assert losses[8][1] != pytest.approx(losses[32][1], abs=1e-9)
+
+
 def test_frozen_mode_uses_the_nearer_endpoints_buffers(data):
     sets, _ = data
     model = bn_net()

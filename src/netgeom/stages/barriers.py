@@ -65,12 +65,11 @@ def pair_barriers(
     model = model_for_run(run_a.info, device=device)
     state_a, state_b = load_state(run_a.final_checkpoint(), device), load_state(run_b.final_checkpoint(), device)
     candidates = {"none": state_b}
+    recalibrated = {"calibration_inputs": calibration(data, settings), "bn_batch_size": settings.bn_batch_size, "seed": seed}
     if match:
-        candidates["weights"] = align(model, state_a, state_b, calibration_inputs=calibration(data, settings), seed=seed).state
+        candidates["weights"] = align(model, state_a, state_b, **recalibrated).state
     if sinkhorn_temperature is not None:
-        candidates["sinkhorn"] = align(
-            model, state_a, state_b, calibration_inputs=calibration(data, settings), seed=seed, method="sinkhorn", temperature=sinkhorn_temperature
-        ).state
+        candidates["sinkhorn"] = align(model, state_a, state_b, **recalibrated, method="sinkhorn", temperature=sinkhorn_temperature).state
     curves, rows = [], []
     for matching, state in candidates.items():
         curve = barrier_curve(model, state_a, state, data, settings)

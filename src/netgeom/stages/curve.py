@@ -58,7 +58,7 @@ def run_curve(
     data = load_cell_data(params.model_copy(update={"noise": noise}), layout, device)
     model = model_for_run(run_a.info, device=device)
     if match:
-        state_b = align(model, state_a, state_b, calibration_inputs=calibration(data, p), seed=params.seed).state
+        state_b = align(model, state_a, state_b, calibration_inputs=calibration(data, p), bn_batch_size=p.bn_batch_size, seed=params.seed).state
     curve = barrier_curve(model, state_a, state_b, data, p)
     summary = summarise_curve(curve, p.tol)
     summary["distance"] = ws.weight_distance(state_a, state_b)

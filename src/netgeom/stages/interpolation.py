@@ -56,7 +56,7 @@ def calibration(data, p: InterpolationParams) -> torch.Tensor:
 def curve_options(data, p: InterpolationParams) -> dict:
     return {
         "n": p.points, "bn": p.bn, "calibration_inputs": calibration(data, p), "batch_size": p.batch_size,
-        "bn_momentum": p.ema.momentum, "bn_batches": p.ema.batches, "points_per_pass": p.points_per_pass,
+        "bn_batch_size": p.bn_batch_size, "bn_momentum": p.ema.momentum, "bn_batches": p.ema.batches, "points_per_pass": p.points_per_pass,
     }
 
 
