@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,9 @@ def test_hvp_and_top_eigenvalues_equal_the_dense_hessians():
     matvec, dim = hessian_operator(model, batches)
     v = torch.randn(dim, dtype=torch.float64)
     assert np.allclose(matvec(v).numpy(), dense @ v.numpy(), atol=1e-10)
+    # and forward-over-reverse from scratch (retain_graph=False, `hvp`), the batches weighted by size
+    scratch, _ = hessian_operator(model, batches, retain_graph=False)
+    assert np.allclose(scratch(v).numpy(), dense @ v.numpy(), atol=1e-10)
     exact = np.sort(np.linalg.eigvalsh(dense))[::-1]
     top, steps = top_eigenvalues(matvec, dim, k=3, tol=1e-10, max_steps=dim)
     assert np.allclose(top, exact[:3], rtol=1e-7, atol=1e-10) and steps <= dim
@@ -166,9 +171,14 @@ def test_filter_normalisation_gives_each_filter_the_weights_norm_and_biases_none
     model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 4 * 4, 7))
     params = parameters_of(model)
     d = filter_normalized_direction(params, torch.Generator().manual_seed(0))
+    draws = torch.Generator().manual_seed(0)  # the same Gaussian draws, in parameter order
     for name, w in params.items():
+        drawn = torch.randn(w.shape, generator=draws, dtype=w.dtype).reshape(w.shape[0], -1)
         if w.dim() > 1:
-            assert torch.allclose(d[name].reshape(w.shape[0], -1).norm(dim=1), w.reshape(w.shape[0], -1).norm(dim=1), rtol=1e-5)
+            rows = d[name].reshape(w.shape[0], -1)
+            assert torch.allclose(rows.norm(dim=1), w.reshape(w.shape[0], -1).norm(dim=1), rtol=1e-5)
+            # each filter is its random draw rescaled (not the weights themselves)
+            assert torch.allclose(rows, drawn * (rows.norm(dim=1) / drawn.norm(dim=1))[:, None], rtol=1e-5, atol=1e-7)
         else:
             assert torch.equal(d[name], torch.zeros_like(w))
 
@@ -186,6 +196,23 @@ def test_the_surface_is_invariant_to_a_positive_rescaling_of_relu_layers():
         surfaces.append(surface(model, p, directions, points, batches))
     assert np.allclose(np.array(surfaces[0]), np.array(surfaces[1]), rtol=1e-9, atol=1e-12)
     assert surfaces[0][0] != surfaces[0][1]  # and the surface is not flat
+
+
+def test_the_surfaces_loss_and_accuracy_at_a_moved_point_are_the_models_by_hand():
+    model, batches = small_problem(nn.ReLU, seed=6)
+    params = parameters_of(model)
+    g = torch.Generator().manual_seed(2)
+    directions = [filter_normalized_direction(params, g), filter_normalized_direction(params, g)]
+    (loss, accuracy), = surface(model, params, directions, [(0.7, -0.4)], batches)
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            p += 0.7 * directions[0][name] - 0.4 * directions[1][name]
+        x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+        logits = moved(x)
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-12)
+    assert accuracy == pytest.approx(float((logits.argmax(1) == y).double().mean()), abs=1e-15)
+    assert 0 < accuracy < 1  # a point where correct and wrong samples both count
 
 
 # --------------------------------------------------------------------------- the stage

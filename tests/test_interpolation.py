@@ -422,8 +422,10 @@ def test_random_init_curves_end_at_the_same_solution(data):
     assert sorted(curves.init.unique()) == [0, 1, 2]
     ends = curves[(curves.t == 1.0) & (curves.split == "train")].loss
     assert ends.nunique() == 1 and ends.iloc[0] == pytest.approx(evaluate_state(model, target, sets)["train"][0])
-    starts = curves[(curves.t == 0.0) & (curves.split == "train")].loss
-    assert starts.nunique() == 3
+    starts = curves[(curves.t == 0.0) & (curves.split == "train")]
+    assert starts.loss.nunique() == 3
+    for r, loss in zip(starts.init, starts.loss):  # each curve starts at its own init_fn(r)
+        assert loss == pytest.approx(evaluate_state(model, trained_like(model, 20 + r), sets)["train"][0], abs=1e-12)
 
 
 # --------------------------------------------------------------------------- summaries
@@ -458,6 +460,11 @@ def test_barriers_against_the_chord():
     assert loss_barrier(t, 1 + t - t * (1 - t)) == 0.0  # below the chord
     assert accuracy_barrier(t, 0.5 + t * (1 - t)) == 0.0  # above the chord
     assert loss_barrier(t, 1 + 4 * t * (1 - t)) == pytest.approx(1.0)
+    # interior points on both sides of the chord (0.8 / 1.0 flat): the barrier is the worst one
+    quarters = [0, 0.25, 0.5, 0.75, 1]
+    assert accuracy_barrier(quarters, [0.8, 0.9, 0.6, 0.85, 0.8]) == pytest.approx(-0.2)
+    assert loss_barrier(quarters, [1.0, 0.5, 1.3, 0.9, 1.0]) == pytest.approx(0.3)
+    assert accuracy_barrier(quarters, [0.6, 0.75, 0.7, 0.95, 1.0]) == pytest.approx(-0.1)  # chord 0.6 -> 1.0
     with pytest.raises(NetgeomError):
         loss_barrier([0, 1], [1, 2])
 

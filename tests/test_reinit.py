@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -240,6 +241,10 @@ def test_top5_accuracy_against_a_brute_force_sort():
     reset.load_state_dict(state)
     assert row.accuracy_top5 == _top5_by_sorting(reset, x, y)
     assert (table["accuracy_top5"] >= table["accuracy"]).all()
+    # below a trained accuracy of 1 the drop is relative to it, not the absolute difference
+    trained_accuracy = float((net.eval()(x).argmax(1) == y).double().mean())
+    assert 0 < trained_accuracy < 1 and (table["trained_accuracy"] == trained_accuracy).all()
+    assert np.allclose(table["relative_drop"], (trained_accuracy - table["accuracy"]) / trained_accuracy)
 
 
 def test_conv_only_resets_every_convolution_and_no_linear_layer():

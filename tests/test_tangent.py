@@ -95,6 +95,14 @@ def test_jitter_draws_are_keyed_not_sequential():
     assert not np.array_equal(draw_jitter(keys, seed=4).factors, draws.factors)
     assert (np.abs(draws.factors - 1) <= JITTER_RANGE).all()
     assert (np.sort(draws.order, axis=-1) == np.arange(3)).all()  # every variant orders all three ops
+    # by hand: per point one generator keyed by (seed, *key); per variant an order, then factors
+    # uniform on [1 - r, 1 + r] (torchvision's ColorJitter(r, r, r) draw)
+    rng = np.random.default_rng([3, 5, 1, 2])
+    for v in range(draws.order.shape[1]):
+        np.testing.assert_array_equal(draws.order[1, v], rng.permutation(3))
+        np.testing.assert_array_equal(draws.factors[1, v], rng.uniform(1 - JITTER_RANGE, 1 + JITTER_RANGE, size=3))
+    many = draw_jitter(np.arange(400).reshape(-1, 1), seed=0).factors
+    assert many.min() < 1 - 0.9 * JITTER_RANGE and many.max() > 1 + 0.9 * JITTER_RANGE  # both sides of 1
 
 
 @pytest.mark.parametrize("metric", ["tangent_jacobian", "tangent_hessian"])

@@ -241,21 +241,28 @@ def test_channels_last_training_matches_nchw_and_resumes_bit_identically(tmp_pat
     ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()),
 )
 def test_the_foreach_optimisers_give_the_very_weights_of_the_per_tensor_ones(settings):
-    """make_optimizer's foreach kernels (faster on the CPU) change no bit of training."""
+    """make_optimizer's foreach kernels (faster on the CPU) change no bit of training, against
+    torch's optimiser built by hand with the same settings (so a dropped or misrouted momentum,
+    nesterov or weight decay shows too)."""
     from netgeom.params import TrainParams
     from netgeom.training.schedule import make_optimizer
 
+    by_hand = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[settings["optimizer"]]
+    options = {k: v for k, v in settings.items() if k not in ("optimizer", "lr")}
+    if settings["optimizer"] == "sgd":
+        options.setdefault("momentum", TrainParams().momentum)
+    else:
+        options.setdefault("weight_decay", 0.0)
     x, y = torch.randn(256, 20, generator=torch.Generator().manual_seed(0)), torch.arange(256) % 5
     weights = []
-    for foreach in (True, False):
+    for ours in (True, False):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
-        optimiser = make_optimizer(model.parameters(), TrainParams(**settings))
-        assert optimiser.defaults["foreach"] is True
-        if not foreach:
-            optimiser.defaults["foreach"] = False
-            for group in optimiser.param_groups:
-                group["foreach"] = False
+        if ours:
+            optimiser = make_optimizer(model.parameters(), TrainParams(**settings))
+            assert optimiser.defaults["foreach"] is True
+        else:
+            optimiser = by_hand(model.parameters(), lr=settings["lr"], foreach=False, **options)
         for i in range(0, 256, 32):
             optimiser.zero_grad()
             torch.nn.functional.cross_entropy(model(x[i : i + 32]), y[i : i + 32]).backward()

@@ -56,6 +56,7 @@ def test_plane_points_and_grid_margins():
     pts = np.array(list(plane.points.values()))
     span = pts.max(0) - pts.min(0)
     assert (xs[0], xs[-1]) == pytest.approx((pts[:, 0].min() - span[0] / 2, pts[:, 0].max() + span[0] / 2))
-    assert len(xs) == 5 and len(ys) == 3
+    assert (ys[0], ys[-1]) == pytest.approx((pts[:, 1].min() - span[1] / 2, pts[:, 1].max() + span[1] / 2))
+    assert len(xs) == 5 and len(ys) == 3 and span[1] > 0
     with pytest.raises(NetgeomError):
         plane_through(t0, interpolate_state(t0, tT, 0.5), tT)  # on the line
