@@ -132,6 +132,19 @@ def test_random_crop_shifts_by_the_drawn_offset():
         assert torch.equal(out[b], padded[b, :, i : i + 5, j : j + 5])
 
 
+def test_the_crop_pads_normalised_images_black_as_torchvisions_crop_before_normalize():
+    from netgeom.data.augment import raw_zero
+
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    raw = torch.rand(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    cropped = random_crop((raw - m) / s, 2, torch.Generator().manual_seed(3), raw_zero(mean, std))
+    # torchvision's RandomCrop(padding=2) on raw images pads zeros (black); Normalize comes after
+    expected = (random_crop(raw, 2, torch.Generator().manual_seed(3)) - m) / s
+    assert torch.allclose(cropped, expected, atol=1e-6)
+    assert (cropped == raw_zero(mean, std).view(1, 3, 1, 1)).any()  # some padding is in the crops
+
+
 def test_embedded_datasets_materialise_deterministically(tmp_path):
     digests = []
     for folder in (tmp_path / "a", tmp_path / "b"):

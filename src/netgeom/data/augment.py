@@ -1,5 +1,9 @@
-"""Batch augmentation on tensors: random crop with zero padding + horizontal flip for images,
-random shifts for 1-D signals. All randomness comes from the caller's generator (resumable)."""
+"""Batch augmentation on tensors: random crop + horizontal flip for images, random shifts for
+1-D signals. All randomness comes from the caller's generator (resumable).
+
+The crop pads with the raw value 0 (black) in the normalised inputs the loop trains on: what
+torchvision's RandomCrop(padding=4) before Normalize gives, as the seeds train. Zeros in the
+normalised space would be the mean colour instead."""
 
 from __future__ import annotations
 
@@ -12,10 +16,15 @@ def padding_for(length: int) -> int:
     return max(1, length // 8)
 
 
-def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad every spatial side by `pad` and crop back at a random offset per sample."""
+def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad every spatial side by `pad` with `fill` (per channel, shape (C,); None: zeros) and crop
+    back at a random offset per sample."""
     batch, spatial = x.shape[0], x.shape[2:]
-    padded = F.pad(x, (pad, pad) * len(spatial))
+    if fill is None:
+        padded = F.pad(x, (pad, pad) * len(spatial))
+    else:
+        padded = fill.to(x.dtype).view(1, -1, *[1] * len(spatial)).expand(batch, x.shape[1], *(n + 2 * pad for n in spatial)).clone()
+        padded[(slice(None), slice(None), *[slice(pad, pad + n) for n in spatial])] = x
     # Drawn on the generator's (CPU) stream, then moved: the same draws on every device.
     offsets = torch.randint(0, 2 * pad + 1, (len(spatial), batch), generator=generator).to(x.device)
     arange = lambda n: torch.arange(n, device=x.device)  # noqa: E731
@@ -32,7 +41,13 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Images (N, C, H, W): crop + flip. Signals (N, C, L): shifts (a flip would reverse time)."""
-    x = random_crop(x, padding_for(x.shape[-1]), generator)
+def raw_zero(mean, std, device=None) -> torch.Tensor:
+    """The normalised value of a raw 0 per channel, (0 - mean) / std: the crop's padding."""
+    return torch.tensor([-m / s for m, s in zip(mean, std)], device=device)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Images (N, C, H, W): crop + flip. Signals (N, C, L): shifts (a flip would reverse time).
+    `fill`: the crop's padding per channel (`raw_zero` of the data's normalisation)."""
+    x = random_crop(x, padding_for(x.shape[-1]), generator, fill)
     return random_flip(x, generator) if x.dim() == 4 else x

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from netgeom.batching import batch_spans
-from netgeom.data.augment import augment
+from netgeom.data.augment import augment, raw_zero
 from netgeom.data.bundle import DataBundle
 from netgeom.errors import NetgeomError
 from netgeom.memory_format import in_format, preferred_format
@@ -179,6 +179,7 @@ def train(
     prepare = hooks.before_evaluation or (lambda model: None)
     measure = hooks.evaluate or evaluate_bundle
     x, y = data.train.x, data.train.y
+    black = raw_zero(data.info.mean, data.info.std, x.device).to(x.dtype) if p.augment else None  # the crop's padding
     n = len(y)
     steps_per_epoch = math.ceil(n / p.batch_size)
     optimizer = make_optimizer(model.parameters(), p)
@@ -232,7 +233,7 @@ def train(
     for epoch in [] if stopped else bar:
         began = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        mean_loss = _train_epoch(model, objective, optimizer, scheduler, x, y, p, generator, autocast, layout)
+        mean_loss = _train_epoch(model, objective, optimizer, scheduler, x, y, p, generator, autocast, layout, black)
         if not math.isfinite(mean_loss):
             last = list_checkpoints(workdir)
             where = f"{workdir / checkpoint_name(last[-1][0])}.safetensors" if last else "none"
@@ -256,7 +257,7 @@ def train(
     return TrainResult(frame, final, list_checkpoints(workdir), stopped, written, started, time.time())
 
 
-def _train_epoch(model, objective, optimizer, scheduler, x, y, p: TrainParams, generator, autocast, layout) -> float:
+def _train_epoch(model, objective, optimizer, scheduler, x, y, p: TrainParams, generator, autocast, layout, black=None) -> float:
     """One pass over the training set in a seeded random order; the sample-weighted mean loss."""
     model.train()
     n = len(y)
@@ -264,7 +265,7 @@ def _train_epoch(model, objective, optimizer, scheduler, x, y, p: TrainParams, g
     losses, sizes = [], []  # kept on the device: read once per epoch, not once per step
     for lo, hi in batch_spans(n, p.batch_size):
         index = order[lo:hi]
-        inputs = in_format(augment(x[index], generator), layout) if p.augment else x[index]
+        inputs = in_format(augment(x[index], generator, black), layout) if p.augment else x[index]
         with autocast:
             loss = objective(model, inputs, y[index], generator)
         optimizer.zero_grad(set_to_none=True)
