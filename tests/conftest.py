@@ -181,5 +181,6 @@ def copy_pipeline(root: Path) -> Path:
         shutil.copy(repo / name, root / name)
     shutil.copytree(repo / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(repo / "inits", root / "inits")  # the reinit stages' dependency
+    shutil.copytree(repo / "pretrained", root / "pretrained")  # the training stages' dependency
     get_source("digits").materialise(root / "data")
     return root

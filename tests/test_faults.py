@@ -245,6 +245,18 @@ def test_check_refuses_a_data_root_without_the_datasets_files(project):
     assert "netgeom data fetch fashion_mnist" in refused("check", key="data.root")
 
 
+def test_a_pretrained_file_outside_pretrained_or_missing_is_one_line_before_any_work(project):
+    elsewhere = project / "weights.safetensors"
+    elsewhere.write_bytes(b"weights")
+    for named in (str(elsewhere), "weights.safetensors", "pretrained/../weights.safetensors"):
+        write_params(project, model={"pretrained": named})
+        for command in (["check"], ["train"]):
+            assert "is not under pretrained/" in refused(*command, key="model.pretrained")
+    write_params(project, model={"pretrained": "pretrained/absent.safetensors"})
+    assert "no such file" in refused("check", key="model.pretrained")
+    assert not (project / "artifacts" / "runs").exists()
+
+
 def test_check_refuses_more_classes_than_the_dataset_has(project):
     write_params(project, data={"classes": 11})
     assert "asks for 11 classes but digits has 10" in refused("check", key="data.classes")

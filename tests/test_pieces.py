@@ -116,6 +116,16 @@ def test_staged_shards_of_another_setting_are_discarded(study, change, trained, 
     assert_same(fresh, outputs(folder))
 
 
+def test_staged_shards_of_another_cpu_thread_count_are_discarded(trained, monkeypatch):
+    """Threads split a matmul's sums differently (they are in the run identity and the stages'
+    DVC params): shards staged with one thread must not merge with shards made with two."""
+    module, attr, _, _, _ = crashed_midway("smoothness", trained, monkeypatch)
+    write_params(trained, smoothness=STUDIES["smoothness"][1], execution={"threads": 2, "device": "cpu", "deterministic": False})
+    computed = counting(monkeypatch, module, attr)
+    out = ok("smoothness")
+    assert computed == [0, 1, 2] and "found from an earlier run" not in out
+
+
 def test_staged_shards_of_other_code_are_discarded(trained, monkeypatch):
     from netgeom.stages import study_common
 

@@ -125,6 +125,21 @@ def test_a_new_or_replaced_file_in_inits_makes_dvc_status_flag_the_reinit_stages
     assert not stale()
 
 
+def test_a_new_or_replaced_file_in_pretrained_makes_dvc_status_flag_the_training_stages_only(repo):
+    # model.pretrained is only a path in params.yaml: without the folder as a dependency, replaced
+    # weights under the same name left every run (and what was measured on it) stale, unseen
+    def stale() -> set[str]:
+        return {name.split("@")[0] for name in json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")}
+
+    weights = repo / "pretrained" / "start.safetensors"
+    try:
+        weights.write_bytes(b"any weights")
+        assert stale() == {"train", "star_anchor", "star_held_out", "star"}
+    finally:
+        weights.unlink()
+    assert not stale()
+
+
 def test_a_model_measured_outside_the_pipeline_leaves_every_stage_up_to_date(repo):
     import shutil
 

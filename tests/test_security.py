@@ -110,7 +110,8 @@ class _RunsCode:
 
 
 def test_a_pickle_with_code_as_the_pretrained_model_is_refused_unrun(project_copy):
-    weights = project_copy / "pretrained.pt"
+    weights = project_copy / "pretrained" / "model.pt"
+    weights.parent.mkdir(exist_ok=True)
     weights.write_bytes(pickle.dumps({"layers.1.weight": _RunsCode()}))
     write_params(project_copy, model={"pretrained": str(weights)}, train={"epochs": 1, "checkpoints": {"epochs": []}})
     line = refused("train", "--fresh", key="model.pretrained")

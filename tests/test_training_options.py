@@ -135,11 +135,12 @@ def test_options_added_later_leave_the_identity_of_old_runs_alone():
     def old_formula(p: Params) -> str:  # identity_hash before the options existed (at the same code)
         data, train_ = p.data.model_dump(mode="json"), p.train.model_dump(mode="json")
         data.pop("normalize")
+        data.pop("root"), data.pop("random")  # never identity: the content's digest counts, not where it lies
         for name in ("label_smoothing", "grad_clip_norm", "kill_plateaus_within", "fused_optimizer"):
             train_.pop(name)
         train_["checkpoints"].pop("all_until")
         model = p.model.model_dump(mode="json")
-        model.pop("bottleneck")
+        model.pop("bottleneck"), model.pop("pretrained")  # the file counts by its content
         noise = p.noise.model_dump(mode="json")
         noise.pop("input_splits")
         payload = {"seed": p.seed, "code": code_digest(*TRAINING_CODE), "device": "cpu", "deterministic": p.execution.deterministic,
@@ -153,6 +154,22 @@ def test_options_added_later_leave_the_identity_of_old_runs_alone():
     assert identity_hash(everywhere, "d") != identity_hash(params.model_copy(update={"noise": everywhere.noise.model_copy(update={"input_splits": "train"})}), "d")
     narrowed = params.model_copy(update={"model": params.model.model_copy(update={"depth": 2, "bottleneck": 8})})
     assert identity_hash(narrowed, "d") != identity_hash(params.model_copy(update={"model": params.model.model_copy(update={"depth": 2})}), "d")
+
+
+def test_where_the_data_or_the_pretrained_file_lies_is_not_part_of_the_identity(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.safetensors", "b.safetensors"):
+        (tmp_path / name).write_bytes(b"the same weights")
+    params = Params()
+    moved = params.model_copy(update={"data": params.data.model_copy(update={"root": "elsewhere"})})
+    assert identity_hash(moved, "d") == identity_hash(params, "d")  # the same content (digest "d")
+    synthetic = params.model_copy(update={"data": params.data.model_copy(update={"random": params.data.random.model_copy(update={"classes": 3})})})
+    assert identity_hash(synthetic, "d") == identity_hash(params, "d")  # unused unless data.name is random
+    random = params.model_copy(update={"data": params.data.model_copy(update={"name": "random"})})
+    random3 = random.model_copy(update={"data": random.data.model_copy(update={"random": random.data.random.model_copy(update={"classes": 3})})})
+    assert identity_hash(random3, "d") != identity_hash(random, "d")
+    a, b = (params.model_copy(update={"model": params.model.model_copy(update={"pretrained": n})}) for n in ("a.safetensors", "b.safetensors"))
+    assert identity_hash(a, "d") == identity_hash(b, "d") != identity_hash(params, "d")
 
 
 def test_the_identity_counts_cpu_threads_and_a_pretrained_file_by_its_content(tmp_path):
@@ -170,3 +187,28 @@ def test_the_identity_counts_cpu_threads_and_a_pretrained_file_by_its_content(tm
     with pytest.raises(NetgeomError) as missing:
         identity_hash(with_file, "d")
     assert missing.value.key == "model.pretrained"
+
+
+def test_a_pretrained_runs_rebuilt_model_is_a_random_initialisation_not_the_files_weights(tmp_path):
+    """model_for_run gives the template the checkpoints are loaded into and the fresh draws of the
+    random-init curves and reinit's `rand`: a pretrained run's file must not stand in for those."""
+    from safetensors.torch import save_file
+
+    from netgeom.models import create_model
+    from netgeom.runs import model_for_run
+
+    shape, classes = (1, 8, 8), 10
+    donor = create_model("mlp", shape, classes, width=16, depth=1)
+    weights = tmp_path / "weights.safetensors"
+    save_file({k: torch.full_like(v, 0.5) for k, v in donor.state_dict().items()}, weights)
+    info = {"params": {"model": {"arch": "mlp", "width": 16, "depth": 1, "pretrained": str(weights)}},
+            "dataset": {"input_shape": list(shape), "num_classes": classes}}
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        draws.append(model_for_run(info).state_dict())
+    torch.manual_seed(5)
+    fresh = create_model("mlp", shape, classes, width=16, depth=1).state_dict()
+    for key, value in fresh.items():
+        assert torch.equal(draws[0][key], value) and torch.equal(draws[1][key], value), key
+        assert not torch.all(draws[0][key] == 0.5), key

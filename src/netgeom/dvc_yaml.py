@@ -27,8 +27,8 @@ CELL_OPTIONS = "--width ${item.width} --noise ${item.noise} --replicate ${item.r
 DVC = IN_DVC_YAML
 RUN = run_name("${model.arch}", "${item.width}", "${item.noise}", "${item.rep}")
 LABELS = DVC.labels_dir("${item.noise}").as_posix()
-SPLITS, RUNS, LABELS_ROOT, STUDY_OUTPUTS, REPORTS, INITS = (
-    path.as_posix() for path in (DVC.splits_dir, DVC.runs_root, DVC.labels_root, DVC.studies_root, DVC.reports, DVC.inits)
+SPLITS, RUNS, LABELS_ROOT, STUDY_OUTPUTS, REPORTS, INITS, PRETRAINED = (
+    path.as_posix() for path in (DVC.splits_dir, DVC.runs_root, DVC.labels_root, DVC.studies_root, DVC.reports, DVC.inits, DVC.pretrained)
 )
 # The folder datasets are read from: `data.root` (`data` itself, tracked by data.dvc, by default).
 # Only `split` depends on it: split.json records the digest of the dataset's raw files
@@ -116,7 +116,7 @@ def stages() -> dict:
         "train": {
             "matrix": dict(CELL_MATRIX),
             "cmd": f"netgeom train {CELL_OPTIONS} --no-track --quiet",  # the report stage logs it to MLflow
-            "deps": [SPLITS, LABELS, *code_deps("netgeom.stages.train", "netgeom.stages.sync")],
+            "deps": [SPLITS, LABELS, PRETRAINED, *code_deps("netgeom.stages.train", "netgeom.stages.sync")],
             "params": ["seed", "data", "noise", "model", "train", *EXECUTION_PARAMS],
             "outs": [DVC.run_dir(RUN).as_posix()],
         },

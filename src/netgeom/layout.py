@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from netgeom.errors import NetgeomError
 from netgeom.io import building_dir
 
 
@@ -40,8 +41,6 @@ def check_inside(path: Path, root: Path) -> Path:
     """`path` unless it resolves (through a symlink) outside `root`: the project reads and writes
     its own files only, whatever a link in artifacts/ points to."""
     if not is_inside(path, root):
-        from netgeom.errors import NetgeomError
-
         raise NetgeomError(str(path), f"leads outside the project (to {Path(path).resolve()}); replace the link with the folder itself")
     return Path(path)
 
@@ -106,6 +105,25 @@ class Layout:
         """Weight files the reinit study resets layers to (`reinit.inits_from`): the reinit
         stages' DVC dependency, so replacing a file there re-runs them."""
         return self.root / "inits"
+
+    @property
+    def pretrained(self) -> Path:
+        """Weight files training starts from (`model.pretrained`): a DVC dependency of every
+        training stage, so replacing a file there retrains (its path alone is the param)."""
+        return self.root / "pretrained"
+
+    def pretrained_file(self, named: str) -> Path:
+        """`model.pretrained`'s file, which must lie under pretrained/: the param is only its
+        path, so a file replaced anywhere else would leave every run stale, unseen by DVC."""
+        path = self.root / named
+        if not is_inside(path, self.pretrained):
+            raise NetgeomError(
+                "model.pretrained", f"{named} is not under {self.pretrained.name}/: put the weights file there, "
+                "the training stages' DVC dependency, so that replacing it retrains"
+            )
+        if not path.is_file():
+            raise NetgeomError("model.pretrained", f"no such file: {path}")
+        return path
 
     @property
     def artifacts(self) -> Path:

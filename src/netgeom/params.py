@@ -55,11 +55,18 @@ class Group(BaseModel):
     # (runs.identity_hash), so adding an option does not retrain every finished run.
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
+    def identity_fields(self) -> set[str]:
+        """The fields whose value can change a result (all, unless a group says otherwise)."""
+        return set(type(self).model_fields)
+
     def identity_dump(self) -> dict:
-        """model_dump(mode="json") without the LATER_FIELDS that hold their defaults (nested too)."""
+        """model_dump(mode="json") of the identity fields, without the LATER_FIELDS that hold
+        their defaults (nested too)."""
         out = {}
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
+            if name not in self.identity_fields():
+                continue
             if name in self.LATER_FIELDS and value == field.get_default(call_default_factory=True):
                 continue
             out[name] = value.identity_dump() if isinstance(value, Group) else self.model_dump(mode="json", include={name})[name]
@@ -109,6 +116,11 @@ class DataParams(Group):
     normalize: bool = Field(True, description="false: raw pixel values in [0, 1] (the hyperplane seed's --unnormalize)")
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"normalize"})
 
+    def identity_fields(self) -> set[str]:
+        # The data's content joins a run's identity by its digest: where it lies (root) does not
+        # change the weights, nor do the synthetic set's settings when another dataset is used.
+        return set(type(self).model_fields) - {"root"} - (set() if self.name == "random" else {"random"})
+
     @field_validator("val_size")
     @classmethod
     def _count_is_whole(cls, v: float) -> float:
@@ -140,6 +152,9 @@ class ModelParams(Group):
     pretrained: str | None = None
     bottleneck: int | None = Field(None, gt=0, description="mlp: a linear layer of this many units between consecutive hidden layers")
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"bottleneck"})
+
+    def identity_fields(self) -> set[str]:
+        return set(type(self).model_fields) - {"pretrained"}  # the file counts by its content (runs.identity_hash)
 
     @model_validator(mode="after")
     def _bottleneck_between_hidden_layers(self) -> ModelParams:
@@ -290,6 +305,14 @@ class ExecutionParams(Group):
 # stages): the device kind, the deterministic kernels and the CPU's thread count (a matmul splits
 # its sums by thread). Workers, backend and address only place the work.
 EXECUTION_PARAMS = ("execution.device", "execution.deterministic", "execution.threads")
+
+
+def execution_identity(execution: ExecutionParams, device: str) -> dict:
+    """What of EXECUTION_PARAMS joins a result's identity on `device` (the kind resolved, cpu or
+    cuda): the thread count only on the CPU and away from its default 1, so a result made with
+    one thread keeps the identity it had before threads counted."""
+    threads = execution.threads
+    return {"device": device, "deterministic": execution.deterministic, **({"threads": threads} if device == "cpu" and threads != 1 else {})}
 
 
 class ReportParams(Group):

@@ -23,7 +23,7 @@ from netgeom.errors import NetgeomError
 from netgeom.io import read_csv, read_json_object
 from netgeom.layout import RUN_FILE, Layout, check_inside, noise_tag, run_name
 from netgeom.models import accepted_options, create_model
-from netgeom.params import ModelParams, Params
+from netgeom.params import ModelParams, Params, execution_identity
 from netgeom.training.checkpoints import list_checkpoints
 
 RUN_FILE_KEYS = ("run", "seed", "params_hash", "checkpoints", "cell", "dataset", "params")
@@ -96,16 +96,13 @@ def identity_hash(
     trains again. (Threads and the pretrained file are absent at their defaults, 1 and none.)"""
     from netgeom.code import code_digest
 
-    threads = params.execution.threads
     payload = json.dumps(
         {
             "seed": params.seed,
             "code": code_digest(*code),
-            "device": device,
-            "deterministic": params.execution.deterministic,
+            **execution_identity(params.execution, device),
             "groups": [params.data.identity_dump(), params.noise.identity_dump(), params.model.identity_dump(), params.train.identity_dump()],
             "data": data_digest,
-            **({"threads": threads} if device == "cpu" and threads != 1 else {}),
             **({"pretrained": file_digest(params.model.pretrained, "model.pretrained")} if params.model.pretrained else {}),
             **({"extra": extra} if extra else {}),
         },
@@ -218,7 +215,10 @@ def model_for_run(info: dict, checkpoint: Path | None = None, device: torch.devi
     """Rebuild a run's model from its run.json (weights from `checkpoint` when given), on `device`."""
     model_params = ModelParams.model_validate(info["params"]["model"])
     dataset = info["dataset"]
-    model = create_model(model_params.arch, tuple(dataset["input_shape"]), dataset["num_classes"], **model_params.options())
+    # Without its `pretrained` file: the checkpoints hold the weights, and a fresh model from here
+    # is a random initialisation (the random-init curves, reinit's `rand`), not the file's weights.
+    options = {k: v for k, v in model_params.options().items() if k != "pretrained"}
+    model = create_model(model_params.arch, tuple(dataset["input_shape"]), dataset["num_classes"], **options)
     if checkpoint is not None:
         model.load_state_dict(load_state(checkpoint))
     return model.to(device).eval() if device is not None else model.eval()

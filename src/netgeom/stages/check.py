@@ -39,6 +39,8 @@ def run_check(params: Params, layout: Layout, written: set[str] | None = None) -
         if getattr(params, entry.name).enabled and (reason := unmet(entry.name, entry.needs, params)):
             raise NetgeomError(f"{entry.name}.enabled", reason)
         check_checkpoints(params, entry.name)
+    if params.model.pretrained:
+        layout.pretrained_file(params.model.pretrained)
     check_cell(params)  # the one check across groups; the star stages need the labels even when switched off
     check_machine(params)
     check_data(params, layout)

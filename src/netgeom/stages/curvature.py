@@ -34,7 +34,7 @@ from netgeom.groups.curvature import CurvatureParams
 from netgeom.errors import NetgeomError
 from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
-from netgeom.params import Params
+from netgeom.params import Params, execution_identity
 from netgeom.progress import note
 from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run, study_device
 from netgeom.provenance import run_digest
@@ -131,8 +131,8 @@ def fill_surface(params: Params, layout: Layout, cell: Cell, source, previous: P
     p: CurvatureParams = params.curvature
     count = p.surface.shards
     identity = {"run": run_digest(source.info), "epoch": source.checkpoints[-1][0], "seed": p.seed, "samples": p.samples,
-                "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json"), "device": study_device(params).type,
-                "deterministic": params.execution.deterministic, "code": code_digest(__name__)}
+                "batch_size": p.batch_size, "surface": p.surface.model_dump(mode="json"),
+                **execution_identity(params.execution, study_device(params).type), "code": code_digest(__name__)}
     staging = layout.study_staging_dir("curvature", source.name)
     # pieces are reused only for the same surface computed by the same code: staged ones outlive
     # a code change (DVC deletes the outputs when netgeom's code changes, not the staging folder),

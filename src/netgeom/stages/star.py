@@ -197,10 +197,11 @@ def dvc_stages(code: list[str]) -> dict:
     source_out = dvc.star_source_dir(paths.star_source_name(arch, "${item.width}", noise, "${item.seed}"))
     star_out = dvc.star_dir(paths.star_name(arch, "${item.width}", noise, "${item.count}"))
     inputs = [dvc.splits_dir.as_posix(), dvc.labels_dir(noise).as_posix(), *code]  # split.json stands for the data
+    trains_from = [*inputs, dvc.pretrained.as_posix()]  # a `model.pretrained` file the trainings start from
     trained_with = ["data", "noise", "model", "train", "star.noise", "star.epochs", *EXECUTION_PARAMS]
     source = {
         "cmd": "netgeom star source --width ${item.width} --seed ${item.seed} --no-track --quiet",
-        "deps": inputs,
+        "deps": trains_from,
         "params": trained_with,
         "outs": [source_out.as_posix()],
     }
@@ -210,7 +211,7 @@ def dvc_stages(code: list[str]) -> dict:
         "star": {
             "matrix": {"width": "${star.widths}", "count": "${star.anchor_counts}"},
             "cmd": "netgeom star train --width ${item.width} --anchors ${item.count} --no-track --quiet",
-            "deps": [source_out.parent.as_posix(), *inputs],
+            "deps": [source_out.parent.as_posix(), *trains_from],
             "params": ["seed", *trained_with, "star.anchors", "star.t", "star.mu", "star.calibration_samples", "star.realign", "star.anti"],
             "outs": [star_out.as_posix()],
         },

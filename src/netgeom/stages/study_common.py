@@ -12,7 +12,7 @@ import pandas as pd
 from netgeom.execution import parse_shard, run_units
 from netgeom.io import atomic_write_parquet, read_parquet
 from netgeom.layout import Layout, run_name
-from netgeom.params import ExecutionParams, Params
+from netgeom.params import ExecutionParams, Params, execution_identity
 from netgeom.progress import note
 from netgeom.provenance import run_digest
 from netgeom.code import code_digest
@@ -70,14 +70,14 @@ def compute_shards(
 
 def shard_identity(study: str, params: Params, layout: Layout, cell) -> dict:
     """What a staged shard of `study` depends on: its params group, the training run it measures
-    (one training instance: its run.json), the device kind and the code the stage runs."""
+    (one training instance: its run.json), the device kind (the CPU's threads too: they change
+    the sums) and the code the stage runs."""
     from netgeom.runs import cell_run, study_device  # here: the report reads shards without torch
     from netgeom.stages.registry import study as registered
 
     _, run = cell_run(params, layout, cell)
     return {"study": study, "params": getattr(params, study).model_dump(mode="json"), "run": run_digest(run.info),
-            "device": study_device(params).type, "deterministic": params.execution.deterministic,
-            "code": code_digest(registered(study).module)}
+            **execution_identity(params.execution, study_device(params).type), "code": code_digest(registered(study).module)}
 
 
 def run_sharded(study: str, params: Params, layout: Layout, cell, shard: str | None, compute, summarise=None) -> Summary | None:

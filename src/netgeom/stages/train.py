@@ -88,6 +88,8 @@ def train_run(
     `hooks` go to the training loop (e.g. star training's objective and BN refresh), `code` names
     the modules whose code joins the identity (the hooks' module with them);
     `display` overrides the name people read (MLflow's run name)."""
+    if params.model.pretrained:
+        layout.pretrained_file(params.model.pretrained)  # before any work: one line if it is not there
     data = data if data is not None else load_cell_data(params, layout)
     device = resolve_device(params.execution.device)
     set_deterministic(params.execution.deterministic)
