@@ -126,6 +126,16 @@ def test_staged_shards_of_another_cpu_thread_count_are_discarded(trained, monkey
     assert computed == [0, 1, 2] and "found from an earlier run" not in out
 
 
+def test_a_write_cut_short_in_staging_never_reaches_the_outputs(trained, monkeypatch):
+    """A kill inside the shard's atomic write leaves its temporary file in staging: the rerun
+    must drop it, not publish it beside the result (it did: `.shard-...parquet.x.tmp`)."""
+    module, attr, folder, staging, uninterrupted = crashed_midway("smoothness", trained, monkeypatch)
+    (staging / ".shard-002-of-003.parquet.k1ll3d.tmp").write_bytes(b"PAR1 half a table")
+    ok("smoothness")
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert_same(uninterrupted, outputs(folder))
+
+
 def test_staged_shards_of_other_code_are_discarded(trained, monkeypatch):
     from netgeom.stages import study_common
 

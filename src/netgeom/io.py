@@ -29,6 +29,12 @@ os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what an ordinary open() would give; mkstemp and safetensors use 0600
 
 
+def is_unfinished_write(path: Path) -> bool:
+    """A temporary file `atomic_path` left behind when its process was killed mid-write: never a
+    result, whatever it holds."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces the target."""

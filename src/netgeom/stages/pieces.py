@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from netgeom.errors import NetgeomError
-from netgeom.io import atomic_write, atomic_write_json, read_json
+from netgeom.io import atomic_write, atomic_write_json, is_unfinished_write, read_json
 from netgeom.progress import note
 
 MANIFEST = "identity.json"
@@ -26,6 +26,8 @@ def keep_pieces_of(folder: Path, identity: dict, *, manifest: str = MANIFEST, pa
     True when the pieces there were kept. An unreadable manifest is a lost cache, not a result:
     say so in one line and start over."""
     folder.mkdir(parents=True, exist_ok=True)
+    for unfinished in filter(is_unfinished_write, folder.iterdir()):  # a write a kill cut short
+        unfinished.unlink()
     recorded = folder / manifest
     try:
         if recorded.exists() and read_json(recorded) == identity:
@@ -43,6 +45,6 @@ def publish_pieces(staging: Path, folder: Path, *, manifest: str = MANIFEST) -> 
     """Copy every staged piece into `folder` (each file atomically), then remove the staging folder."""
     folder.mkdir(parents=True, exist_ok=True)
     for piece in sorted(staging.iterdir()):
-        if piece.is_file() and piece.name != manifest:
+        if piece.is_file() and piece.name != manifest and not is_unfinished_write(piece):
             atomic_write(folder / piece.name, partial(shutil.copyfile, piece))
     shutil.rmtree(staging)
