@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from netgeom.errors import NetgeomError
 from tests.conftest import ok, refused, write_params
 
 
@@ -278,3 +279,38 @@ def test_other_runtime_errors_are_not_dressed_up_as_out_of_memory():
     assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)")) is None
     assert out_of_memory(MemoryError()) == ""
     assert out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")) == " (asked for 20.00 GiB)"
+
+
+@pytest.mark.parametrize("damage", ["no rows", "label as text", "an id past the pool", "a class past K"])
+def test_labels_that_do_not_fit_the_split_are_one_line_naming_the_file(prepared, damage):
+    """A labels table of zero rows trained and measured nothing, with exit 0; text labels and
+    ids past the pool were tracebacks."""
+    import pandas as pd
+
+    path = prepared / "artifacts" / "labels" / "n0.2" / "labels.parquet"
+    labels = pd.read_parquet(path)
+    if damage == "no rows":
+        labels = labels.iloc[:0]
+    elif damage == "label as text":
+        labels["label"] = labels["label"].astype(str) + "x"
+    elif damage == "an id past the pool":
+        labels.loc[0, "sample_id"] = 10**6
+    else:
+        labels.loc[0, "clean_label"] = 10
+    labels.to_parquet(path)
+    line = refused("train", key=str(path))
+    assert "dvc repro corrupt" in line
+    assert not (prepared / "artifacts" / "runs").exists()
+
+
+def test_a_report_summary_of_the_wrong_shape_is_one_line_naming_it_before_mlflow_is_touched(project):
+    from netgeom.layout import Layout
+    from netgeom.params import Params
+    from netgeom.stages.sync import sync_report
+
+    layout = Layout(project)
+    layout.report_summary.parent.mkdir(parents=True)
+    layout.report_summary.write_text('{"a": 1}')
+    with pytest.raises(NetgeomError) as raised:
+        sync_report(Params(), layout)  # mlflow.enabled by default
+    assert raised.value.key == str(layout.report_summary) and not (project / "mlruns").exists()

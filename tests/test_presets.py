@@ -122,3 +122,19 @@ def test_cifar10_regions_seed_scaled_down(tmp_path):
     for study in ("smoothness", "interpolation", "hyperplanes", "reinit"):  # the preset switches the others off
         skipped = json.loads((tmp_path / "artifacts" / "studies" / study / "resnet18_k_w4-n0.0-r0" / "summary.json").read_text())
         assert skipped == {"skipped": f"{study}.enabled is false"}
+
+
+def test_an_empty_preset_or_a_params_file_that_is_no_mapping_is_one_line(project):
+    """An empty preset printed no options, so `make preset` ran the default experiment; a
+    params.yaml of the wrong shape gave a traceback in the merge."""
+    from tests.conftest import refused, write_params
+
+    write_params(project)
+    empty = project / "empty.yaml"
+    empty.write_text("# nothing\n")
+    assert "non-empty mapping" in refused("preset", str(empty), key="preset")
+    preset = str(REPO / "presets" / "mnist1d_double_descent.yaml")
+    (project / "params.yaml").write_text("- 1\n")
+    assert "must be a mapping of params groups" in refused("preset", preset, key="params.yaml")
+    (project / "params.yaml").write_text("train: 5\n")
+    refused("preset", preset, key="train")

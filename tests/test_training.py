@@ -111,9 +111,10 @@ class Crash(RuntimeError):
     pass
 
 
-def test_resume_after_a_crash_is_bit_identical(tmp_path):
+def test_resume_after_a_crash_is_bit_identical(tmp_path, capsys):
     reference = model()
     train(reference, bundle(), params(), seed=5, workdir=tmp_path / "a")
+    assert "resuming" not in capsys.readouterr().err  # a fresh start says nothing
 
     def crash_after_3(epoch, _row):
         if epoch == 3:
@@ -123,7 +124,10 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path):
     with pytest.raises(Crash):
         train(interrupted, bundle(), params(), seed=5, workdir=tmp_path / "b", metadata={"h": 1}, hooks=TrainingHooks(on_epoch=crash_after_3))
     resumed = model(seed=99)  # a fresh process would build a different net; the state overrides it
+    capsys.readouterr()
     result = train(resumed, bundle(), params(), seed=5, workdir=tmp_path / "b", metadata={"h": 1})
+    said = capsys.readouterr().err
+    assert said.startswith("netgeom: b: resuming after epoch ") and said.count("\n") == 1  # the rerun says so, once
     assert list(result.history["epoch"]) == list(range(7))
     for key, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key

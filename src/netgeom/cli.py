@@ -481,10 +481,15 @@ def preset(path: Annotated[Path, typer.Argument(help="A preset YAML of params ov
 
     if not path.is_file():
         raise NetgeomError("preset", f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; see presets/")
-    overrides = read_params_yaml(path) or {}
-    if not isinstance(overrides, dict):
-        raise NetgeomError("preset", f"{path} must hold a mapping of params overrides (like presets/*.yaml)")
+    overrides = read_params_yaml(path)
+    if not isinstance(overrides, dict) or not overrides:
+        # an empty preset would print no options, and `make preset` would run the default experiment
+        raise NetgeomError("preset", f"{path} must hold a non-empty mapping of params overrides (like presets/*.yaml)")
     base = read_params_yaml(Path("params.yaml")) if Path("params.yaml").exists() else {}
+    if not isinstance(base, dict):
+        raise NetgeomError("params.yaml", f"must be a mapping of params groups, got {type(base).__name__} (see `git show HEAD:params.yaml`)")
+    if any(isinstance(v, dict) and not isinstance(base.get(k, {}), dict) for k, v in overrides.items()):
+        validate(base)  # names the group params.yaml gets wrong, in one line, as `netgeom check` does
     validate(_merge(base, overrides))
     # Compact JSON (valid YAML, no spaces) survives the shell's word splitting in `$(...)`;
     # Hydra (behind `dvc exp run -S`) appends a key the params file lacks only when asked with `+`.

@@ -119,7 +119,7 @@ def build_model(params: Params, data: DataBundle) -> torch.nn.Module:
 def load_cell_data(params: Params, layout: Layout, device: torch.device | None = None) -> DataBundle:
     """The cell's data (on `device` when given: moved once, then indexed there)."""
     split = read_split(layout.split_file)
-    labels = read_labels(layout.labels_file(params.noise.label))
+    labels = read_labels(layout.labels_file(params.noise.label), split)
     data = load_bundle(params, split, labels, layout.data_root(params.data.root))
     return data.to(device) if device is not None else data
 

@@ -92,8 +92,21 @@ def read_split(path: Path) -> Split:
 LABEL_COLUMNS = ("sample_id", "label", "clean_label")
 
 
-def read_labels(path: Path) -> pd.DataFrame:
-    return read_parquet(path, LABEL_COLUMNS, hint="run `dvc repro corrupt` (or `netgeom corrupt`) first")
+def read_labels(path: Path, split: Split | None = None) -> pd.DataFrame:
+    """The training labels; with `split`, refused in one line naming the file unless they are one
+    integer label in 0..K-1 for each of the split's training samples (a table of zero rows
+    measured nothing and said nothing)."""
+    labels = read_parquet(path, LABEL_COLUMNS, hint="run `dvc repro corrupt` (or `netgeom corrupt`) first")
+    if split is None:
+        return labels
+    redo = "; run `dvc repro corrupt` (or `netgeom corrupt`) again"
+    if sorted(pd.to_numeric(labels["sample_id"], errors="coerce").fillna(-1).astype(np.int64).tolist()) != sorted(split.train):
+        raise NetgeomError(str(path), f"its sample_id column is not the {len(split.train)} training samples of the split ({len(labels)} rows){redo}")
+    for column in ("label", "clean_label"):
+        values = pd.to_numeric(labels[column], errors="coerce")
+        if not pd.api.types.is_integer_dtype(labels[column]) or values.isna().any() or not values.between(0, len(split.classes) - 1).all():
+            raise NetgeomError(str(path), f"its {column} column must hold integer classes 0..{len(split.classes) - 1}{redo}")
+    return labels
 
 
 def load_bundle(params: Params, split: Split, labels: pd.DataFrame, root: Path) -> DataBundle:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from netgeom.errors import NetgeomError
 from netgeom.layout import RUN_FILE, Layout, run_folders
 from netgeom.params import Params
 from netgeom.runs import model_for_run, read_run
@@ -84,5 +85,7 @@ def sync_report(params: Params, layout: Layout) -> str | None:
     files = sorted(p for p in layout.reports.rglob("*") if p.is_file())
     digest = hashlib.md5(b"".join(p.relative_to(layout.reports).as_posix().encode() + p.read_bytes() for p in files)).hexdigest()
     headline = read_json_object(layout.report_summary)
+    if not all(isinstance(values, dict) for values in headline.values()):
+        raise NetgeomError(str(layout.report_summary), "must map each group to its headline numbers; run `dvc repro report` again")
     metrics = {f"{key}/{name}": value for key, values in headline.items() for name, value in values.items() if isinstance(value, (int, float))}
     return tracking.log_report(layout, params.mlflow.experiment, layout.reports, metrics, digest)
