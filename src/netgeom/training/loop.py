@@ -194,7 +194,7 @@ def train(
         start = restore_training_state(*saved, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator)
         history = saved[1]["history"]
         started = float(saved[1].get("started", time.time()))
-        if start > 0:  # an earlier run of this training stopped: say where this one picks up
+        if 0 < start < p.epochs and not saved[1].get("stopped"):  # an earlier run stopped midway: say where this one picks up
             note(f"{workdir.name}: resuming after epoch {start} of {p.epochs} from an earlier run that stopped ({workdir})")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
