@@ -45,6 +45,11 @@ def repo(tmp_path_factory):
     return root
 
 
+def stale(repo) -> set[str]:
+    """The stages `dvc status` flags (matrix entries by their stage name)."""
+    return {name.split("@")[0] for name in json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")}
+
+
 def test_repro_builds_every_grid_cell_and_the_report(repo):
     runs = sorted(p.name for p in (repo / "artifacts" / "runs").iterdir())
     assert runs == ["mlp_w8-n0.2-r0"]
@@ -99,45 +104,36 @@ EDITS = {
 def test_editing_code_a_stage_runs_makes_dvc_status_flag_it(repo, stage):
     imported, unrelated = EDITS[stage]
 
-    def stale() -> set[str]:
-        return {name.split("@")[0] for name in json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")}
-
     for path, flagged in ((imported, True), (unrelated, False)):
         original = (repo / path).read_text()
         try:
             (repo / path).write_text(original + "\n# edited\n")
-            assert (stage in stale()) is flagged, (stage, path)
+            assert (stage in stale(repo)) is flagged, (stage, path)
         finally:
             (repo / path).write_text(original)
-    assert not stale()
+    assert not stale(repo)
 
 
 def test_a_new_or_replaced_file_in_inits_makes_dvc_status_flag_the_reinit_stages_only(repo):
-    def stale() -> set[str]:
-        return {name.split("@")[0] for name in json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")}
-
     weights = repo / "inits" / "snapshot.safetensors"
     try:
         weights.write_bytes(b"any weights")
-        assert stale() == {"reinit"}
+        assert stale(repo) == {"reinit"}
     finally:
         weights.unlink()
-    assert not stale()
+    assert not stale(repo)
 
 
 def test_a_new_or_replaced_file_in_pretrained_makes_dvc_status_flag_the_training_stages_only(repo):
     # model.pretrained is only a path in params.yaml: without the folder as a dependency, replaced
     # weights under the same name left every run (and what was measured on it) stale, unseen
-    def stale() -> set[str]:
-        return {name.split("@")[0] for name in json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")}
-
     weights = repo / "pretrained" / "start.safetensors"
     try:
         weights.write_bytes(b"any weights")
-        assert stale() == {"train", "star_anchor", "star_held_out", "star"}
+        assert stale(repo) == {"train", "star_anchor", "star_held_out", "star"}
     finally:
         weights.unlink()
-    assert not stale()
+    assert not stale(repo)
 
 
 def test_a_model_measured_outside_the_pipeline_leaves_every_stage_up_to_date(repo):
@@ -159,19 +155,16 @@ def test_another_datasets_files_under_data_rerun_split_alone(repo):
 
     from netgeom.data import get_source
 
-    def stale() -> set[str]:
-        return {name.split("@")[0] for name in json.loads(sh("dvc", "status", "--json", cwd=repo) or "{}")}
-
     other = repo / "data" / "mnist1d"
     try:
         get_source("mnist1d").materialise(repo / "data")
-        assert stale() - {"data.dvc"} == {"split"}
+        assert stale(repo) - {"data.dvc"} == {"split"}
         out = sh("dvc", "repro", cwd=repo)
         assert out.count("Running stage") == 1 and "Running stage 'split'" in out, out
     finally:
         shutil.rmtree(other, ignore_errors=True)
     sh("dvc", "repro", cwd=repo)
-    assert not stale() - {"data.dvc"}
+    assert not stale(repo) - {"data.dvc"}
 
 
 def test_mlflow_holds_one_run_per_training_with_checkpoint_models(repo):

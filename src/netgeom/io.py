@@ -29,10 +29,14 @@ os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what an ordinary open() would give; mkstemp and safetensors use 0600
 
 
+# `atomic_path` writes `.<name>.<random>.tmp` beside the target: hidden, and never a result name.
+_TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"
+
+
 def is_unfinished_write(path: Path) -> bool:
     """A temporary file `atomic_path` left behind when its process was killed mid-write: never a
     result, whatever it holds."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
+    return path.name.startswith(_TMP_PREFIX) and path.name.endswith(_TMP_SUFFIX)
 
 
 @contextmanager
@@ -40,7 +44,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces the target."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{target.name}.", suffix=_TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

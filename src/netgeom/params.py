@@ -62,10 +62,10 @@ class Group(BaseModel):
     def identity_dump(self) -> dict:
         """model_dump(mode="json") of the identity fields, without the LATER_FIELDS that hold
         their defaults (nested too)."""
-        out = {}
+        out, counted = {}, self.identity_fields()
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
-            if name not in self.identity_fields():
+            if name not in counted:
                 continue
             if name in self.LATER_FIELDS and value == field.get_default(call_default_factory=True):
                 continue

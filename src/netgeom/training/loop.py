@@ -179,7 +179,7 @@ def train(
     prepare = hooks.before_evaluation or (lambda model: None)
     measure = hooks.evaluate or evaluate_bundle
     x, y = data.train.x, data.train.y
-    black = raw_zero(data.info.mean, data.info.std, x.device).to(x.dtype) if p.augment else None  # the crop's padding
+    black = raw_zero(data.info.mean, data.info.std, x.device) if p.augment else None  # the crop's padding
     n = len(y)
     steps_per_epoch = math.ceil(n / p.batch_size)
     optimizer = make_optimizer(model.parameters(), p)
