@@ -314,3 +314,68 @@ def test_a_report_summary_of_the_wrong_shape_is_one_line_naming_it_before_mlflow
     with pytest.raises(NetgeomError) as raised:
         sync_report(Params(), layout)  # mlflow.enabled by default
     assert raised.value.key == str(layout.report_summary) and not (project / "mlruns").exists()
+
+
+def test_a_json_schema_refuses_each_wrong_kind_and_names_the_key(tmp_path):
+    """The schema check against hand-made cases: each wrong kind is named with its dotted key."""
+    import json
+
+    from netgeom.io import read_json_object
+
+    schema = {"n": int, "x": float, "ids": list[int], "cell": {"width": int, "noise": float}, "name": (str, type(None))}
+    good = {"n": 3, "x": 1, "ids": [1, 2], "cell": {"width": 4, "noise": 0.5}, "name": None, "extra": "kept"}
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(good))
+    assert read_json_object(path, schema) == good
+    cases = {
+        "its n must be an integer": {"n": 3.0},
+        "its n must be an integer ": {"n": True},  # a bool is no count
+        "its x must be a number": {"x": "1"},
+        "its ids must be a list of integers": {"ids": [1, "2"]},
+        "its cell must be an object": {"cell": [4, 0.5]},
+        "its cell.noise must be a number": {"cell": {"width": 4, "noise": None}},
+        "its name must be a string or null": {"name": 1},
+    }
+    for expected, change in cases.items():
+        path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(NetgeomError) as raised:
+            read_json_object(path, schema)
+        assert raised.value.key == str(path) and raised.value.problem.startswith(expected.strip()), (change, raised.value)
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "command", "clause"),
+    [
+        ("splits/split.json", {"train": "0-100"}, ("train",), "its train must be a list of integers"),
+        ("runs/mlp_w16-n0.2-r0/run.json", {"checkpoints": ["one", 2]}, ("smoothness",), "its checkpoints must be a list of integers"),
+        ("runs/mlp_w16-n0.2-r0/run.json", {"cell": {"width": "16", "noise": 0.2, "replicate": 0}}, ("report",), "its cell.width must be an integer"),
+        ("runs/mlp_w16-n0.2-r0/metrics.json", {"test_acc": "0.9"}, ("report",), "its test_acc must be a number"),
+    ],
+)
+def test_our_json_files_holding_the_wrong_kind_of_value_are_one_line_naming_file_and_key(trained_projects, tmp_path, monkeypatch, file, change, command, clause):
+    """A hand-edited split.json, run.json or metrics.json was a TypeError or KeyError traceback
+    somewhere downstream; now the reader refuses it."""
+    import json
+
+    root = trained_projects.copy(tmp_path / "project", {"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}}, [("split",), ("corrupt",), ("train",)])
+    monkeypatch.chdir(root)
+    path = root / "artifacts" / file
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    line = refused(*command, key=str(path.relative_to(root)))
+    assert clause in line
+
+
+def test_a_checkpoint_that_does_not_fit_the_runs_model_is_one_line_naming_it(trained_projects, tmp_path, monkeypatch):
+    """A checkpoint of another width put in a run's place was torch's size-mismatch traceback."""
+    import torch
+
+    from netgeom.models import create_model
+    from netgeom.training.checkpoints import save_checkpoint
+
+    root = trained_projects.copy(tmp_path / "project", {"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}}, [("split",), ("corrupt",), ("train",)])
+    monkeypatch.chdir(root)
+    folder = root / "artifacts" / "runs" / "mlp_w16-n0.2-r0" / "checkpoints"
+    torch.manual_seed(0)
+    save_checkpoint(folder, 2, create_model("mlp", (64,), 10, width=8, depth=1).state_dict(), {})
+    line = refused("smoothness", key=str((folder / "e0002.safetensors").relative_to(root)))
+    assert "does not fit the run's model" in line and "size mismatch" in line

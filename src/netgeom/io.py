@@ -205,15 +205,63 @@ def read_json(path: str | Path, hint: str = "") -> Any:
         raise _corrupt(path, "JSON", ValueError("nested too deeply")) from None
 
 
-def read_json_object(path: str | Path, required: tuple[str, ...] = (), hint: str = "") -> dict:
-    """A JSON file holding an object with at least the `required` keys."""
+# What a JSON file we wrote must hold: key -> type, a tuple of types, `list[T]` (every item a T),
+# or a nested schema for an object. `float` takes any number; `int` and `float` never take a bool.
+Schema = dict[str, Any]
+
+
+def read_json_object(path: str | Path, required: tuple[str, ...] | Schema = (), hint: str = "") -> dict:
+    """A JSON file holding an object with at least the `required` keys; with a `Schema`, values of
+    the wrong kind (a hand-edited or foreign file) are refused in one line naming the file and key
+    instead of failing later in a traceback."""
     payload = read_json(path, hint)
     if not isinstance(payload, dict):
         raise NetgeomError(str(path), "must hold a JSON object")
     absent = [key for key in required if key not in payload]
     if absent:
         raise NetgeomError(str(path), f"lacks {', '.join(absent)}; {RECREATE}")
+    if isinstance(required, dict):
+        problem = _schema_problem(payload, required, "")
+        if problem:
+            raise NetgeomError(str(path), f"{problem}; {RECREATE}")
     return payload
+
+
+def _schema_problem(payload: dict, schema: Schema, prefix: str) -> str:
+    """The first key of `payload` that does not fit `schema`, as a clause; '' when all fit."""
+    for key, kind in schema.items():
+        name, value = prefix + key, payload.get(key)
+        if isinstance(kind, dict):
+            if key not in payload or not isinstance(value, dict):
+                return f"its {name} must be an object"
+            problem = _schema_problem(value, kind, name + ".")
+            if problem:
+                return problem
+        elif key not in payload or not _fits(value, kind):
+            return f"its {name} must be {_kind_name(kind)}"
+    return ""
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    if isinstance(kind, tuple):
+        return any(_fits(value, k) for k in kind)
+    if getattr(kind, "__origin__", None) is list:
+        (item,) = kind.__args__
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _kind_name(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(_kind_name(k) for k in kind)
+    if getattr(kind, "__origin__", None) is list:
+        return f"a list of {_kind_name(kind.__args__[0]).removeprefix('a ').removeprefix('an ')}s"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object", list: "a list", type(None): "null"}
+    return names.get(kind, kind.__name__)
 
 
 def read_npy(path: str | Path, hint: str = "") -> np.ndarray:

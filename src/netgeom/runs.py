@@ -20,14 +20,24 @@ import torch
 from netgeom.cell import Cell, cell_groups
 from netgeom.data.bundle import DataBundle, load_bundle, read_labels, read_split
 from netgeom.errors import NetgeomError
-from netgeom.io import read_csv, read_json_object
+from netgeom.io import RECREATE, read_csv, read_json_object
 from netgeom.layout import RUN_FILE, Layout, check_inside, noise_tag, run_name
 from netgeom.models import accepted_options, create_model
 from netgeom.params import ModelParams, Params, execution_identity
 from netgeom.training.checkpoints import list_checkpoints
 
-RUN_FILE_KEYS = ("run", "seed", "params_hash", "checkpoints", "cell", "dataset", "params")
-METRICS_KEYS = ("train_acc", "test_acc", "train_loss", "test_loss", "epoch")
+# What the readers of a run folder rely on (a hand-edited file is refused in one line, not a traceback).
+RUN_FILE_SCHEMA = {
+    "run": str,
+    "seed": int,
+    "params_hash": str,
+    "checkpoints": list[int],
+    "cell": {"width": int, "noise": float, "replicate": int},
+    "dataset": {"input_shape": list[int], "num_classes": int},
+    "params": {"model": {"arch": str}},
+    "parameters": int,
+}
+METRICS_SCHEMA = {"train_acc": float, "test_acc": float, "train_loss": float, "test_loss": float, "epoch": int}
 
 
 def effective_model(model: ModelParams) -> ModelParams:
@@ -140,6 +150,17 @@ def load_state(path: Path, device: torch.device | None = None) -> dict[str, torc
     return {k: v.to(device) for k, v in state.items()} if device is not None else state
 
 
+def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """`model` with a checkpoint's weights; a file whose tensors do not fit the model (another
+    width or architecture put in its place) is refused in one line naming it."""
+    try:
+        model.load_state_dict(load_state(path))
+    except RuntimeError as exc:  # torch lists every missing, unexpected and mis-shaped key
+        detail = " ".join(str(exc).split())[:160]
+        raise NetgeomError(str(path), f"does not fit the run's model ({detail}); {RECREATE}") from None
+    return model
+
+
 @dataclass
 class Run:
     """A finished run folder, read back and checked."""
@@ -188,8 +209,8 @@ class Run:
 def read_run(folder: Path) -> Run:
     folder = Path(folder)
     hint = "train the run first (`dvc repro` or `netgeom train`)"
-    info = read_json_object(folder / RUN_FILE, RUN_FILE_KEYS, hint=hint)
-    metrics = read_json_object(folder / "metrics.json", METRICS_KEYS, hint=hint)
+    info = read_json_object(folder / RUN_FILE, RUN_FILE_SCHEMA, hint=hint)
+    metrics = read_json_object(folder / "metrics.json", METRICS_SCHEMA, hint=hint)
     history = read_csv(folder / "history.csv", ("epoch",), hint=hint)
     return Run(folder.name, folder, info, metrics, history)
 
@@ -220,7 +241,7 @@ def model_for_run(info: dict, checkpoint: Path | None = None, device: torch.devi
     options = {k: v for k, v in model_params.options().items() if k != "pretrained"}
     model = create_model(model_params.arch, tuple(dataset["input_shape"]), dataset["num_classes"], **options)
     if checkpoint is not None:
-        model.load_state_dict(load_state(checkpoint))
+        load_weights(model, checkpoint)
     return model.to(device).eval() if device is not None else model.eval()
 
 

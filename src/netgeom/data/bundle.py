@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, arrays_digest, content_digest, get_source, normalise
+from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, arrays_digest, content_digest, get_source, load_checked, normalise
 from netgeom.data.noise import corrupt_inputs
-from netgeom.data.split import Split
+from netgeom.data.split import SPLIT_SCHEMA, Split
 from netgeom.errors import NetgeomError
 from netgeom.io import read_json_object, read_parquet
 from netgeom.memory_format import in_format
@@ -75,7 +75,7 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_raw(source: DatasetSource, root: Path, name: str, split: Split) -> RawSplit:
     """Split `name` of the raw data, checked against the digest `split` recorded for it."""
-    raw = source.load(root, name)
+    raw = load_checked(source, root, name)
     recorded = split.content.get(name)
     if recorded and content_digest(raw) != recorded:
         raise NetgeomError(
@@ -85,7 +85,7 @@ def load_raw(source: DatasetSource, root: Path, name: str, split: Split) -> RawS
 
 
 def read_split(path: Path) -> Split:
-    payload = read_json_object(path, ("dataset", "train", "val", "classes"), hint="run `dvc repro split` (or `netgeom split`) first")
+    payload = read_json_object(path, SPLIT_SCHEMA, hint="run `dvc repro split` (or `netgeom split`) first")
     return Split.from_dict(payload)
 
 

@@ -9,6 +9,10 @@ import numpy as np
 from netgeom.errors import NetgeomError
 
 
+# What split.json must hold (netgeom.io.read_json_object refuses anything else in one line).
+SPLIT_SCHEMA = {"dataset": str, "train": list[int], "val": list[int], "classes": list[int]}
+
+
 @dataclass(frozen=True)
 class Split:
     """Indices into the dataset's official train split; `classes` maps new label -> original.

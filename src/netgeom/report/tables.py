@@ -9,10 +9,11 @@ import pandas as pd
 from netgeom.io import read_csv, read_json_object, read_parquet
 from netgeom.layout import RUN_FILE, run_folders
 from netgeom.report.wording import measure_label
+from netgeom.runs import METRICS_SCHEMA, RUN_FILE_SCHEMA
 
 
 def _run_columns(folder: Path) -> dict:
-    info = read_json_object(folder / RUN_FILE, ("params", "cell", "seed", "parameters"))
+    info = read_json_object(folder / RUN_FILE, RUN_FILE_SCHEMA)
     return {
         "run": folder.name,
         "arch": info["params"]["model"]["arch"],
@@ -35,7 +36,7 @@ def per_run_table(study_root: Path, file: str, runs: pd.DataFrame, columns: list
 
 def runs_table(runs_root: Path) -> pd.DataFrame:
     """Final metrics of every run, with errors (1 - accuracy) beside the accuracies."""
-    rows = [{**_run_columns(f), **read_json_object(f / "metrics.json", ("train_acc", "test_acc"))} for f in run_folders(runs_root)]
+    rows = [{**_run_columns(f), **read_json_object(f / "metrics.json", METRICS_SCHEMA)} for f in run_folders(runs_root)]
     table = pd.DataFrame(rows)
     for split in ("train", "val", "test"):
         if f"{split}_acc" in table:

@@ -36,7 +36,7 @@ from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
 from netgeom.params import Params, execution_identity
 from netgeom.progress import note
-from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_state, model_for_run, study_device
+from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_weights, model_for_run, study_device
 from netgeom.provenance import run_digest
 from netgeom.code import code_digest
 from netgeom.stages.pieces import keep_pieces_of, publish_pieces
@@ -93,8 +93,7 @@ def compute_surface_shard(params: Params, layout: Layout, cell: Cell, folder: Pa
     p: CurvatureParams = params.curvature
     settings, source = cell_run(params, layout, cell)
     device = study_device(params)
-    model = model_for_run(source.info).to(device)
-    model.load_state_dict(load_state(source.final_checkpoint()))
+    model = model_for_run(source.info, source.final_checkpoint(), device)
     params_now = study.parameters_of(model)
     directions = _surface_directions(params_now, p)
     batches = _all_batches(load_cell_data(settings, layout), p, device)
@@ -162,7 +161,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     rows, spectrum, density = [], [], []
     summary = Summary()
     for epoch, path in checkpoint_selection(source, p.checkpoints, "curvature.checkpoints"):
-        model.load_state_dict(load_state(path))
+        load_weights(model, path)
         for group, batches in groups.items():
             row, top, (nodes, weights) = _spectrum(model, batches, p, device)
             rows.append({"epoch": epoch, "group": group, **row})
@@ -175,7 +174,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
         atomic_write_parquet(folder / "spectrum.parquet", pd.DataFrame(spectrum))
         atomic_write_parquet(folder / "density.parquet", pd.DataFrame(density))
         if p.surface.line:  # at the final checkpoint, the one the model holds after the loop
-            model.load_state_dict(load_state(source.final_checkpoint()))
+            load_weights(model, source.final_checkpoint())
             atomic_write_parquet(folder / "line.parquet", line_cut(model, _all_batches(data, p, device), p))
         if p.surface.resolution:
             summary.extra["surface_points"] = fill_surface(params, layout, cell, source, previous, folder)

@@ -24,7 +24,7 @@ from netgeom.models import count_parameters
 from netgeom.params import Params
 from netgeom.progress import note
 from netgeom.runs import (
-    RUN_FILE_KEYS,
+    RUN_FILE_SCHEMA,
     Cell,
     build_model,
     cell_name,
@@ -183,7 +183,7 @@ def _complete(folder: Path, digest: str) -> bool:
     if not (folder / RUN_FILE).exists():
         return False
     try:
-        info = read_json_object(folder / RUN_FILE, RUN_FILE_KEYS)
+        info = read_json_object(folder / RUN_FILE, RUN_FILE_SCHEMA)
         if info["params_hash"] != digest:
             return False
         read_run(folder).checkpoints  # noqa: B018  (raises when any is missing)
