@@ -121,10 +121,12 @@ def bad_idx_files(raw: Path) -> dict[str, tuple[Path, bytes]]:
         "wrong type": (labels, good_labels[:2] + b"\x0d" + good_labels[3:]),
         "label count": (labels, bytes([0, 0, 8, 1]) + np.asarray([150], dtype=">u4").tobytes() + good_labels[8:158]),
         "header only": (labels, good_labels[:6]),
+        # 65536**4 = 2**64 wraps to 0 in int64: the header alone passed as complete
+        "overflowing header": (images, bytes([0, 0, 8, 4]) + np.asarray([65536] * 4, dtype=">u4").tobytes()),
     }
 
 
-@pytest.mark.parametrize("case", ["truncated", "wrong magic", "wrong type", "label count", "header only"])
+@pytest.mark.parametrize("case", ["truncated", "wrong magic", "wrong type", "label count", "header only", "overflowing header"])
 def test_bad_idx_files_are_refused_in_one_line_and_nothing_is_written(project, tmp_path, case):
     (x_train, y_train), (x_test, y_test), *_ = mnist5k_cut(project)
     raw = write_mnist_layout(project / "data", (x_train, y_train), (x_test, y_test))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def parse_idx(raw: bytes, path: Path) -> np.ndarray:
     if len(raw) < header:
         raise NetgeomError(str(path), "is truncated inside its header")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)  # Python ints: four uint32 dimensions overflow int64
     if len(raw) != expected:
         state = "truncated" if len(raw) < expected else "longer than its header says"
         raise NetgeomError(str(path), f"is {state}: {len(raw)} bytes, the header {shape} needs {expected}")

@@ -86,6 +86,22 @@ class DatasetSource(ABC):
             raise NetgeomError("split", f"{self.info.name} has splits {list(self.info.splits)}, not {split!r}")
 
 
+def load_checked(source: DatasetSource, root: Path, split: str) -> RawSplit:
+    """`source.load`, refused in one line unless it gives one class in 0..K-1 per input: a label
+    past the classes was dropped from the split without a word, text labels were a traceback."""
+    raw = source.load(root, split)
+    y, k = raw.y, source.info.num_classes
+    integer = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+    if not (integer and len(y) == len(raw.x) and (len(y) == 0 or (y.min() >= 0 and y.max() < k))):
+        found = f"{len(y)} labels in {y.min()}..{y.max()}" if integer and len(y) else f"{y.dtype} labels of shape {y.shape}"
+        raise NetgeomError(
+            "data.root",
+            f"the {split} files of {source.info.name} under {source.where(root)} do not give one class in 0..{k - 1} "
+            f"for each of their {len(raw.x)} inputs ({found}); restore the dataset's own files",
+        )
+    return raw
+
+
 _REGISTRY: dict[str, Callable[[DataParams], DatasetSource]] = {}
 
 

@@ -171,7 +171,8 @@ class CifarDataset(TorchvisionDataset):
         x = np.concatenate(images)
         if len(labels) != len(x):
             raise NetgeomError(str(Path(root) / self.folder_name), f"has {len(x)} images but {len(labels)} `{self.label_key}`")
-        return RawSplit(x.astype(np.float32) / 255.0, np.asarray(labels, dtype=np.int64))
+        y = np.asarray(labels)  # anything but integers is refused by load_checked, naming the files
+        return RawSplit(x.astype(np.float32) / 255.0, y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y)
 
 
 @register_dataset("cifar10")
