@@ -77,9 +77,9 @@ def test_fashion_mnist_hyperplanes_scaled_down(tmp_path):
     assert 0 <= summary["noise_0pct"]["hyperplane_mass"] <= 1 and 0 <= summary["noise_0pct"]["hyperplane_mass_init"] <= 1
     rhos = summary["reinit"]
     for reset in ("init", "rand"):  # the seed's claim (reset to init) and the fresh draw
-        seeds = [v for k, v in rhos.items() if k.startswith(f"bias_{reset}_drop_rho_seed")]
+        seeds = [v for k, v in rhos.items() if k.startswith(f"bias_{reset}_drop_rho_replicate")]
         # a seed still at chance after two epochs drops nothing under any reset: no rho, left out
-        assert seeds and {k for k in rhos if k.startswith(f"bias_{reset}")} <= {f"bias_{reset}_drop_rho_seed0", f"bias_{reset}_drop_rho_seed1", f"bias_{reset}_drop_rho_mean"}
+        assert seeds and {k for k in rhos if k.startswith(f"bias_{reset}")} <= {f"bias_{reset}_drop_rho_replicate0", f"bias_{reset}_drop_rho_replicate1", f"bias_{reset}_drop_rho_mean"}
         assert all(-1 <= v <= 1 for v in seeds) and rhos[f"bias_{reset}_drop_rho_mean"] == pytest.approx(sum(seeds) / len(seeds))
 
 

@@ -93,8 +93,8 @@ def metrics(context: ReportContext) -> dict[str, dict[str, float]]:
         if checkpoint not in present:
             continue
         rhos = figures.rank_correlations(figures.bias_and_drop(hyperplanes, sweeps, checkpoint))
-        # rho needs three layers; NaN is no JSON number, so a seed without one is left out
-        seeds = {f"bias_{name}_drop_rho_seed{key if key is not None else 0}": float(rho) for key, rho in rhos.items() if rho == rho}
+        # rho needs three layers; NaN is no JSON number, so a replicate without one is left out
+        seeds = {f"bias_{name}_drop_rho_replicate{key if key is not None else 0}": float(rho) for key, rho in rhos.items() if rho == rho}
         if seeds:
             values |= seeds | {f"bias_{name}_drop_rho_mean": sum(seeds.values()) / len(seeds)}
     return {"reinit": values} if values else {}

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 # The training headline (stages/report.py). "Peak" is used for one thing only: the highest test
 # error among the widths that fit their training labels (the double-descent peak).
 TRAINING_LABELS = {
-    "peak_test_error": "double-descent peak: highest test error among the widths that fit the training labels",
-    "peak_width": "width of the double-descent peak",
+    "peak_test_error": "double-descent peak: highest test error among the widths that fit the training labels (among all widths where none does: see the interpolation threshold)",
+    "peak_width": "width of the double-descent peak (of the highest test error where no width fits)",
     "test_error_rise": "largest test-error rise above the best narrower width",
     "rise_width": "width of that rise",
     "threshold_width": "interpolation threshold: first width with train error <= 1%",
@@ -64,9 +64,9 @@ def headline_label(group: str, key: str, study_labels: Mapping[str, str] | None 
     study_labels = study_labels or {}
     text = study_labels.get(key) or TRAINING_LABELS.get(key)
     if text is None:
-        seed = re.fullmatch(r"(.+)_seed(\d+)", key)
-        base = study_labels.get(seed.group(1)) if seed else None
-        text = f"{base}, seed {seed.group(2)}" if base else key.replace("_", " ")
+        replicate = re.fullmatch(r"(.+)_replicate(\d+)", key)  # the grid's replicate index, not its seed
+        base = study_labels.get(replicate.group(1)) if replicate else None
+        text = f"{base}, replicate {replicate.group(2)}" if base else key.replace("_", " ")
     return f"{group_label(group)}: {text}"
 
 
