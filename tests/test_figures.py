@@ -359,6 +359,19 @@ def test_reinit_heatmap_rows_are_epochs_then_rand_and_columns_follow_forward_ord
     assert len(axis.texts) == 4 * 5  # every cell annotated
 
 
+def test_reinit_heatmap_tells_a_reset_that_does_better_from_one_that_changes_nothing():
+    """Drops of -0.15 (the reset model is better) were coloured as 0 under a [0, 1] scale."""
+    table = reinit_table()
+    better = (table["checkpoint"] == "20") & (table["position"] == 0)
+    table.loc[better, "relative_drop"] = -0.15
+    axis = figures_hyperplanes.reinit_heatmap_figure(table).axes[0]
+    colours = axis.collections[0].get_facecolors()  # row-major: row "epoch 20" is the third
+    width = len(LAYERS) + 1
+    negative, zero, positive = colours[2 * width], colours[2 * width + 1], colours[3 * width]  # -0.15, 0, rand's 0.8
+    assert not np.allclose(negative, zero) and not np.allclose(positive, zero)
+    assert negative[2] > negative[0] and positive[0] > positive[2]  # blue below 0, red above
+
+
 @pytest.mark.parametrize("names", [
     {layer: layer for layer, _, _ in LAYERS + [("classifier", 3, 0)]},  # short names stay level
     {"features.0": "1 · Linear 784→1024", "features.3": "4 · Linear 1024→256", "features.6": "5 · Linear 256→1024",

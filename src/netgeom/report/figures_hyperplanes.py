@@ -152,7 +152,9 @@ def checkpoint_label(name: str) -> str:
 
 def reinit_heatmap_figure(reinit: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Figure:
     """Relative accuracy drop when one layer (column, forward order) is reset to a checkpoint
-    (row: epochs, then a fresh random init); annotated; colour scale fixed to [0, 1]. `labels`
+    (row: epochs, then a fresh random init); annotated; a diverging colour scale fixed to [-1, 1]
+    and centred on 0, so a reset that does better (a negative drop) stands out from one that
+    changes nothing (under [0, 1] both were the same colour). `labels`
     names the layers (`report.layer_names`); the trained accuracy goes in the caption."""
     require_columns(reinit, ["layer", "position", "checkpoint", "relative_drop", "trained_accuracy"], "reinit")
     rows, layers = checkpoint_order(reinit), reinit_layers(reinit)
@@ -162,7 +164,7 @@ def reinit_heatmap_figure(reinit: pd.DataFrame, labels: Mapping[str, str] | None
     with house_style():
         figure, axis = plt.subplots(figsize=(max(5.6, 1.1 * len(layers) + 3.0), max(2.6, 0.45 * len(rows) + 1.8)))
         sns.heatmap(
-            drop, ax=axis, annot=True, fmt=".2f", cmap="rocket_r", vmin=0.0, vmax=1.0, linewidths=0.5, linecolor="white",
+            drop, ax=axis, annot=True, fmt=".2f", cmap="vlag", vmin=-1.0, vmax=1.0, center=0.0, linewidths=0.5, linecolor="white",
             cbar_kws={"label": "relative accuracy drop"}, annot_kws={"fontsize": 8},
         )  # fmt: skip
         axis.set_yticks(np.arange(len(rows)) + 0.5, [checkpoint_label(r) for r in rows], rotation=0)
