@@ -179,3 +179,10 @@ def test_a_damaged_mlflow_store_is_one_line_naming_it(project_copy, monkeypatch,
     STORE_DAMAGE[damage](db)
     line = refused("mlflow", "sync", key=str(db))
     assert "not a usable MLflow store" in line
+
+
+def test_a_mistyped_run_name_lists_the_closest_runs_instead_of_advising_a_rerun(project_copy):
+    """`netgeom curve` said '... is missing; run dvc repro first' to a typo (open_run in a
+    notebook already listed the close names); both now share one message."""
+    line = refused("curve", RUN[:-3] + "@init", RUN, "--quiet", key="run")
+    assert f"no finished run {RUN[:-3]!r}" in line and f"runs there: {RUN}" in line and "dvc repro" not in line

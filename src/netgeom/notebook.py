@@ -13,7 +13,6 @@ raw files) is refused rather than silently paired with the run's weights.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,11 +23,10 @@ from torch import Tensor, nn
 
 from netgeom.data.bundle import DataBundle
 from netgeom.errors import NetgeomError
-from netgeom.layout import RUN_FILE, Layout, run_folders
+from netgeom.layout import RUN_FILE, Layout
 from netgeom.params import Params, validate
-from netgeom.runs import Run, load_cell_data, load_state, model_for_run, read_run
+from netgeom.runs import Run, known_runs, load_cell_data, load_state, model_for_run, read_run
 
-SHOWN_NAMES = 5  # run names listed when a name is unknown
 
 
 @dataclass(frozen=True, eq=False)  # its fields are tensors: == compares identity
@@ -157,7 +155,7 @@ def open_run(
     ):
         raise NetgeomError(
             "run",
-            f"no finished run {name!r} under {layout.runs_root}; {_available(layout, name)}",
+            f"no finished run {name!r} under {layout.runs_root}; {known_runs(layout, name)}",
         )
     run: Run = read_run(folder)
     checkpoints = dict(run.checkpoints)  # refuses a run with a missing checkpoint
@@ -179,14 +177,3 @@ def open_run(
         checkpoints=checkpoints,
     )
 
-
-def _available(layout: Layout, name: str) -> str:
-    names = [folder.name for folder in run_folders(layout.runs_root)]
-    if not names:
-        return (
-            "there are no runs yet: run `make repro` (or `netgeom train`) there first"
-        )
-    close = difflib.get_close_matches(name, names, n=SHOWN_NAMES, cutoff=0.6)
-    shown = close + [n for n in names if n not in close][: SHOWN_NAMES - len(close)]
-    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
-    return f"runs there: {', '.join(shown)}{more}"

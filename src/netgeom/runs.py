@@ -9,6 +9,7 @@ incomplete, so no study ever reads a partial run.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from netgeom.cell import Cell, cell_groups
 from netgeom.data.bundle import DataBundle, load_bundle, read_labels, read_split
 from netgeom.errors import NetgeomError
 from netgeom.io import RECREATE, read_csv, read_json_object
-from netgeom.layout import RUN_FILE, Layout, check_inside, noise_tag, run_name
+from netgeom.layout import RUN_FILE, Layout, check_inside, noise_tag, run_folders, run_name
 from netgeom.models import accepted_options, create_model
 from netgeom.params import ModelParams, Params, execution_identity
 from netgeom.training.checkpoints import list_checkpoints
@@ -228,8 +229,24 @@ def open_run(layout: Layout, name: str) -> Run:
     folder = layout.run_dir(name)
     check_inside(folder, layout.root)
     if not folder.exists():
-        raise NetgeomError("run", f"{folder} is missing; run `dvc repro` (or `netgeom train`) first")
+        raise NetgeomError("run", f"no finished run {name!r} under {layout.runs_root}; {known_runs(layout, name)}")
     return read_run(folder)
+
+
+SHOWN_NAMES = 5  # run names listed when a name is unknown
+
+
+def known_runs(layout: Layout, name: str) -> str:
+    """What to say about an unknown run name: the closest finished runs (a typo), or that there are none."""
+    names = [folder.name for folder in run_folders(layout.runs_root)]
+    if not names:
+        return (
+            "there are no runs yet: run `make repro` (or `netgeom train`) there first"
+        )
+    close = difflib.get_close_matches(name, names, n=SHOWN_NAMES, cutoff=0.6)
+    shown = close + [n for n in names if n not in close][: SHOWN_NAMES - len(close)]
+    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+    return f"runs there: {', '.join(shown)}{more}"
 
 
 def model_for_run(info: dict, checkpoint: Path | None = None, device: torch.device | None = None) -> torch.nn.Module:
