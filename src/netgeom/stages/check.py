@@ -1,4 +1,4 @@
-"""Stage `check`: validate every params group and create the MLflow store, before any other work.
+"""Stage `check`: validate every params group and the MLflow store, before any other work.
 
 DVC reruns a stage only when its own params change, so a typo in a group no stage depends on
 (or in a study group whose stages are up to date) would pass `dvc exp run` silently. This stage
@@ -6,8 +6,11 @@ depends on the whole params file: any change reruns it, and a bad value stops th
 one line naming the key (loading params validates every group, studies' included). An enabled
 study that cannot run on the configured model or data (what its registry entry `needs`, e.g. the
 exact region walk on a tanh or max-pooling net) stops it here too, in one line that says why and
-how to switch the study off, rather than in the middle of `dvc repro`. It also creates the MLflow
-store once, before stages run in parallel.
+how to switch the study off, rather than in the middle of `dvc repro`. It also refuses a corrupt
+local MLflow store and asks a tracking server for the experiment, so neither fails after hours of
+training. A local store that does not exist yet is left to its first writer (the report stage,
+`netgeom mlflow sync`), which creates it under the store lock: creating it here imported mlflow
+and ran its migrations (about 5 s) on the one stage every other stage waits for.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from netgeom.params import Params, checkpoint_epochs
 
 
 def run_check(params: Params, layout: Layout, written: set[str] | None = None) -> list[str]:
-    """The params groups that were validated; the MLflow store exists afterwards (if enabled).
-    `written`: the top-level keys the params file holds (checked against what dvc.yaml's stages
-    list). Imports no torch, and no mlflow once the store holds the experiment."""
+    """The params groups that were validated. `written`: the top-level keys the params file holds
+    (checked against what dvc.yaml's stages list). Imports no torch, and no mlflow unless a
+    tracking server is configured."""
     from netgeom.groups.reinit import init_paths
     from netgeom.groups.requirements import unmet
     from netgeom.groups.star import check_cell
     from netgeom.stages.registry import STUDIES
-    from netgeom.store import experiment_ready
+    from netgeom.store import experiment_ready, is_local_store
 
     if written is not None:
         check_listed_groups(written, layout)
@@ -44,7 +47,8 @@ def run_check(params: Params, layout: Layout, written: set[str] | None = None) -
     check_cell(params)  # the one check across groups; the star stages need the labels even when switched off
     check_machine(params)
     check_data(params, layout)
-    if params.mlflow.enabled and not experiment_ready(layout, params.mlflow.experiment):
+    # experiment_ready reads a local store with sqlite3 alone, refusing a corrupt one in one line
+    if params.mlflow.enabled and not experiment_ready(layout, params.mlflow.experiment) and not is_local_store(layout):
         from netgeom import tracking
 
         tracking.connect(layout, params.mlflow.experiment)
