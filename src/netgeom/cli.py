@@ -325,7 +325,7 @@ def reinit_model(
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="seed of the subset and of the fresh layers (rand)"),
     conv_only: bool = typer.Option(False, "--conv-only/--conv-and-linear", help="reset convolutions only (the seed's default)"),
     inits_from: list[str] = typer.Option([], "--inits-from", help="further weight files to reset layers to, or a .txt listing one per line"),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="images per forward pass (it sets the memory used)"),
     batch_norm: bool = typer.Option(False, "--batch-norm", help="the family's BN variant (vgg: *_bn)"),
     out: Path = typer.Option(None, "--out", help="folder to write (default artifacts/models/reinit/<arch>-file-<weights>)"),
 ) -> None:
