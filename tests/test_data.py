@@ -320,23 +320,21 @@ def test_missing_torchvision_dataset_is_one_clear_error(tmp_path):
 
 def test_labels_that_are_no_class_of_the_dataset_are_one_line_naming_the_files(tmp_path):
     """A raw label past the classes was dropped from the split without a word; CIFAR text labels
-    and fractional ones were tracebacks. Every loader goes through `load_checked`."""
-    from netgeom.data.sources import load_checked
-
+    and fractional ones were tracebacks. Every loader goes through `DatasetSource.load`."""
     digits = get_source("digits")
     digits.materialise(tmp_path)
     y_file = tmp_path / "digits" / "train_y.npy"
     good = np.load(y_file)
-    assert np.array_equal(load_checked(digits, tmp_path, "train").y, good)
+    assert np.array_equal(digits.load(tmp_path, "train").y, good)
     for bad, found in [(10, "1500 labels in 0..10"), (-1, "1500 labels in -1..9")]:
         y = good.copy()
         y[7] = bad
         np.save(y_file, y)
         with pytest.raises(NetgeomError, match=rf"data.root: the train files of digits .* do not give one class in 0..9 for each of their 1500 inputs \({found}\)"):
-            load_checked(digits, tmp_path, "train")
+            digits.load(tmp_path, "train")
     np.save(y_file, good + 0.5)
     with pytest.raises(NetgeomError, match=r"\(float64 labels of shape \(1500,\)\)"):
-        load_checked(digits, tmp_path, "train")
+        digits.load(tmp_path, "train")
 
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     _write_cifar(tmp_path, "cifar-10-batches-py", files, "labels", ("batches.meta", "label_names"))
@@ -346,7 +344,7 @@ def test_labels_that_are_no_class_of_the_dataset_are_one_line_naming_the_files(t
     with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as handle:
         pickle.dump(batch, handle)
     with pytest.raises(NetgeomError, match=r"the test files of cifar10 .* \(<U3 labels of shape \(5,\)\)"):
-        load_checked(get_source("cifar10"), tmp_path, "test")
+        get_source("cifar10").load(tmp_path, "test")
 
 
 def test_split_refuses_a_label_past_the_classes_instead_of_dropping_the_sample(project):

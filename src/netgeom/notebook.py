@@ -28,7 +28,6 @@ from netgeom.params import Params, validate
 from netgeom.runs import Run, known_runs, load_cell_data, load_state, model_for_run, read_run
 
 
-
 @dataclass(frozen=True, eq=False)  # its fields are tensors: == compares identity
 class RunData:
     """The exact data a run trained on, as CPU tensors.
@@ -176,4 +175,3 @@ def open_run(
         layout=layout,
         checkpoints=checkpoints,
     )
-

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, arrays_digest, content_digest, get_source, load_checked, normalise
+from netgeom.data.sources import DatasetInfo, DatasetSource, RawSplit, arrays_digest, content_digest, get_source, normalise
 from netgeom.data.noise import corrupt_inputs
 from netgeom.data.split import SPLIT_SCHEMA, Split
 from netgeom.errors import NetgeomError
@@ -75,7 +75,7 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_raw(source: DatasetSource, root: Path, name: str, split: Split) -> RawSplit:
     """Split `name` of the raw data, checked against the digest `split` recorded for it."""
-    raw = load_checked(source, root, name)
+    raw = source.load(root, name)
     recorded = split.content.get(name)
     if recorded and content_digest(raw) != recorded:
         raise NetgeomError(

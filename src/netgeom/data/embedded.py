@@ -51,7 +51,7 @@ class NpyDataset(DatasetSource):
                 written.append(path)
         return written
 
-    def load(self, root: Path, split: str) -> RawSplit:
+    def read(self, root: Path, split: str) -> RawSplit:
         self.check_split(split)
         if not self.is_available(root):
             raise NetgeomError(

@@ -49,7 +49,7 @@ class IdxDataset(TorchvisionDataset):
     def is_available(self, root: Path) -> bool:
         return all(self._find(root, name) is not None for name in self.all_files())
 
-    def load(self, root: Path, split: str) -> RawSplit:
+    def read(self, root: Path, split: str) -> RawSplit:
         self.check_split(split)
         images, labels = (self._find(root, name) for name in self.files(split))
         if images is None or labels is None:

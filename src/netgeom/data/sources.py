@@ -56,7 +56,24 @@ class DatasetSource(ABC):
     info: DatasetInfo
 
     @abstractmethod
-    def load(self, root: Path, split: str) -> RawSplit: ...
+    def read(self, root: Path, split: str) -> RawSplit:
+        """The split's raw inputs and labels as the files hold them (`load` checks the labels)."""
+
+    def load(self, root: Path, split: str) -> RawSplit:
+        """The split's raw data, refused in one line unless it gives one class in 0..K-1 per input:
+        a label past the classes was dropped from the split without a word, text labels were a
+        traceback. Every reader goes through here, so no dataset can skip it."""
+        raw = self.read(root, split)
+        y, k = raw.y, self.info.num_classes
+        integer = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+        if not (integer and len(y) == len(raw.x) and (len(y) == 0 or (y.min() >= 0 and y.max() < k))):
+            found = f"{len(y)} labels in {y.min()}..{y.max()}" if integer and len(y) else f"{y.dtype} labels of shape {y.shape}"
+            raise NetgeomError(
+                "data.root",
+                f"the {split} files of {self.info.name} under {self.where(root)} do not give one class in 0..{k - 1} "
+                f"for each of their {len(raw.x)} inputs ({found}); restore the dataset's own files",
+            )
+        return raw
 
     def is_available(self, root: Path) -> bool:
         return True
@@ -84,22 +101,6 @@ class DatasetSource(ABC):
     def check_split(self, split: str) -> None:
         if split not in self.info.splits:
             raise NetgeomError("split", f"{self.info.name} has splits {list(self.info.splits)}, not {split!r}")
-
-
-def load_checked(source: DatasetSource, root: Path, split: str) -> RawSplit:
-    """`source.load`, refused in one line unless it gives one class in 0..K-1 per input: a label
-    past the classes was dropped from the split without a word, text labels were a traceback."""
-    raw = source.load(root, split)
-    y, k = raw.y, source.info.num_classes
-    integer = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
-    if not (integer and len(y) == len(raw.x) and (len(y) == 0 or (y.min() >= 0 and y.max() < k))):
-        found = f"{len(y)} labels in {y.min()}..{y.max()}" if integer and len(y) else f"{y.dtype} labels of shape {y.shape}"
-        raise NetgeomError(
-            "data.root",
-            f"the {split} files of {source.info.name} under {source.where(root)} do not give one class in 0..{k - 1} "
-            f"for each of their {len(raw.x)} inputs ({found}); restore the dataset's own files",
-        )
-    return raw
 
 
 _REGISTRY: dict[str, Callable[[DataParams], DatasetSource]] = {}

@@ -33,7 +33,7 @@ class RandomData(DatasetSource):
         channels = p.shape[0]
         self.info = DatasetInfo("random", tuple(p.shape), p.classes, mean=(0.0,) * channels, std=(1.0,) * channels)
 
-    def load(self, root: Path, split: str) -> RawSplit:
+    def read(self, root: Path, split: str) -> RawSplit:
         self.check_split(split)
         p = self.params
         n = p.train_size if split == "train" else p.test_size

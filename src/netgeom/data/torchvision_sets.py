@@ -69,7 +69,7 @@ class TorchvisionDataset(DatasetSource):
             return False
         return True
 
-    def load(self, root: Path, split: str) -> RawSplit:
+    def read(self, root: Path, split: str) -> RawSplit:
         self.check_split(split)
         try:
             data = self._read(root, split)
@@ -151,7 +151,7 @@ class CifarDataset(TorchvisionDataset):
     def is_available(self, root: Path) -> bool:
         return all((Path(root) / name).is_file() for name in self.published_md5())
 
-    def load(self, root: Path, split: str) -> RawSplit:
+    def read(self, root: Path, split: str) -> RawSplit:
         self.check_split(split)
         if not self.is_available(root):
             raise NetgeomError(
@@ -171,7 +171,7 @@ class CifarDataset(TorchvisionDataset):
         x = np.concatenate(images)
         if len(labels) != len(x):
             raise NetgeomError(str(Path(root) / self.folder_name), f"has {len(x)} images but {len(labels)} `{self.label_key}`")
-        y = np.asarray(labels)  # anything but integers is refused by load_checked, naming the files
+        y = np.asarray(labels)  # anything but integers is refused by DatasetSource.load, naming the files
         return RawSplit(x.astype(np.float32) / 255.0, y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from netgeom.data.sources import content_digest, get_source, load_checked
+from netgeom.data.sources import content_digest, get_source
 from netgeom.data.split import Split, make_split
 from netgeom.io import atomic_write_json
 from netgeom.layout import Layout
@@ -15,7 +15,7 @@ def run_split(params: Params, layout: Layout) -> Split:
     data = params.data
     source = get_source(data.name, data)
     root = layout.data_root(data.root)
-    pool = load_checked(source, root, "train")
+    pool = source.load(root, "train")
     split = make_split(
         source.info.name,
         pool.y,
@@ -27,7 +27,7 @@ def run_split(params: Params, layout: Layout) -> Split:
         class_seed=data.class_seed,
         train_size=data.train_size,
     )
-    content = {name: content_digest(pool if name == "train" else load_checked(source, root, name)) for name in source.info.splits}
+    content = {name: content_digest(pool if name == "train" else source.load(root, name)) for name in source.info.splits}
     split = dataclasses.replace(split, content=content)
     atomic_write_json(layout.split_file, split.to_dict())
     return split
