@@ -47,8 +47,9 @@ def run_check(params: Params, layout: Layout, written: set[str] | None = None) -
     check_cell(params)  # the one check across groups; the star stages need the labels even when switched off
     check_machine(params)
     check_data(params, layout)
-    # experiment_ready reads a local store with sqlite3 alone, refusing a corrupt one in one line
-    if params.mlflow.enabled and not experiment_ready(layout, params.mlflow.experiment) and not is_local_store(layout):
+    if params.mlflow.enabled and is_local_store(layout):
+        experiment_ready(layout, params.mlflow.experiment)  # sqlite3 alone: a corrupt store is one line
+    elif params.mlflow.enabled:  # a tracking server: unreachable or refusing is one line now, not after training
         from netgeom import tracking
 
         tracking.connect(layout, params.mlflow.experiment)
