@@ -365,17 +365,70 @@ def test_our_json_files_holding_the_wrong_kind_of_value_are_one_line_naming_file
     assert clause in line
 
 
-def test_a_checkpoint_that_does_not_fit_the_runs_model_is_one_line_naming_it(trained_projects, tmp_path, monkeypatch):
-    """A checkpoint of another width put in a run's place was torch's size-mismatch traceback."""
+@pytest.mark.parametrize(
+    ("command", "epoch"),
+    [
+        (("smoothness",), 2),
+        (("interpolation",), 0),  # the studies below call the model functionally on the state dict
+        (("interpolation",), 2),
+        (("reinit",), 1),
+        (("hyperplanes",), 2),
+        (("barriers",), 2),
+        (("curve", "mlp_w16-n0.2-r0@init", "mlp_w16-n0.2-r1"), 0),
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_the_runs_model_is_one_line_naming_it(trained_projects, tmp_path, monkeypatch, command, epoch):
+    """A checkpoint of another width put in a run's place was torch's size-mismatch traceback:
+    in load_state_dict (smoothness) or deep inside a functional call (interpolation, reinit,
+    barriers, curve) or a shape error in the hyperplane tables."""
     import torch
 
     from netgeom.models import create_model
     from netgeom.training.checkpoints import save_checkpoint
 
-    root = trained_projects.copy(tmp_path / "project", {"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}}, [("split",), ("corrupt",), ("train",)])
+    recipe = {"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}, "grid": {"widths": [16], "noise": [0.2], "seed_offsets": [0, 1]}}
+    root = trained_projects.copy(tmp_path / "project", recipe, [("split",), ("corrupt",), ("train",), ("train", "--replicate", "1")])
     monkeypatch.chdir(root)
     folder = root / "artifacts" / "runs" / "mlp_w16-n0.2-r0" / "checkpoints"
     torch.manual_seed(0)
-    save_checkpoint(folder, 2, create_model("mlp", (64,), 10, width=8, depth=1).state_dict(), {})
-    line = refused("smoothness", key=str((folder / "e0002.safetensors").relative_to(root)))
+    save_checkpoint(folder, epoch, create_model("mlp", (64,), 10, width=8, depth=1).state_dict(), {})
+    line = refused(*command, key=str((folder / f"e{epoch:04d}.safetensors").relative_to(root)))
     assert "does not fit the run's model" in line and "size mismatch" in line
+
+
+STALE_RECIPE = ({"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}}, [("split",), ("corrupt",), ("train",)])
+
+
+@pytest.mark.parametrize("command", [("smoothness",), ("hyperplanes",), ("interpolation",)])
+def test_a_study_of_a_run_trained_with_other_settings_is_refused_naming_the_setting(trained_projects, tmp_path, monkeypatch, command):
+    """params.yaml edited after training, then a study run by hand (no `dvc repro`): the study
+    measured the old run and filed it under today's settings."""
+    root = trained_projects.copy(tmp_path / "project", *STALE_RECIPE)
+    monkeypatch.chdir(root)
+    write_params(root, train={"epochs": 2, "checkpoints": {"epochs": [1]}, "lr": 0.01})
+    line = refused(*command, key="run")
+    assert "mlp_w16-n0.2-r0 was trained with train.lr 0.003, params.yaml now gives 0.01" in line
+    assert "netgeom train --width 16 --noise 0.2 --replicate 0" in line
+
+
+def test_a_study_of_a_run_trained_on_other_data_is_refused(trained_projects, tmp_path, monkeypatch):
+    """The same settings, other labels on disk (a labels file rewritten since the run trained)."""
+    import pandas as pd
+
+    root = trained_projects.copy(tmp_path / "project", *STALE_RECIPE)
+    monkeypatch.chdir(root)
+    path = root / "artifacts" / "labels" / "n0.2" / "labels.parquet"
+    labels = pd.read_parquet(path)
+    labels["label"] = (labels["label"] + 1) % 10
+    labels.to_parquet(path)
+    assert "trained on other data" in refused("smoothness", key="run")
+
+
+def test_a_study_of_a_run_trained_by_other_training_code_is_refused(trained_projects, tmp_path, monkeypatch):
+    from netgeom import code
+
+    root = trained_projects.copy(tmp_path / "project", *STALE_RECIPE)
+    monkeypatch.chdir(root)
+    ok("smoothness")  # the same code: studied
+    monkeypatch.setattr(code, "code_digest", lambda *modules: "0" * 16)
+    assert "trained by other training code" in refused("smoothness", key="run")

@@ -111,7 +111,7 @@ class NotebookRun:
 
     def state(self, epoch: int | None = None) -> dict[str, Tensor]:
         """The state dict at `epoch` (default: `self.epoch`), CPU tensors."""
-        return load_state(self.checkpoint(epoch))
+        return load_state(self.checkpoint(epoch), fits=model_for_run(self.info))
 
     def model(
         self, epoch: int | None = None, device: torch.device | str | None = None

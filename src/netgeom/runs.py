@@ -34,7 +34,8 @@ RUN_FILE_SCHEMA = {
     "params_hash": str,
     "checkpoints": list[int],
     "cell": {"width": int, "noise": float, "replicate": int},
-    "dataset": {"input_shape": list[int], "num_classes": int},
+    "dataset": {"input_shape": list[int], "num_classes": int, "digest": str},
+    "device": str,
     "params": {"model": {"arch": str}},
     "parameters": int,
 }
@@ -142,23 +143,37 @@ def study_device(params: Params) -> torch.device:
     return resolve_device(params.execution.device)
 
 
-def load_state(path: Path, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+def load_state(path: Path, device: torch.device | None = None, *, fits: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
     """A checkpoint's weights (on `device` when given). Checkpoints are CPU tensors: a run
-    trained on a GPU is studied on the CPU and vice versa."""
+    trained on a GPU is studied on the CPU and vice versa. With `fits`, a file whose tensors are
+    not exactly that model's (another width or architecture put in its place) is refused in one
+    line naming it: the studies call the model functionally, where torch would fail deep inside."""
     from netgeom.training.checkpoints import load_checkpoint
 
     state = load_checkpoint(path)[0]
+    if fits is not None:
+        check_fits(state, fits, path)
     return {k: v.to(device) for k, v in state.items()} if device is not None else state
 
 
+def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
+    """Refuse `state` (read from `path`) unless it has exactly `model`'s tensor names and shapes."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found == own:
+        return
+    problems = {
+        "missing": sorted(own.keys() - found.keys()),
+        "unexpected": sorted(found.keys() - own.keys()),
+        "size mismatch": [f"{k} {found[k]} vs {own[k]}" for k in own if k in found and found[k] != own[k]],
+    }
+    detail = "; ".join(f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}" for label, items in problems.items() if items)
+    raise NetgeomError(str(path), f"does not fit the run's model ({detail}); {RECREATE}")
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
-    """`model` with a checkpoint's weights; a file whose tensors do not fit the model (another
-    width or architecture put in its place) is refused in one line naming it."""
-    try:
-        model.load_state_dict(load_state(path))
-    except RuntimeError as exc:  # torch lists every missing, unexpected and mis-shaped key
-        detail = " ".join(str(exc).split())[:160]
-        raise NetgeomError(str(path), f"does not fit the run's model ({detail}); {RECREATE}") from None
+    """`model` with a checkpoint's weights (refused in one line unless they fit it exactly)."""
+    model.load_state_dict(load_state(path, fits=model))
     return model
 
 
@@ -220,7 +235,60 @@ def cell_run(params: Params, layout: Layout, cell: Cell) -> tuple[Params, Run]:
     """What a per-run study stage starts from: the cell's settings (`cell_params`) and its finished
     training run (`run.name` is the run folder's name, `cell_name`)."""
     settings = cell_params(params, cell)
-    return settings, open_run(layout, cell_name(settings, cell))
+    run = open_run(layout, cell_name(settings, cell))
+    check_trained_with(run, settings)
+    return settings, run
+
+
+TRAINED_GROUPS = ("data", "noise", "model", "train")  # the groups of a run's identity (with its seed)
+
+
+def check_trained_with(run: Run, settings: Params, data: DataBundle | None = None) -> None:
+    """Refuse to study a run folder that `settings` (its cell's) would not train now: one left
+    from before params.yaml, the training code or (given the loaded `data`) the data changed, as
+    when a study is run by hand without `dvc repro`. Its results would carry today's settings."""
+    cell = run.info["cell"]
+    again = f"train it again first (`dvc repro`, or `netgeom train --width {cell['width']} --noise {cell['noise']} --replicate {cell['replicate']}`)"
+    changed = _changed_setting(run.info["params"], settings)
+    if changed:
+        raise NetgeomError("run", f"{run.name} was trained with {changed}; {again}")
+    recorded = run.info["dataset"]["digest"]
+    if data is not None and data.digest() != recorded:
+        raise NetgeomError("run", f"{run.name} was trained on other data than the split, labels and data files hold now; {again}")
+    if identity_hash(settings, recorded, torch.device(run.info["device"]).type) != run.info["params_hash"]:
+        raise NetgeomError("run", f"{run.name} was trained by other training code, execution settings or pretrained weights than now; {again}")
+
+
+def _changed_setting(recorded: dict, settings: Params) -> str:
+    """The first identity setting whose recorded value differs from `settings`' ('' if none)."""
+    if recorded.get("seed") != settings.seed:
+        return f"seed {recorded.get('seed')}, params.yaml now gives {settings.seed}"
+    for group in TRAINED_GROUPS:
+        ours = getattr(settings, group)
+        try:
+            theirs = type(ours).model_validate(recorded.get(group, {})).identity_dump()
+        except ValueError:  # pydantic's ValidationError: settings this version no longer reads
+            return f"`{group}` settings this version of netgeom no longer reads"
+        then, now = _flat(theirs, group), _flat(ours.identity_dump(), group)
+        for key in sorted(then.keys() | now.keys()):
+            if then.get(key) != now.get(key):
+                return f"{key} {json.dumps(then.get(key))}, params.yaml now gives {json.dumps(now.get(key))}"
+    return ""
+
+
+def _flat(values: dict, prefix: str) -> dict:
+    out = {}
+    for key, value in values.items():
+        out.update(_flat(value, f"{prefix}.{key}") if isinstance(value, dict) else {f"{prefix}.{key}": value})
+    return out
+
+
+def load_run_data(settings: Params, layout: Layout, run: Run, device: torch.device | None = None) -> DataBundle:
+    """The data `run` trained on (`settings`: its cell's), on `device` when given; refused in one
+    line when the files now hold other data than the run saw."""
+    data = load_cell_data(settings, layout)
+    check_trained_with(run, settings, data)
+    return data.to(device) if device is not None else data
 
 
 def open_run(layout: Layout, name: str) -> Run:

@@ -19,7 +19,8 @@ from netgeom.params import Params
 from netgeom.runs import (
     Cell,
     cell_run,
-    load_cell_data,
+    check_trained_with,
+    load_run_data,
     load_state,
     model_for_run,
     study_device,
@@ -63,7 +64,7 @@ def pair_barriers(
     barrier rows), each tagged with `pair` and its `matching` ("none" / "weights" / "sinkhorn");
     `splits` keeps only those splits of the curve."""
     model = model_for_run(run_a.info, device=device)
-    state_a, state_b = load_state(run_a.final_checkpoint(), device), load_state(run_b.final_checkpoint(), device)
+    state_a, state_b = (load_state(run.final_checkpoint(), device, fits=model) for run in (run_a, run_b))
     candidates = {"none": state_b}
     recalibrated = {"calibration_inputs": calibration(data, settings), "bn_batch_size": settings.bn_batch_size, "seed": seed}
     if match:
@@ -86,8 +87,9 @@ def run(params: Params, layout: Layout) -> Summary:
     rows, curves = [], []
     device = study_device(params)
     for cell_a, cell_b in replicate_pairs(params):
-        (pa, run_a), (_, run_b) = cell_run(params, layout, cell_a), cell_run(params, layout, cell_b)
-        data = load_cell_data(pa, layout, device)
+        (pa, run_a), (pb, run_b) = cell_run(params, layout, cell_a), cell_run(params, layout, cell_b)
+        data = load_run_data(pa, layout, run_a, device)
+        check_trained_with(run_b, pb, data)  # replicates: the same data, their own seeds
         pair = {"run_a": run_a.name, "run_b": run_b.name, "width": cell_a.width, "noise": cell_a.noise}
         more_curves, more_rows = pair_barriers(
             run_a, run_b, data, curve_settings, match=p.matching, seed=params.seed, device=device, pair=pair,

@@ -36,7 +36,7 @@ from netgeom.io import atomic_write_json, atomic_write_parquet, read_json
 from netgeom.layout import Layout
 from netgeom.params import Params, execution_identity
 from netgeom.progress import note
-from netgeom.runs import Cell, cell_run, checkpoint_selection, load_cell_data, load_weights, model_for_run, study_device
+from netgeom.runs import Cell, cell_run, checkpoint_selection, load_run_data, load_weights, model_for_run, study_device
 from netgeom.provenance import run_digest
 from netgeom.code import code_digest
 from netgeom.stages.pieces import keep_pieces_of, publish_pieces
@@ -96,7 +96,7 @@ def compute_surface_shard(params: Params, layout: Layout, cell: Cell, folder: Pa
     model = model_for_run(source.info, source.final_checkpoint(), device)
     params_now = study.parameters_of(model)
     directions = _surface_directions(params_now, p)
-    batches = _all_batches(load_cell_data(settings, layout), p, device)
+    batches = _all_batches(load_run_data(settings, layout, source), p, device)
     points = surface_grid(p)[index::count]
     values = study.surface(model, params_now, directions, points, batches)
     table = pd.DataFrame([{"x": x, "y": y, "loss": loss, "accuracy": acc} for (x, y), (loss, acc) in zip(points, values)])
@@ -156,7 +156,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     previous = layout.study_dir("curvature", source.name)
     device = study_device(params)
     model = model_for_run(source.info).to(device)
-    data = load_cell_data(settings, layout)
+    data = load_run_data(settings, layout, source)
     groups = _subset(data, p, device)
     rows, spectrum, density = [], [], []
     summary = Summary()

@@ -34,7 +34,7 @@ def checkpoint_of(layout: Layout, spec: str, device: torch.device | None = None)
         if epoch not in saved:
             raise NetgeomError("checkpoint", f"{run.name} has no checkpoint at epoch {epoch}; saved: {sorted(saved)}")
         path = saved[epoch]
-    return run, load_state(path, device)
+    return run, load_state(path, device, fits=model_for_run(run.info))
 
 
 def run_curve(

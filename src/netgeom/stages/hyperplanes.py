@@ -32,7 +32,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     selected = dict(checkpoint_selection(source, p.checkpoints, "hyperplanes.checkpoints"))
     if 0 in source.scheduled_epochs:  # the reference for distances and shift tests
         selected.setdefault(0, source.init_checkpoint())
-    states = {epoch: load_state(path) for epoch, path in sorted(selected.items())}  # weights only: the CPU is enough
+    states = {epoch: load_state(path, fits=model) for epoch, path in sorted(selected.items())}  # weights only: the CPU is enough
     init_epoch = 0 if 0 in states else None
     layers, network = evolution_tables(model, states, init_epoch=init_epoch, with_linear=p.with_linear)
     projections = pd.concat(

@@ -20,7 +20,7 @@ from netgeom.params import Params
 from netgeom.runs import (
     Cell,
     cell_run,
-    load_cell_data,
+    load_run_data,
     load_state,
     model_for_run,
     study_device,
@@ -106,13 +106,13 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     params, source = cell_run(params, layout, cell)
     name = source.name
     device = study_device(params)
-    data = load_cell_data(params, layout, device)
+    data = load_run_data(params, layout, source, device)
     source.init_checkpoint()  # refuses a run without an epoch-0 checkpoint
     checkpoints = source.checkpoints
-    states = {epoch: load_state(path, device) for epoch, path in checkpoints}
+    model = model_for_run(source.info, device=device)
+    states = {epoch: load_state(path, device, fits=model) for epoch, path in checkpoints}
     last = checkpoints[-1][0]
     theta_0, theta_T = states[0], states[last]
-    model = model_for_run(source.info, device=device)
     splits = eval_sets(data, p)
     options = curve_options(data, p)
 

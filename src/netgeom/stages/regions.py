@@ -22,9 +22,10 @@ from netgeom.layout import Layout
 from netgeom.params import Params
 from netgeom.runs import (
     Cell,
+    Run,
     cell_run,
     checkpoint_selection,
-    load_cell_data,
+    load_run_data,
     model_for_run,
     study_device,
 )
@@ -39,10 +40,10 @@ HEADLINE = ("crossings", "regions", "density", *PER_LOGIT)
 
 
 
-def _path_inputs(params: Params, layout: Layout, p: RegionsParams) -> tuple[torch.Tensor, pd.DataFrame]:
+def _path_inputs(params: Params, layout: Layout, run: Run, p: RegionsParams) -> tuple[torch.Tensor, pd.DataFrame]:
     """Inputs of the pool the paths start from, and their per-sample columns."""
     device = study_device(params)
-    data = load_cell_data(params, layout, device)
+    data = load_run_data(params, layout, run, device)
     if p.source == "random":
         x = random_inputs(p.paths, data.info.input_shape, seed=p.path_seed).to(device)
         missing = np.full(p.paths, -1)
@@ -56,8 +57,8 @@ def _path_inputs(params: Params, layout: Layout, p: RegionsParams) -> tuple[torc
     return x, sample_frame(np.arange(len(y)), y.cpu().numpy(), y.cpu().numpy())
 
 
-def build_paths(params: Params, layout: Layout, p: RegionsParams) -> tuple[Paths, pd.DataFrame]:
-    x, columns = _path_inputs(params, layout, p)
+def build_paths(params: Params, layout: Layout, run: Run, p: RegionsParams) -> tuple[Paths, pd.DataFrame]:
+    x, columns = _path_inputs(params, layout, run, p)
     side = min(x.shape[2:])
     if p.radius >= side:
         raise NetgeomError("regions.radius", f"{p.radius} must be smaller than the input side ({side})")
@@ -77,7 +78,7 @@ def compute_shard(params: Params, layout: Layout, cell: Cell, folder, index: int
     `per_region`, the shard's regions written beside it)."""
     p: RegionsParams = params.regions
     params, run = cell_run(params, layout, cell)
-    paths, rows = build_paths(params, layout, p)
+    paths, rows = build_paths(params, layout, run, p)
     span = shard_range(index, count, paths.n_paths)
     paths, rows = paths.select(np.arange(span.start, span.stop)), rows.iloc[span.start : span.stop].reset_index(drop=True)
     frames, region_frames = [], []

@@ -27,7 +27,7 @@ from netgeom.params import Params
 from netgeom.runs import (
     Cell,
     cell_run,
-    load_cell_data,
+    load_run_data,
     load_state,
     model_for_run,
     study_device,
@@ -71,10 +71,10 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     if missing:
         raise NetgeomError("reinit.epochs", f"{name} saved no checkpoint at epochs {missing} before its final one; have {sorted(earlier)}")
     device = study_device(params)
-    states = {epoch: load_state(earlier[epoch], device) for epoch in wanted}
-    trained = load_state(final_path, device)
     model = model_for_run(source.info, device=device)
-    data = load_cell_data(params, layout, device)
+    states = {epoch: load_state(earlier[epoch], device, fits=model) for epoch in wanted}
+    trained = load_state(final_path, device, fits=model)
+    data = load_run_data(params, layout, source, device)
     files = init_files(p.inits_from, layout.root, device, within=layout.inits)
     frames = []
     for group, (x, y) in _evaluation_groups(data, p).items():

@@ -27,14 +27,13 @@ from netgeom.io import atomic_write_parquet
 from netgeom import layout as paths
 from netgeom.layout import IN_DVC_YAML, RUN_FILE, Layout, noise_tag
 from netgeom.params import EXECUTION_PARAMS, Params
-from netgeom.runs import TRAINING_CODE, Cell, cell_params, load_cell_data, model_for_run, read_run, study_device
+from netgeom.runs import TRAINING_CODE, Cell, cell_params, load_cell_data, load_state, model_for_run, read_run, study_device
 from netgeom.stages.barriers import pair_barriers
 from netgeom.groups.interpolation import InterpolationParams
 from netgeom.summary import Summary, write_summary
 from netgeom.stages.train import finished, train_run
 from netgeom.training import TrainingHooks
 from netgeom.studies import star as star_study
-from netgeom.training.checkpoints import load_checkpoint
 
 SPLITS = ("train", "test")
 
@@ -81,7 +80,7 @@ def run_star(params: Params, layout: Layout, width: int, count: int, resume: boo
     if count not in p.anchor_counts:
         raise NetgeomError("star.anchor_counts", f"{count} is not among {p.anchor_counts}")
     anchors = _anchor_runs(params, layout, width, count)
-    states = [load_checkpoint(run.final_checkpoint())[0] for run in anchors]
+    states = [load_state(run.final_checkpoint(), fits=model_for_run(run.info)) for run in anchors]
     star_study.check_anchor_architectures(states)
     settings = source_params(params, width, params.seed)
     data = load_cell_data(settings, layout)
