@@ -432,3 +432,23 @@ def test_a_study_of_a_run_trained_by_other_training_code_is_refused(trained_proj
     ok("smoothness")  # the same code: studied
     monkeypatch.setattr(code, "code_digest", lambda *modules: "0" * 16)
     assert "trained by other training code" in refused("smoothness", key="run")
+
+
+def test_a_run_trained_on_a_gpu_is_studied_on_the_cpu_under_its_own_identity(trained_projects, tmp_path, monkeypatch):
+    """The identity check recomputes the run's identity for the device kind it trained on (its
+    kernels), not the one the study runs on."""
+    import json
+
+    from netgeom.params import load_params
+    from netgeom.runs import cell_params, default_cell, identity_hash
+
+    root = trained_projects.copy(tmp_path / "project", *STALE_RECIPE)
+    monkeypatch.chdir(root)
+    path = root / "artifacts" / "runs" / "mlp_w16-n0.2-r0" / "run.json"
+    info = json.loads(path.read_text())
+    params = load_params(root / "params.yaml")
+    settings = cell_params(params, default_cell(params))
+    assert identity_hash(settings, info["dataset"]["digest"], "cpu") == info["params_hash"]
+    info.update(device="cuda:0", params_hash=identity_hash(settings, info["dataset"]["digest"], "cuda"))
+    path.write_text(json.dumps(info))
+    ok("smoothness")
