@@ -9,6 +9,9 @@ authentication; every service binds to its host's own address, none to 0.0.0.0.
 
 Everything started is stopped on exit, also when the body raises: each daemon starts in its own
 process group, and the groups are killed and checked for survivors; the namespaces are deleted.
+A process that dies without running its `finally` (pytest killed by a CI timeout, SIGKILL, a
+crashed xdist worker) leaves the same clean-up to its *reaper*, a small process started beside
+the cluster that waits for it to die (see `start_reaper`).
 Needs root (namespaces), iproute2, PostgreSQL's server binaries and, in the project's venv, ray
 and psycopg (`make setup`); `unavailable()` says in one line what is missing.
 """
@@ -19,6 +22,7 @@ import glob
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -32,6 +36,8 @@ from pathlib import Path
 from tests.procfs import live_processes
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+GROUPS_FILE = "groups.json"  # under the cluster's temp folder: what the reaper kills
 PG_PORT, MLFLOW_PORT, RAY_PORT = 5432, 5000, 6379
 
 
@@ -80,6 +86,40 @@ def kill_groups(groups: list[int], *, grace: float = 3.0, patience: float = 20.0
         if not process_groups_alive(groups):
             return []
     return process_groups_alive(groups)
+
+
+def record_groups(temp: Path, groups: list[int]) -> None:
+    """Tell the reaper the process groups started so far (atomically: it may read at any time)."""
+    part = temp / f"{GROUPS_FILE}.part"
+    part.write_text(json.dumps(groups))
+    os.replace(part, temp / GROUPS_FILE)
+
+
+def start_reaper(temp: Path, namespaces: list[str]) -> subprocess.Popen:
+    """A process (in its own session: signals to ours miss it) that, once this process is gone,
+    kills the groups `record_groups` named, deletes `namespaces` and removes `temp`. The normal
+    exit stops it first (`stop_reaper`) and cleans up itself."""
+    return subprocess.Popen([sys.executable, "-m", "tests.netns_cluster", "reap", str(os.getpid()), str(temp), *namespaces],
+                            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop_reaper(reaper: subprocess.Popen) -> None:
+    reaper.kill()
+    reaper.wait()
+
+
+def reap(parent: int, temp: Path, namespaces: list[str]) -> None:
+    """The reaper's body: wait for `parent` to die, then clean up what it left."""
+    try:
+        select.select([os.pidfd_open(parent)], [], [])  # readable once it has exited
+    except ProcessLookupError:  # already gone
+        pass
+    groups = json.loads((temp / GROUPS_FILE).read_text()) if (temp / GROUPS_FILE).exists() else []
+    kill_groups(groups)
+    for namespace in namespaces:
+        _run("ip", "netns", "delete", namespace, check=False)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @dataclass
@@ -134,6 +174,7 @@ class Cluster:
         process = subprocess.Popen(host.argv(*command), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.groups[name] = process.pid
+        record_groups(self.temp, list(self.groups.values()))
         if wait:  # `ray start` returns once its daemons (left in this group) are up
             if process.wait(timeout=240) != 0:
                 raise RuntimeError(f"{name} did not start: {(self.temp / f'{name}.log').read_text()[-3000:]}")
@@ -226,6 +267,7 @@ def netns_cluster(worker_node: bool = True):
     os.chmod(temp, 0o755)  # PostgreSQL runs as nobody under it
     cluster = Cluster(head, worker, secrets.token_hex(32), temp)
     veth = (f"ngv{tag}h", f"ngv{tag}w")
+    reaper = start_reaper(temp, [head.namespace, worker.namespace])
     try:
         for host in (head, worker):
             _run("ip", "netns", "add", host.namespace)
@@ -241,9 +283,14 @@ def netns_cluster(worker_node: bool = True):
             cluster.start_ray_worker()
         yield cluster
     finally:
+        stop_reaper(reaper)
         survivors = kill_groups(list(cluster.groups.values()))
         for host in (head, worker):
             _run("ip", "netns", "delete", host.namespace, check=False)
         shutil.rmtree(temp, ignore_errors=True)
         if survivors:
             raise RuntimeError(f"cluster processes survived the teardown: {survivors}")
+
+
+if __name__ == "__main__":  # python -m tests.netns_cluster reap PARENT TEMP NAMESPACE...
+    reap(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
