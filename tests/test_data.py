@@ -313,6 +313,24 @@ def test_a_damaged_embedded_array_is_one_line_naming_it(tmp_path):
         source.load(tmp_path, "train")
 
 
+def test_inputs_that_are_no_finite_numbers_are_one_line_naming_the_files(tmp_path):
+    """A NaN pixel trained to a NaN loss, which the training loop blamed on the learning rate."""
+    digits = get_source("digits")
+    digits.materialise(tmp_path)
+    x_file = tmp_path / "digits" / "test_x.npy"
+    good = np.load(x_file)
+    assert np.array_equal(digits.load(tmp_path, "test").x, good)
+    for value in (np.nan, np.inf):
+        x = good.astype(np.float32)
+        x[3, 0, 5, 1], x[9, 0, 0, 0] = value, -np.inf
+        np.save(x_file, x)
+        with pytest.raises(NetgeomError, match=r"^data.root: the test files of digits under .* hold 2 NaN or infinite input values; restore"):
+            digits.load(tmp_path, "test")
+    np.save(x_file, good.astype(np.complex64))
+    with pytest.raises(NetgeomError, match=r"hold complex64 inputs, not numbers"):
+        digits.load(tmp_path, "test")
+
+
 def test_missing_torchvision_dataset_is_one_clear_error(tmp_path):
     with pytest.raises(NetgeomError, match="data.root.*cifar10.*not found.*netgeom data fetch"):
         get_source("cifar10").load(tmp_path, "train")

@@ -60,10 +60,18 @@ class DatasetSource(ABC):
         """The split's raw inputs and labels as the files hold them (`load` checks the labels)."""
 
     def load(self, root: Path, split: str) -> RawSplit:
-        """The split's raw data, refused in one line unless it gives one class in 0..K-1 per input:
-        a label past the classes was dropped from the split without a word, text labels were a
-        traceback. Every reader goes through here, so no dataset can skip it."""
+        """The split's raw data, refused in one line unless it gives one class in 0..K-1 per input
+        and every input value is a finite number: a label past the classes was dropped from the
+        split without a word, text labels were a traceback, a NaN input trained to a NaN loss
+        (blamed on the learning rate). Every reader goes through here, so no dataset can skip it."""
         raw = self.read(root, split)
+        x = raw.x
+        numeric = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+        if not numeric or (np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all()):
+            found = f"{int(np.size(x) - np.isfinite(x).sum())} NaN or infinite input values" if numeric else f"{x.dtype} inputs, not numbers"
+            raise NetgeomError(
+                "data.root", f"the {split} files of {self.info.name} under {self.where(root)} hold {found}; restore the dataset's own files"
+            )
         y, k = raw.y, self.info.num_classes
         integer = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
         if not (integer and len(y) == len(raw.x) and (len(y) == 0 or (y.min() >= 0 and y.max() < k))):
