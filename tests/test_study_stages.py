@@ -432,3 +432,30 @@ def test_the_mli_autoencoder_is_trained_on_its_reconstruction_error(trained):
     assert start["loss"] == pytest.approx(by_hand, rel=1e-5) and curves["accuracy"].isna().all()
     assert 0 < runs["final_train_loss"].iloc[0] < by_hand and runs["final_train_acc"].isna().all()
     write_params(trained, **STUDY_RECIPE[0])
+
+
+def test_the_report_shows_the_grid_params_yaml_names_now(trained_projects, tmp_path, monkeypatch):
+    """A run folder of an earlier grid (DVC keeps a dropped stage's outputs) sat in every table and
+    figure; a grid run not trained yet was silently absent; one whose settings changed since it
+    trained was reported under today's settings."""
+    recipe = ({"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}, "grid": {"widths": [8, 16], "noise": [0.2], "seed_offsets": [0]}},
+              [("split",), ("corrupt",), ("train", "--width", "8"), ("train", "--width", "16")])
+    root = trained_projects.copy(tmp_path / "project", *recipe)
+    monkeypatch.chdir(root)
+    runs_csv = root / "reports" / "tables" / "runs.csv"
+
+    def reported(**grid) -> tuple[list[str], str]:
+        write_params(root, train=recipe[0]["train"], grid={"noise": [0.2], "seed_offsets": [0], **grid})
+        out = ok("report")
+        return sorted(pd.read_csv(runs_csv)["run"]), out
+
+    names, out = reported(widths=[8, 16])
+    assert names == ["mlp_w16-n0.2-r0", "mlp_w8-n0.2-r0"] and "left out" not in out and "not trained" not in out
+    names, out = reported(widths=[8])
+    assert names == ["mlp_w8-n0.2-r0"]
+    assert "report: left out 1 run (mlp_w16-n0.2-r0): run folders outside grid.widths x grid.noise x grid.seed_offsets" in out
+    names, out = reported(widths=[8, 16, 32])
+    assert names == ["mlp_w16-n0.2-r0", "mlp_w8-n0.2-r0"]
+    assert "report: 1 run (mlp_w32-n0.2-r0) of the grid is not trained yet; the report shows the other 2" in out
+    write_params(root, train={**recipe[0]["train"], "lr": 0.01}, grid=recipe[0]["grid"])
+    assert "mlp_w16-n0.2-r0 was trained with train.lr 0.003, params.yaml now gives 0.01" in refused("report", key="run")

@@ -16,6 +16,7 @@ import yaml
 from netgeom.io import atomic_write_json
 from netgeom.layout import Layout
 from netgeom.params import Params
+from netgeom.progress import note
 from netgeom.report import figures, tables
 from netgeom.report.tables import INTERPOLATION_THRESHOLD, double_descent_peak, interpolation_threshold, noise_key, test_error_rise
 from netgeom.provenance import git_commit
@@ -23,6 +24,7 @@ from netgeom.report.context import Figure, ReportContext
 from netgeom.report.dvc_plots import write_figure_order
 from netgeom.report.page import PageFigure, PageSection, csv_tables, write_report_page
 from netgeom.report.wording import headline_label
+from netgeom.runs import Cell, cell_name, cell_params, check_trained_with, read_run
 from netgeom.stages.registry import STUDIES, report_module
 from netgeom.stages.sync import sync_report, sync_runs
 
@@ -36,8 +38,7 @@ def run_report(params: Params, layout: Layout) -> dict:
 
 def render(params: Params, layout: Layout, folder: Path) -> dict:
     """Write the whole report into `folder`; returns the headline metrics (summary.json)."""
-    runs = tables.runs_table(layout.runs_root)
-    curves = tables.curves_table(layout.runs_root)
+    runs, curves = grid_tables(params, layout)
     (folder / "tables").mkdir(parents=True, exist_ok=True)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     peak = params.report.epochwise_width or (peak_width(runs) if len(runs) else None)
@@ -58,6 +59,39 @@ def render(params: Params, layout: Layout, folder: Path) -> dict:
     )
     write_figure_order(folder, shown, layout.reports.relative_to(layout.root).as_posix())
     return headline
+
+
+SHOWN_NAMES = 4  # run names a notice lists
+
+
+def grid_tables(params: Params, layout: Layout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs table and learning curves of the grid params.yaml names now. Run folders of an
+    earlier grid stay in artifacts/runs/ (DVC keeps a dropped stage's outputs) and are left out;
+    a grid run that its settings would not train now (params.yaml edited, no `dvc repro`) is
+    refused as the studies refuse it; runs not trained yet are named, the rest still reported."""
+    cells = {cell_name(params, cell): cell for cell in grid_cells(params)}
+    runs, curves = tables.runs_table(layout.runs_root), tables.curves_table(layout.runs_root)
+    found = set(runs["run"]) if len(runs) else set()
+    for name in sorted(found & cells.keys()):
+        check_trained_with(read_run(layout.run_dir(name)), cell_params(params, cells[name]))
+    if found - cells.keys():
+        note(f"report: left out {_names(sorted(found - cells.keys()))}: run folders outside grid.widths x grid.noise x grid.seed_offsets")
+    missing = [name for name in cells if name not in found]
+    if missing:
+        note(f"report: {_names(missing)} of the grid {'is' if len(missing) == 1 else 'are'} not trained yet; "
+             f"the report shows the other {len(found & cells.keys())}")
+    keep = (lambda table: table[table["run"].isin(cells.keys())].reset_index(drop=True) if len(table) else table)
+    return keep(runs), keep(curves)
+
+
+def grid_cells(params: Params) -> list[Cell]:
+    grid = params.grid
+    return [Cell(width, noise, replicate) for width in grid.widths for noise in grid.noise for replicate in grid.seed_offsets]
+
+
+def _names(names: list[str]) -> str:
+    more = f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
+    return f"{len(names)} run{'s' if len(names) != 1 else ''} ({', '.join(names[:SHOWN_NAMES])}{more})"
 
 
 def _sections(folder: Path, shown: list[Figure], intros: dict[str, str]) -> list[PageSection]:
