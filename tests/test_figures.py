@@ -474,3 +474,20 @@ def test_a_missing_column_is_one_clear_error():
 
     with pytest.raises(NetgeomError, match="runs table lacks columns \\['test_error'\\]"):
         figures.error_vs_width_figure(runs_table().drop(columns="test_error"))
+
+
+def test_a_measure_spanning_decades_gets_a_log_axis_and_a_narrow_one_stays_linear():
+    """The cross-entropy's input gradient falls by 10^4 once the labels are fit: on a linear axis
+    every width past the threshold sat on zero."""
+    table = study_table()  # falling by 10x per width (the model-wise figure) and per checkpoint (the epoch-wise one)
+    steep = table.assign(measure="jacobian_frobenius.crossentropy", value=10.0 ** -(table["width"].rank(method="dense") + 2 * table["epoch"].rank(method="dense")))
+    flat = table.assign(measure="jacobian_operator.logits", value=1.0 + table["width"] / table["width"].max() + table["epoch"] / 1000)
+    both = pd.concat([steep, flat], ignore_index=True)
+    final = both[both["epoch"] == both["epoch"].max()]
+    assert final.loc[final["measure"] == steep["measure"][0], "value"].agg(lambda v: v.max() / v.min()) > 1e3
+    for figure in (figures.study_vs_width_figure(final, runs_table(), "t"), figures.study_vs_epoch_figure(both, curves_table(), 64, "t")):
+        scales = {axis.get_title().replace("\n", " "): (axis.get_yscale(), axis.get_ylabel().replace("\n", " ")) for axis in figure.axes if axis.get_ylabel()}
+        logs = [title for title, (scale, _) in scales.items() if scale == "log"]
+        assert logs and all("cross-entropy" in title for title in logs), scales
+        assert all("log scale" in label for scale, label in scales.values() if scale == "log")
+        assert any(scale == "linear" and "operator" in title for title, (scale, _) in scales.items())

@@ -7,6 +7,8 @@ explicit orders and palettes so the same tables give the same pixels.
 
 from __future__ import annotations
 
+import textwrap
+
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -133,6 +135,20 @@ def epoch_axis(axis, max_epoch: float, label: str = "epoch (symlog scale)") -> N
     axis.xaxis.set_major_formatter(FuncFormatter(integer_label))
     axis.xaxis.set_minor_locator(NullLocator())
     axis.set_xlabel(label)
+
+
+WIDE_RANGE = 100.0  # a positive measure whose values span more than this factor reads on a log axis
+
+
+def measure_axis(axis, values: pd.Series, label: str, wrap: int = 20) -> None:
+    """The y axis of a measure: logarithmic where its values are positive and span more than
+    WIDE_RANGE (a loss gradient that falls by 10^4 once the labels are fit flattened onto zero on
+    a linear axis), linear else."""
+    values = values.dropna()
+    wide = len(values) and (values > 0).all() and values.max() / values.min() > WIDE_RANGE
+    if wide:
+        axis.set_yscale("log")
+    axis.set_ylabel(textwrap.fill(label, wrap) + ("\n(log scale)" if wide else ""))
 
 
 def mean_and_std(table: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:

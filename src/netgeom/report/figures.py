@@ -44,6 +44,7 @@ from netgeom.report.figure_style import (
     legend_right,
     line_handle,
     mean_and_std,
+    measure_axis,
     noise_label,
     plot_mean_line,
     require_columns,
@@ -164,7 +165,7 @@ def study_vs_width_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str) -
                     if len(stats):
                         plot_mean_line(axes[r, c], stats, "width", label=group, colour=GROUP_COLOURS[group], marker="o", markersize=3)
                 axes[r, c].set_title(f"{noise_label(noise)}\n{fill(measure_label(measure), 34)}", fontsize="medium")
-                axes[r, c].set_ylabel(fill(measure_name(measure), 20))
+                measure_axis(axes[r, c], part["value"], measure_name(measure))
             for axis in axes[r]:
                 width_axis(axis, widths)
         handles = [line_handle(f"{s} error", "0.15", SPLIT_STYLES[s]) for s in SPLITS] + _group_handles(groups)
@@ -213,7 +214,7 @@ def study_vs_epoch_figure(table: pd.DataFrame, curves: pd.DataFrame, width: int,
                     stats = mean_and_std(part[part["group"] == group], ["epoch"], "value")
                     plot_mean_line(axes[0, c], stats, "epoch", label=f"{noise_label(noise)}, {group}", colour=colours[noise], linestyle=GROUP_STYLES[group], marker="o", markersize=3)
             axes[0, c].set_title(f"width {width}\n{fill(measure_label(measure), 34)}", fontsize="medium")
-            axes[0, c].set_ylabel(fill(measure_name(measure), 20))
+            measure_axis(axes[0, c], table.loc[table["measure"] == measure, "value"], measure_name(measure))
         for axis in axes[0]:
             epoch_axis(axis, max_epoch)
         handles = [line_handle(noise_label(n), colours[n]) for n in noises]
