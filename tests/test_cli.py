@@ -156,7 +156,7 @@ def test_real_process_exit_code_and_stderr(project):
 def test_the_report_command_says_where_the_report_is_in_one_short_line(project):
     from tests.conftest import ok, write_params
 
-    write_params(project, train={"epochs": 2, "checkpoints": {"epochs": [1]}})
+    write_params(project, train={"epochs": 2, "checkpoints": {"epochs": [1]}}, grid={"widths": [16], "noise": [0.2], "seed_offsets": [0]})
     ok("split"), ok("corrupt"), ok("train")
     lines = [line for line in ok("report", "--quiet").splitlines() if line.strip()]
     assert len(lines) == 1 and "index.html" in lines[0] and "summary.json" in lines[0] and len(lines[0]) < 300

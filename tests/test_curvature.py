@@ -309,7 +309,7 @@ def test_curvature_metrics_reach_mlflow_per_checkpoint_and_figures_the_report(cu
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     write_params(curvature_project, train={"epochs": 2, "checkpoints": {"epochs": [1]}}, curvature={**CURVATURE, "checkpoints": "all"},
-                 mlflow={"enabled": True, "experiment": "curvature"})
+                 mlflow={"enabled": True, "experiment": "curvature"}, grid={"widths": [16], "noise": [0.2], "seed_offsets": [0]})
     ok("train"), ok("curvature"), ok("mlflow", "sync")
     summary = json.loads((curvature_project / "artifacts/studies/curvature/mlp_w16-n0.2-r0/summary.json").read_text())
     runs = runs_table(Layout(curvature_project), "curvature")

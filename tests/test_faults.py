@@ -54,6 +54,7 @@ def test_a_full_disk_while_a_run_is_assembled_is_one_line_and_the_rerun_is_ident
 def test_a_full_disk_while_the_report_is_written_keeps_the_old_report(prepared, monkeypatch):
     from netgeom.stages import report
 
+    write_params(prepared, train={"epochs": 2, "checkpoints": {"epochs": [1]}}, grid={"widths": [16], "noise": [0.2], "seed_offsets": [0]})  # the report shows the grid's runs
     ok("train")
     ok("report", "--quiet")
     before = {p.relative_to(prepared / "reports"): p.read_bytes() for p in (prepared / "reports").rglob("*") if p.is_file()}

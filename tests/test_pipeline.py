@@ -233,6 +233,9 @@ def test_seed_experiment_runs_and_differs(repo):
     for _, run in runs.iterrows():
         history = mlflow_history(repo, run["run_id"], "smoothness/jacobian_frobenius.crossentropy.all")
         assert len(history) == 1  # one value per step: no other seed's summary on top
+    # back to the baseline for the tests after this one (the experiment left its seed-43 workspace)
+    sh("git", "checkout", "--", "params.yaml", "dvc.lock", cwd=repo)
+    sh("dvc", "checkout", "--force", "--quiet", cwd=repo)
 
 
 def mlflow_history(repo, run_id, key):

@@ -406,6 +406,7 @@ def test_a_corrupt_input_file_is_one_line_naming_it(trained, name):
 
 
 def test_a_corrupt_study_summary_stops_the_report_before_it_changes_anything(trained):
+    write_params(trained, train=RELIABILITY_RECIPE[0]["train"], grid={"widths": [16], "noise": [0.2], "seed_offsets": [0]})  # the report shows the grid's runs: RUN's
     ok("smoothness"), ok("report")
     before = {p.relative_to(trained): p.read_bytes() for p in (trained / "reports").rglob("*") if p.is_file()}
     summary = trained / "artifacts" / "studies" / "smoothness" / RUN / "summary.json"

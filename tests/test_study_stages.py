@@ -457,5 +457,8 @@ def test_the_report_shows_the_grid_params_yaml_names_now(trained_projects, tmp_p
     names, out = reported(widths=[8, 16, 32])
     assert names == ["mlp_w16-n0.2-r0", "mlp_w8-n0.2-r0"]
     assert "report: 1 run (mlp_w32-n0.2-r0) of the grid is not trained yet; the report shows the other 2" in out
+    ok("smoothness", "--width", "8")
+    write_params(root, train=recipe[0]["train"], grid={"widths": [32], "noise": [0.2], "seed_offsets": [0]})
+    assert "the report shows the other 0" in ok("report")  # study results of no grid run: none shown (was a missing-columns error)
     write_params(root, train={**recipe[0]["train"], "lr": 0.01}, grid=recipe[0]["grid"])
     assert "mlp_w16-n0.2-r0 was trained with train.lr 0.003, params.yaml now gives 0.01" in refused("report", key="run")

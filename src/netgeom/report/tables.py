@@ -79,8 +79,8 @@ def study_table(studies_root: Path, runs: pd.DataFrame) -> pd.DataFrame:
             if value is not None
         ]
     table = pd.DataFrame(rows)
-    if table.empty or runs.empty:
-        return table
+    if table.empty or runs.empty:  # no run of the grid: no study row to show either
+        return pd.DataFrame(columns=["run", "epoch", "measure", "group", "value", "width", "noise", "replicate", "test_error", "train_error"])
     return table.merge(runs[["run", "width", "noise", "replicate", "test_error", "train_error"]], on="run")
 
 
