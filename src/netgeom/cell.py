@@ -20,3 +20,9 @@ def cell_groups(params: Params, cell: Cell) -> tuple[ModelParams, NoiseParams]:
     model = validate({**params.model.model_dump(), "width": cell.width}, ModelParams, prefix="model.")
     noise = validate({**params.noise.model_dump(), "label": cell.noise}, NoiseParams, prefix="noise.")
     return model, noise
+
+
+def grid_cells(params: Params) -> list[Cell]:
+    """Every cell of `grid.widths x grid.noise x grid.seed_offsets` (dvc.yaml's train matrix)."""
+    grid = params.grid
+    return [Cell(width, noise, replicate) for width in grid.widths for noise in grid.noise for replicate in grid.seed_offsets]

@@ -243,20 +243,29 @@ def cell_run(params: Params, layout: Layout, cell: Cell) -> tuple[Params, Run]:
 TRAINED_GROUPS = ("data", "noise", "model", "train")  # the groups of a run's identity (with its seed)
 
 
-def check_trained_with(run: Run, settings: Params, data: DataBundle | None = None) -> None:
+def check_trained_with(run: Run, settings: Params) -> None:
     """Refuse to study a run folder that `settings` (its cell's) would not train now: one left
-    from before params.yaml, the training code or (given the loaded `data`) the data changed, as
-    when a study is run by hand without `dvc repro`. Its results would carry today's settings."""
-    cell = run.info["cell"]
-    again = f"train it again first (`dvc repro`, or `netgeom train --width {cell['width']} --noise {cell['noise']} --replicate {cell['replicate']}`)"
+    from before params.yaml or the training code changed, as when a study is run by hand without
+    `dvc repro`. Its results would carry today's settings. (The data it recorded is checked
+    against the files where a study loads them: `check_same_data`.)"""
     changed = _changed_setting(run.info["params"], settings)
     if changed:
-        raise NetgeomError("run", f"{run.name} was trained with {changed}; {again}")
-    recorded = run.info["dataset"]["digest"]
-    if data is not None and data.digest() != recorded:
-        raise NetgeomError("run", f"{run.name} was trained on other data than the split, labels and data files hold now; {again}")
-    if identity_hash(settings, recorded, torch.device(run.info["device"]).type) != run.info["params_hash"]:
-        raise NetgeomError("run", f"{run.name} was trained by other training code, execution settings or pretrained weights than now; {again}")
+        raise NetgeomError("run", f"{run.name} was trained with {changed}; {_train_again(run)}")
+    if identity_hash(settings, run.info["dataset"]["digest"], torch.device(run.info["device"]).type) != run.info["params_hash"]:
+        raise NetgeomError("run", f"{run.name} was trained by other training code, execution settings or pretrained weights than now; {_train_again(run)}")
+
+
+def check_same_data(data: DataBundle, *runs: Run) -> None:
+    """Refuse `data` (loaded now) for runs that recorded another content digest when they trained."""
+    digest = data.digest()
+    for run in runs:
+        if run.info["dataset"]["digest"] != digest:
+            raise NetgeomError("run", f"{run.name} was trained on other data than the split, labels and data files hold now; {_train_again(run)}")
+
+
+def _train_again(run: Run) -> str:
+    cell = run.info["cell"]
+    return f"train it again first (`dvc repro`, or `netgeom train --width {cell['width']} --noise {cell['noise']} --replicate {cell['replicate']}`)"
 
 
 def _changed_setting(recorded: dict, settings: Params) -> str:
@@ -283,11 +292,11 @@ def _flat(values: dict, prefix: str) -> dict:
     return out
 
 
-def load_run_data(settings: Params, layout: Layout, run: Run, device: torch.device | None = None) -> DataBundle:
-    """The data `run` trained on (`settings`: its cell's), on `device` when given; refused in one
-    line when the files now hold other data than the run saw."""
+def load_run_data(settings: Params, layout: Layout, *runs: Run, device: torch.device | None = None) -> DataBundle:
+    """The data `runs` trained on (`settings`: their cell's, as `cell_run` gave them), on `device`
+    when given; refused in one line when the files now hold other data than a run saw."""
     data = load_cell_data(settings, layout)
-    check_trained_with(run, settings, data)
+    check_same_data(data, *runs)
     return data.to(device) if device is not None else data
 
 

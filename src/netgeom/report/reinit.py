@@ -25,7 +25,8 @@ RESETS = {"init": figures.INIT, "rand": figures.RAND}
 
 def report(context: ReportContext) -> list[Figure]:
     root = context.layout.study_root("reinit")
-    frames = [read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/reinit.parquet")) if f.parent.name in set(context.runs.get("run", []))]
+    reported = set(context.runs.get("run", []))
+    frames = [read_parquet(f).assign(run=f.parent.name) for f in sorted(root.glob("*/reinit.parquet")) if f.parent.name in reported]
     if not frames:
         return []
     context.write_table("reinit", pd.concat(frames, ignore_index=True))

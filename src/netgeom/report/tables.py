@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from netgeom.io import read_csv, read_json_object, read_parquet
-from netgeom.layout import RUN_FILE, run_folders
+from netgeom.layout import RUN_FILE
 from netgeom.report.wording import measure_label
 from netgeom.runs import METRICS_SCHEMA, RUN_FILE_SCHEMA
 
@@ -34,9 +34,9 @@ def per_run_table(study_root: Path, file: str, runs: pd.DataFrame, columns: list
     return pd.concat(frames, ignore_index=True).merge(runs[["run", *columns]], on="run")
 
 
-def runs_table(runs_root: Path) -> pd.DataFrame:
-    """Final metrics of every run, with errors (1 - accuracy) beside the accuracies."""
-    rows = [{**_run_columns(f), **read_json_object(f / "metrics.json", METRICS_SCHEMA)} for f in run_folders(runs_root)]
+def runs_table(folders: list[Path]) -> pd.DataFrame:
+    """Final metrics of the runs in `folders`, with errors (1 - accuracy) beside the accuracies."""
+    rows = [{**_run_columns(f), **read_json_object(f / "metrics.json", METRICS_SCHEMA)} for f in folders]
     table = pd.DataFrame(rows)
     for split in ("train", "val", "test"):
         if f"{split}_acc" in table:
@@ -44,10 +44,10 @@ def runs_table(runs_root: Path) -> pd.DataFrame:
     return table
 
 
-def curves_table(runs_root: Path) -> pd.DataFrame:
-    """Every run's evaluated epochs (the learning curves)."""
+def curves_table(folders: list[Path]) -> pd.DataFrame:
+    """The evaluated epochs (the learning curves) of the runs in `folders`."""
     frames = []
-    for folder in run_folders(runs_root):
+    for folder in folders:
         history = read_csv(folder / "history.csv", ("epoch", "train_acc", "test_acc")).dropna(subset=["test_acc"])
         frames.append(history.assign(**_run_columns(folder)))
     if not frames:

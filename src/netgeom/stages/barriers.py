@@ -19,7 +19,6 @@ from netgeom.params import Params
 from netgeom.runs import (
     Cell,
     cell_run,
-    check_trained_with,
     load_run_data,
     load_state,
     model_for_run,
@@ -87,9 +86,8 @@ def run(params: Params, layout: Layout) -> Summary:
     rows, curves = [], []
     device = study_device(params)
     for cell_a, cell_b in replicate_pairs(params):
-        (pa, run_a), (pb, run_b) = cell_run(params, layout, cell_a), cell_run(params, layout, cell_b)
-        data = load_run_data(pa, layout, run_a, device)
-        check_trained_with(run_b, pb, data)  # replicates: the same data, their own seeds
+        (pa, run_a), (_, run_b) = cell_run(params, layout, cell_a), cell_run(params, layout, cell_b)
+        data = load_run_data(pa, layout, run_a, run_b, device=device)  # replicates: the same data, their own seeds
         pair = {"run_a": run_a.name, "run_b": run_b.name, "width": cell_a.width, "noise": cell_a.noise}
         more_curves, more_rows = pair_barriers(
             run_a, run_b, data, curve_settings, match=p.matching, seed=params.seed, device=device, pair=pair,

@@ -106,7 +106,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     params, source = cell_run(params, layout, cell)
     name = source.name
     device = study_device(params)
-    data = load_run_data(params, layout, source, device)
+    data = load_run_data(params, layout, source, device=device)
     source.init_checkpoint()  # refuses a run without an epoch-0 checkpoint
     checkpoints = source.checkpoints
     model = model_for_run(source.info, device=device)

@@ -43,7 +43,7 @@ HEADLINE = ("crossings", "regions", "density", *PER_LOGIT)
 def _path_inputs(params: Params, layout: Layout, run: Run, p: RegionsParams) -> tuple[torch.Tensor, pd.DataFrame]:
     """Inputs of the pool the paths start from, and their per-sample columns."""
     device = study_device(params)
-    data = load_run_data(params, layout, run, device)
+    data = load_run_data(params, layout, run, device=device)
     if p.source == "random":
         x = random_inputs(p.paths, data.info.input_shape, seed=p.path_seed).to(device)
         missing = np.full(p.paths, -1)

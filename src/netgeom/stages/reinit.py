@@ -74,7 +74,7 @@ def run(params: Params, layout: Layout, cell: Cell) -> Summary:
     model = model_for_run(source.info, device=device)
     states = {epoch: load_state(earlier[epoch], device, fits=model) for epoch in wanted}
     trained = load_state(final_path, device, fits=model)
-    data = load_run_data(params, layout, source, device)
+    data = load_run_data(params, layout, source, device=device)
     files = init_files(p.inits_from, layout.root, device, within=layout.inits)
     frames = []
     for group, (x, y) in _evaluation_groups(data, p).items():

@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from netgeom.io import atomic_write_json
-from netgeom.layout import Layout
+from netgeom.layout import Layout, run_folders
 from netgeom.params import Params
 from netgeom.progress import note
 from netgeom.report import figures, tables
@@ -24,7 +24,8 @@ from netgeom.report.context import Figure, ReportContext
 from netgeom.report.dvc_plots import write_figure_order
 from netgeom.report.page import PageFigure, PageSection, csv_tables, write_report_page
 from netgeom.report.wording import headline_label
-from netgeom.runs import Cell, cell_name, cell_params, check_trained_with, read_run
+from netgeom.cell import grid_cells
+from netgeom.runs import cell_name, cell_params, check_trained_with, read_run
 from netgeom.stages.registry import STUDIES, report_module
 from netgeom.stages.sync import sync_report, sync_runs
 
@@ -70,23 +71,23 @@ def grid_tables(params: Params, layout: Layout) -> tuple[pd.DataFrame, pd.DataFr
     a grid run that its settings would not train now (params.yaml edited, no `dvc repro`) is
     refused as the studies refuse it; runs not trained yet are named, the rest still reported."""
     cells = {cell_name(params, cell): cell for cell in grid_cells(params)}
-    runs, curves = tables.runs_table(layout.runs_root), tables.curves_table(layout.runs_root)
-    found = set(runs["run"]) if len(runs) else set()
-    for name in sorted(found & cells.keys()):
-        check_trained_with(read_run(layout.run_dir(name)), cell_params(params, cells[name]))
-    if found - cells.keys():
-        note(f"report: left out {_names(sorted(found - cells.keys()))}: run folders outside grid.widths x grid.noise x grid.seed_offsets")
-    missing = [name for name in cells if name not in found]
+    found = run_folders(layout.runs_root)
+    # Every folder is read (a corrupt file under artifacts/runs/ is refused, shown or not); only the grid's are shown.
+    runs, curves = tables.runs_table(found), tables.curves_table(found)
+    shown = [folder for folder in found if folder.name in cells]
+    for folder in shown:
+        check_trained_with(read_run(folder), cell_params(params, cells[folder.name]))
+    left_out = [folder.name for folder in found if folder.name not in cells]
+    if left_out:
+        note(f"report: left out {_names(left_out)}: run folders outside grid.widths x grid.noise x grid.seed_offsets")
+    missing = [name for name in cells if name not in {folder.name for folder in found}]
     if missing:
-        note(f"report: {_names(missing)} of the grid {'is' if len(missing) == 1 else 'are'} not trained yet; "
-             f"the report shows the other {len(found & cells.keys())}")
-    keep = (lambda table: table[table["run"].isin(cells.keys())].reset_index(drop=True) if len(table) else table)
-    return keep(runs), keep(curves)
+        note(f"report: {_names(missing)} of the grid {'is' if len(missing) == 1 else 'are'} not trained yet; the report shows the other {len(shown)}")
+    return _of_runs(runs, cells), _of_runs(curves, cells)
 
 
-def grid_cells(params: Params) -> list[Cell]:
-    grid = params.grid
-    return [Cell(width, noise, replicate) for width in grid.widths for noise in grid.noise for replicate in grid.seed_offsets]
+def _of_runs(table: pd.DataFrame, names) -> pd.DataFrame:
+    return table[table["run"].isin(list(names))].reset_index(drop=True) if len(table) else table
 
 
 def _names(names: list[str]) -> str:

@@ -79,7 +79,7 @@ def compute_shard(params: Params, layout: Layout, cell: Cell, index: int, count:
     p: SmoothnessParams = params.smoothness
     params, run = cell_run(params, layout, cell)
     device = study_device(params)
-    data = load_run_data(params, layout, run, device)
+    data = load_run_data(params, layout, run, device=device)
     x_all, columns = _points(data, p.split)
     chosen = _sample_rows(len(x_all), p)
     rows = chosen[shard_range(index, count, len(chosen))]
