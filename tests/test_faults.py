@@ -85,7 +85,7 @@ def test_a_local_ray_that_does_not_come_up_is_one_line_and_shuts_down(monkeypatc
     key, and what it half-started is shut down (no agent left behind)."""
     ray = pytest.importorskip("ray")
     from netgeom.errors import NetgeomError
-    from netgeom.repro.executors import connect_ray
+    from netgeom.ray_cluster import connect_ray
 
     shutdowns = []
 

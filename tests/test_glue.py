@@ -233,6 +233,16 @@ def test_the_cli_entry_point_adds_no_study_or_training_code_to_every_stage():
     assert not any(d.startswith(("src/netgeom/models", "src/netgeom/training", "src/netgeom/studies", "src/netgeom/tracking")) for d in deps)
 
 
+def test_no_stage_depends_on_the_scheduler():
+    """The studies reach Ray through netgeom.ray_cluster, not netgeom.repro: an edit of the
+    scheduler (how stages are run) reruns no stage (what they compute)."""
+    from netgeom.dvc_yaml import stages
+
+    on_scheduler = {name for name, stage in stages().items() if any("netgeom/repro/" in str(d) for d in stage.get("deps", []))}
+    assert on_scheduler == set()
+    assert "src/netgeom/ray_cluster.py" in code_deps("netgeom.stages.smoothness")
+
+
 def test_the_hyperplanes_preset_runs_its_studies_on_a_fixed_width_family(project, monkeypatch):
     """presets/hyperplanes_convnet.yaml on one epoch: vgg8_maxpool (no width option), tracked in
     MLflow, both studies; the regions study is switched off (the exact walk refuses max-pools)."""
@@ -274,7 +284,7 @@ def test_each_framework_is_imported_only_where_the_house_says():
         "mlflow": lambda rel: rel in {"netgeom/tracking.py", "netgeom/store.py"},
         "dvc": lambda rel: rel in {"netgeom/repro/pipeline.py"},
         "dvc_render": lambda rel: rel in {"netgeom/report/dvc_plots.py"},
-        "ray": lambda rel: rel in {"netgeom/execution.py", "netgeom/repro/executors.py"},
+        "ray": lambda rel: rel in {"netgeom/execution.py", "netgeom/ray_cluster.py", "netgeom/repro/executors.py"},
     }
     wrong = []
     for path in sorted((REPO / "src" / "netgeom").rglob("*.py")):

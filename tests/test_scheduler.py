@@ -232,6 +232,73 @@ def test_a_changed_param_reruns_only_what_depends_on_it_and_uses_the_run_cache(t
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # DVC's own trie lookups
+def test_the_default_plan_is_the_working_directory_s_dvc_yaml_as_dvc_collects_it(toy, tmp_path, monkeypatch):
+    """Without targets the plan comes from DVC's index (one parse of dvc.lock): the stages of
+    ./dvc.yaml and their order, exactly what collecting `dvc.yaml` gives; another dvc.yaml in the
+    repository is not part of it, and from that folder only its own stages are."""
+    from netgeom.repro.pipeline import Pipeline
+
+    root = copy_repo(toy, tmp_path / "repo")
+    (root / "other").mkdir()
+    (root / "other" / "dvc.yaml").write_text("stages:\n  lone:\n    cmd: echo lone > lone.txt\n    outs: [lone.txt]\n")
+
+    def plan(*targets):
+        pipeline = Pipeline.open(targets)
+        try:
+            return [s.addressing for s in pipeline.stages]
+        finally:
+            pipeline.close()
+
+    monkeypatch.chdir(root)
+    default = plan()
+    assert default == plan("dvc.yaml")
+    assert sorted(default) == sorted(["gen", "work@1", "work@2", "work@3", "merge", "side@a"])
+    monkeypatch.chdir(root / "other")
+    assert plan() == plan("dvc.yaml") == ["lone"]  # addressed from there
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_params_yaml_is_parsed_once_per_content_and_an_edit_is_seen(toy, tmp_path, monkeypatch):
+    """DVC re-reads params.yaml for every stage it checks; the pipeline parses each content once
+    (keyed by the file's stat), hands each caller its own copy, and sees an edit at once."""
+    from dvc.utils import serialize
+
+    from netgeom.repro.pipeline import Pipeline
+
+    root = copy_repo(toy, tmp_path / "repo")
+    netgeom_repro(root)
+    parses = []
+    original = serialize.LOADERS[".yaml"]
+
+    def counting(path, fs=None, **kwargs):
+        parses.append(Path(path).name)
+        return original(path, fs=fs, **kwargs)
+
+    monkeypatch.setitem(serialize.LOADERS, ".yaml", counting)
+    monkeypatch.chdir(root)
+    pipeline = Pipeline.open()
+    parses.clear()  # planning read it once for dvc.yaml's ${} templating
+    try:
+        gen = next(s for s in pipeline.stages if s.addressing == "gen")
+        for _ in range(3):
+            with pipeline.locked():
+                assert not gen.changed()
+        assert parses == ["params.yaml"]
+        with pipeline.locked():
+            first = serialize.load_path(str(root / "params.yaml"), pipeline.repo.fs)
+            first["factor"] = 99
+            assert serialize.load_path(str(root / "params.yaml"), pipeline.repo.fs)["factor"] == 2
+        time.sleep(0.05)  # past the kernel's coarse timestamp tick: a real edit's new mtime
+        (root / "params.yaml").write_text("factor: 3\nexecution: {threads: 1}\n")  # same size
+        with pipeline.locked():
+            assert gen.changed()
+        assert parses == ["params.yaml", "params.yaml"]
+    finally:
+        pipeline.close()
+    assert serialize.LOADERS[".yaml"] is counting  # DVC's loader table is back as it was
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # DVC's own trie lookups
 def test_each_stage_job_carries_dvc_env_and_its_ray_resources(toy, tmp_path, monkeypatch):
     """CPUs = execution.threads and one GPU for cuda stages (params.yaml, or a stage's own
     meta.device); a Ray task gets the scheduler's PATH and DVC_* variables but keeps the worker's

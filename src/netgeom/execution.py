@@ -56,7 +56,7 @@ def run_units(fn: Callable[..., Any], units: Sequence[tuple], backend: str = "lo
         # `execution.address`, else a local cluster for this call; unreachable fails fast.
         import os
 
-        from netgeom.repro.executors import connect_ray
+        from netgeom.ray_cluster import connect_ray
 
         address = os.environ.get("RAY_ADDRESS") or address
         ray, started = connect_ray(address, "RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else "execution.address", num_cpus=workers)
