@@ -76,6 +76,67 @@ def test_sync_is_idempotent_and_rebuilds_a_lost_store(tracked):
     assert len(runs_table(layout, "fresh")) == 1 and len(logged_models(layout, "fresh")) == 3
 
 
+@pytest.mark.parametrize("lose", ["run.json", "checkpoint", "model"])
+def test_sync_relogs_a_complete_run_whose_files_left_the_artifact_store(tracked, lose, capsys):
+    """The complete tag says a run was logged in full; its files can still go (mlruns/artifacts
+    pruned, a model's folder deleted). Sync checks the local store and logs such a run again."""
+    import shutil
+
+    from netgeom.params import load_params
+    from netgeom.tracking import _local_artifacts
+
+    layout, params = Layout(tracked), load_params(tracked / "params.yaml")
+    params = params.model_copy(update={"mlflow": params.mlflow.model_copy(update={"log_models": "final"})})
+    first = sync_runs(params, layout)
+    assert sync_runs(params, layout) == first  # all there: found, not logged again
+    client = mlflow.MlflowClient()
+    folder = _local_artifacts(client.get_run(first[0]).info.artifact_uri)
+    models = [m for m in logged_models(layout, "test") if m.source_run_id == first[0]]
+    assert [m.name for m in models] == ["mlp_w16-n0_2-r0-s1-e0002"]
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+        "e0000.json", "e0000.safetensors", "e0001.json", "e0001.safetensors"]
+    gone = {"run.json": folder / "run.json", "checkpoint": folder / "checkpoints" / "e0001.safetensors",
+            "model": _local_artifacts(models[0].artifact_location)}[lose]
+    shutil.rmtree(gone) if gone.is_dir() else gone.unlink()
+    capsys.readouterr()
+    again = sync_runs(params, layout)
+    assert again != first and "lacks" in capsys.readouterr().err
+    assert client.get_run(first[0]).info.lifecycle_stage == "deleted"
+    assert len(runs_table(layout, "test")) == 1
+    run = client.get_run(again[0])
+    assert (_local_artifacts(run.info.artifact_uri) / "run.json").is_file()
+    assert (_local_artifacts(run.info.artifact_uri) / "checkpoints" / "e0001.safetensors").is_file()
+    model = [m for m in logged_models(layout, "test") if m.source_run_id == again[0]]
+    assert len(model) == 1 and (_local_artifacts(model[0].artifact_location) / "MLmodel").is_file()
+    assert sync_runs(params, layout) == again
+
+
+def test_a_report_run_cut_off_while_it_uploaded_is_logged_again(tracked):
+    """The report run is found by its content digest; one left RUNNING (killed mid-upload) or
+    lacking files is not the report: it is replaced."""
+    from netgeom.params import load_params
+    from netgeom.stages.sync import sync_report
+    from netgeom.tracking import REPORT_TAG, _local_artifacts
+
+    layout, params = Layout(tracked), load_params(tracked / "params.yaml")
+    layout.reports.mkdir(parents=True, exist_ok=True)
+    (layout.reports / "figures").mkdir(exist_ok=True)
+    (layout.reports / "figures" / "a.png").write_bytes(b"png")
+    layout.report_summary.write_text('{"smoothness": {"peak": 0.5}}')
+    first = sync_report(params, layout)
+    assert sync_report(params, layout) == first
+    client = mlflow.MlflowClient()
+    (_local_artifacts(client.get_run(first).info.artifact_uri) / "report" / "figures" / "a.png").unlink()
+    second = sync_report(params, layout)
+    assert second != first and client.get_run(first).info.lifecycle_stage == "deleted"
+    client.set_terminated(second, "RUNNING")  # as a process killed before set_terminated leaves it
+    third = sync_report(params, layout)
+    assert third != second and client.get_run(third).info.status == "FINISHED"
+    assert client.get_run(third).data.tags[REPORT_TAG] == client.get_run(first).data.tags[REPORT_TAG]
+    assert client.get_run(third).data.metrics == {"smoothness/peak": 0.5}
+    assert sync_report(params, layout) == third
+
+
 def test_a_retraining_with_the_same_params_gets_its_own_run_and_supersedes_the_old_one(tracked):
     """Same name and params hash, another training (new code, a GPU rerun): the store must not
     keep the old models and metrics as if they were the new run's."""

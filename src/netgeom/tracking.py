@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from importlib.metadata import version
@@ -228,6 +230,46 @@ def _log_batched(client: MlflowClient, run_id: str, metrics=(), params=(), tags=
         client.log_batch(run_id, tags=tags)
 
 
+def _local_artifacts(uri: str) -> Path | None:
+    """The folder behind a local artifact URI; None for a remote store (its tags are all there
+    is to check without downloading)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    return Path(uri) if parsed.scheme == "" else None
+
+
+def missing_artifacts(uri: str, names: list[str]) -> list[str]:
+    """Those of `names` (paths inside the artifact folder at `uri`) that a local store lacks."""
+    root = _local_artifacts(uri)
+    return [] if root is None else [name for name in names if not (root / name).is_file()]
+
+
+def _training_artifacts(run_folder: Path, checkpoints: list[tuple[int, Path]], model_epochs: set[int]) -> list[str]:
+    names = ["history.csv", RUN_FILE]
+    for epoch, path in checkpoints:
+        if epoch not in model_epochs:
+            names += [f"checkpoints/{path.name}", f"checkpoints/{path.with_suffix('.json').name}"]
+    return names
+
+
+def _incomplete(run, expected: list[str], model_epochs: set[int]) -> str | None:
+    """Why a run tagged complete is not (its artifacts or models gone from a local store, as
+    after deleting mlruns/artifacts), or None."""
+    missing = missing_artifacts(run.info.artifact_uri, expected)
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"
+    )
+    found = {int(m.tags[EPOCH_TAG]): m for m in models if EPOCH_TAG in (m.tags or {})}
+    for epoch in sorted(model_epochs):
+        model = found.get(epoch)
+        if model is None or missing_artifacts(model.artifact_location, ["MLmodel"]):
+            missing.append(f"the model of epoch {epoch}")
+    if not missing:
+        return None
+    return ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+
+
 def checkpoint_model_name(info: dict, epoch: int) -> str:
     """A logged model's name identifies its run and epoch (the UI lists models by name): the run
     folder's name, the seed and the epoch, e.g. `mlp_w64-n0_2-r0-s42-e0500` (MLflow forbids '.'
@@ -271,8 +313,11 @@ def log_training_run(
     with store_lock(layout):
         existing = find_run(client, experiment_id, info)
         if existing is not None and existing.data.tags.get(COMPLETE) == "true":
-            return existing.info.run_id
-        if existing is not None:  # an earlier attempt died (writers hold the lock to the end)
+            lacking = _incomplete(existing, _training_artifacts(run_folder, checkpoints, model_epochs), model_epochs)
+            if lacking is None:
+                return existing.info.run_id
+            print(f"mlflow: run {info['run']} lacks {lacking} in the artifact store; logging it again", file=sys.stderr)
+        if existing is not None:  # an earlier attempt died (writers hold the lock to the end), or lost its files
             client.delete_run(existing.info.run_id)
         started = int(float(info.get("started", time.time())) * 1000)
         ended = int(float(info.get("ended", time.time())) * 1000)
@@ -364,9 +409,12 @@ def log_report(layout: Layout, experiment: str, folder: Path, metrics: dict[str,
     report folder as artifacts, the headline numbers as metrics."""
     client, experiment_id = connect(layout, experiment)
     with store_lock(layout):
-        found = client.search_runs([experiment_id], filter_string=f"tags.`{REPORT_TAG}` = '{digest}'", max_results=1)
-        if found:
-            return found[0].info.run_id
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        for found in client.search_runs([experiment_id], filter_string=f"tags.`{REPORT_TAG}` = '{digest}'", max_results=5):
+            # a run killed while it uploaded is still RUNNING (set_terminated comes last)
+            if found.info.status == "FINISHED" and not missing_artifacts(found.info.artifact_uri, [f"report/{f}" for f in files]):
+                return found.info.run_id
+            client.delete_run(found.info.run_id)
         name = "report" + (f" {os.environ['DVC_EXP_NAME']}" if os.environ.get("DVC_EXP_NAME") else "")
         tags = {REPORT_TAG: digest, "git.commit": git_commit(str(layout.root))}
         tags["dvc.exp_name"] = os.environ.get("DVC_EXP_NAME") or "workspace"
