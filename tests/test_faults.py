@@ -394,7 +394,7 @@ def test_a_checkpoint_that_does_not_fit_the_runs_model_is_one_line_naming_it(tra
     torch.manual_seed(0)
     save_checkpoint(folder, epoch, create_model("mlp", (64,), 10, width=8, depth=1).state_dict(), {})
     line = refused(*command, key=str((folder / f"e{epoch:04d}.safetensors").relative_to(root)))
-    assert "does not fit the run's model" in line and "size mismatch" in line
+    assert "does not fit the run's model" in line and "shape mismatch" in line
 
 
 STALE_RECIPE = ({"train": {"epochs": 2, "checkpoints": {"epochs": [1]}}}, [("split",), ("corrupt",), ("train",)])

@@ -24,6 +24,7 @@ from netgeom.errors import NetgeomError
 from netgeom.io import RECREATE, read_csv, read_json_object
 from netgeom.layout import RUN_FILE, Layout, check_inside, noise_tag, run_folders, run_name
 from netgeom.models import accepted_options, create_model
+from netgeom.models.fit import mismatch
 from netgeom.params import ModelParams, Params, execution_identity
 from netgeom.training.checkpoints import list_checkpoints
 
@@ -158,17 +159,9 @@ def load_state(path: Path, device: torch.device | None = None, *, fits: torch.nn
 
 def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
     """Refuse `state` (read from `path`) unless it has exactly `model`'s tensor names and shapes."""
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if found == own:
-        return
-    problems = {
-        "missing": sorted(own.keys() - found.keys()),
-        "unexpected": sorted(found.keys() - own.keys()),
-        "size mismatch": [f"{k} {found[k]} vs {own[k]}" for k in own if k in found and found[k] != own[k]],
-    }
-    detail = "; ".join(f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}" for label, items in problems.items() if items)
-    raise NetgeomError(str(path), f"does not fit the run's model ({detail}); {RECREATE}")
+    detail = mismatch(model.state_dict(), state)
+    if detail:
+        raise NetgeomError(str(path), f"does not fit the run's model ({detail}); {RECREATE}")
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:

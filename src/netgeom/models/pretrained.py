@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from netgeom.errors import NetgeomError
+from netgeom.models.fit import mismatch
 
 KEY = "model.pretrained"
 
@@ -34,13 +35,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
         )
     wanted = {k: v for k, v in state.items() if k not in skipped}
     # Files from older torch versions lack BN's step counter; it does not affect outputs.
-    missing = [k for k in own if k not in wanted and k not in skipped and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in wanted if k not in own]
-    wrong = [f"{k} {tuple(wanted[k].shape)} vs {tuple(own[k].shape)}" for k in wanted if k in own and wanted[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if items]
-        raise NetgeomError(KEY, f"{path} does not fit this model ({'; '.join(parts)})")
+    detail = mismatch(own, wanted, may_lack=lambda k: k in skipped or k.endswith("num_batches_tracked"))
+    if detail:
+        raise NetgeomError(KEY, f"{path} does not fit this model ({detail})")
     model.load_state_dict(wanted, strict=False)
 
 
