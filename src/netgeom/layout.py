@@ -37,6 +37,17 @@ def is_inside(path: Path, root: Path) -> bool:
     return resolved == base or base in resolved.parents
 
 
+def in_dependency(path: Path, folder: Path, key: str, stages: str) -> Path:
+    """`path` (named by the setting `key`) unless it lies outside `folder`, the DVC dependency of
+    `stages`: the setting holds only a file's path, so a file replaced anywhere else would leave
+    their results stale, unseen by DVC."""
+    if not is_inside(path, folder):
+        raise NetgeomError(
+            key, f"{path} is not under {folder.name}/: put weight files in {folder.name}/, the {stages}' DVC dependency, so that replacing one re-runs them"
+        )
+    return path
+
+
 def check_inside(path: Path, root: Path) -> Path:
     """`path` unless it resolves (through a symlink) outside `root`: the project reads and writes
     its own files only, whatever a link in artifacts/ points to."""
@@ -113,14 +124,8 @@ class Layout:
         return self.root / "pretrained"
 
     def pretrained_file(self, named: str) -> Path:
-        """`model.pretrained`'s file, which must lie under pretrained/: the param is only its
-        path, so a file replaced anywhere else would leave every run stale, unseen by DVC."""
-        path = self.root / named
-        if not is_inside(path, self.pretrained):
-            raise NetgeomError(
-                "model.pretrained", f"{named} is not under {self.pretrained.name}/: put the weights file there, "
-                "the training stages' DVC dependency, so that replacing it retrains"
-            )
+        """`model.pretrained`'s file, which must lie under pretrained/ (see in_dependency)."""
+        path = in_dependency(self.root / named, self.pretrained, "model.pretrained", "training stages")
         if not path.is_file():
             raise NetgeomError("model.pretrained", f"no such file: {path}")
         return path

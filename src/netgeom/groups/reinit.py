@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from netgeom.errors import NetgeomError
-from netgeom.layout import is_inside
+from netgeom.layout import in_dependency
 from netgeom.params import Seed, StudyGroup
 
 
@@ -57,11 +57,7 @@ def init_paths(named: list[str], root: Path, key: str = "reinit.inits_from", wit
 
 
 def _inside(path: Path, folder: Path | None, key: str) -> Path:
-    if folder is not None and not is_inside(path, folder):
-        raise NetgeomError(
-            key, f"{path} is not under {folder.name}/: put weight files in {folder.name}/, the reinit stages' DVC dependency, so that replacing one re-runs them"
-        )
-    return path
+    return path if folder is None else in_dependency(path, folder, key, "reinit stages")
 
 
 PARAMS = ReinitParams
