@@ -16,7 +16,7 @@ Jobs: `jobs` stages at a time (default: the usable cores // `execution.threads` 
 Order: ready stages start longest-remaining-path first, from the durations of the last run
 (.netgeom/durations.json); without one, DVC's plan order with deeper chains first.
 dvc.lock: entries are written in batches (every couple of seconds, whenever nothing runs, at the
-end, and on Ctrl-C); a scheduler killed with SIGKILL may leave the last batch out of dvc.lock,
+end, and on Ctrl-C), each time the whole file renamed into place; a scheduler killed with SIGKILL may leave the last batch out of dvc.lock,
 but those stages' outputs are in the cache and the run cache, so a rerun restores them unrun.
 Interrupt (SIGINT/SIGTERM): every running command's process group is stopped, nothing of theirs
 is recorded, the finished stages are; exit code 130.

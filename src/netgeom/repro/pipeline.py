@@ -24,6 +24,7 @@ import copy
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -112,6 +113,7 @@ class Pipeline:
     _settings: dict = field(default_factory=dict)
     _rwlocks: dict = field(default_factory=dict)
     _parsed_params: dict = field(default_factory=dict)  # (path, stat) -> data: see _params_parsed_once
+    _lock_documents: dict = field(default_factory=dict)  # lock file -> (its stat, what flush wrote)
 
     # ------------------------------------------------------------------ opening and planning
 
@@ -290,7 +292,6 @@ class Pipeline:
         is read and written once per batch (DVC's Lockfile.dump_stages, with its serializer),
         its stage order kept that of a sequential `dvc repro` (`_order`)."""
         from dvc.stage.serialize import to_lockfile
-        from dvc.utils.serialize import modify_yaml
 
         batches: dict = {}
         for stage in self.unwritten:
@@ -299,17 +300,50 @@ class Pipeline:
             if path not in batches and os.path.exists(path):
                 batches[path] = (None, [])
         for path, (lockfile, stages) in batches.items():
-            with modify_yaml(path, fs=self.repo.fs) as data:
-                if not data:
-                    data.update({"schema": "2.0"})
-                data["stages"] = data.get("stages", {})
-                for stage in stages:
-                    data["stages"].update(to_lockfile(stage))
-                self._order(path, data["stages"])
+            data = self._lock_document(path)
+            if not data:
+                data.update({"schema": "2.0"})
+            data["stages"] = data.get("stages", {})
+            for stage in stages:
+                data["stages"].update(to_lockfile(stage))
+            self._order(path, data["stages"])
+            self._write_lock(path, data)
             if lockfile is not None:
                 self.repo.scm_context.track_file(lockfile.relpath)
         self.unwritten.clear()
         self._touched.clear()
+
+    def _lock_document(self, path: str):
+        """dvc.lock as DVC's round-trip parser reads it (comments and layout kept, as modify_yaml).
+        The parse (2.3 s for the default grid's 0.8 MB, against 1.4 s for the write) is done once:
+        later flushes reuse the document this pipeline last wrote, unless the file's stat says
+        someone else (DVC's inline stages, another command) wrote it since."""
+        from dvc.utils.serialize._yaml import parse_yaml_for_update
+
+        stat, data = self._lock_documents.pop(path, (None, None))
+        if data is not None and stat == _stat_key(path):
+            return data
+        try:
+            return parse_yaml_for_update(Path(path).read_text(encoding="utf-8"), path)
+        except FileNotFoundError:
+            return {}
+
+    def _write_lock(self, path: str, data) -> None:
+        """Write the lock file whole: a temporary file beside it renamed over it (DVC's own dump
+        truncates and rewrites in place, so a kill mid-write would leave half a dvc.lock)."""
+        from dvc.utils.serialize._yaml import _dump
+
+        target = Path(path)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "w", encoding="utf-8") as stream:
+                _dump(data, stream)
+            if target.exists():
+                shutil.copymode(target, temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        self._lock_documents[path] = (_stat_key(path), data)
 
     def release(self, stage) -> None:
         """Drop the read/write claims `prepare` took on the stage's deps and outputs."""
@@ -360,6 +394,15 @@ class Pipeline:
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _stat_key(path: str) -> tuple | None:
+    """What says a file is unchanged (as DVC's own hash cache trusts it); None when absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def _lock_stage_names(path: str) -> list[str]:
     try:
         data = yaml.load(Path(path).read_text(), Loader=_YAML_LOADER) or {}
@@ -379,11 +422,10 @@ def _params_parsed_once(parsed: dict) -> Iterator[None]:
     def load(path, fs=None, **kwargs):
         if kwargs or getattr(fs, "protocol", None) != "local":
             return original(path, fs=fs, **kwargs)
-        try:
-            st = os.stat(path)
-        except OSError:
+        stat = _stat_key(path)
+        if stat is None:
             return original(path, fs=fs)  # DVC's own error for a missing file
-        key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        key = (os.path.abspath(path), *stat)
         if key not in parsed:
             parsed[key] = original(path, fs=fs)
         return copy.deepcopy(parsed[key])

@@ -159,7 +159,8 @@ class Scheduler:
     """One run: dispatch ready stages, collect finished ones, record them, report."""
 
     #: dvc.lock entries are written in batches: at most every FLUSH_EVERY_S seconds (or ten times
-    #: the last write's duration, for long lock files), whenever nothing runs, and at the end.
+    #: the last write's duration, for long lock files), whenever nothing runs (the stages a
+    #: finished one made ready are started first), and at the end.
     FLUSH_EVERY_S = 2.0
 
     def __init__(self, pipeline: Pipeline, executor, quiet: bool = False, out: TextIO | None = None):
@@ -343,6 +344,8 @@ class Scheduler:
                     self._dispatch()  # the freed slots first, for stages that were ready already
                 for done in finished:
                     self._collect(done)
+                if finished:
+                    self._dispatch()  # what they made ready starts before the lock file is written
                 self._flush()
             if self.interrupted:
                 result.interrupted = True
