@@ -7,7 +7,10 @@ from netgeom.report.context import Figure, ReportContext
 from netgeom.report.per_sample import width_and_epoch_figures
 from netgeom.report.tables import double_descent_peak, noise_key
 
-HEADLINE_LABELS = {"lipschitz_at_peak": "empirical Lipschitz constant (logits' input-Jacobian operator norm) at the peak width"}
+HEADLINE_LABELS = {
+    "lipschitz_at_peak": "empirical Lipschitz constant (logits' input-Jacobian operator norm) at the double-descent "
+    "peak's width (of the highest test error where no width fits)"
+}
 
 
 def report(context: ReportContext) -> list[Figure]:
