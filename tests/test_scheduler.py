@@ -349,6 +349,38 @@ def test_dvc_lock_is_parsed_once_rewritten_whole_and_someone_else_s_edit_is_kept
         pipeline.close()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_lock_entry_dvc_writes_itself_survives_the_next_flush(tmp_path, monkeypatch):
+    """A frozen stage is verified by DVC itself, which rewrites dvc.lock in place: the next flush
+    must start from that file, not from the document it wrote before, even when the rewrite
+    falls within one tick of the filesystem's clock (simulated: every stat looks the same)."""
+    from netgeom.repro import pipeline as pipeline_module
+    from netgeom.repro.pipeline import Action, Pipeline
+
+    two = "stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n  b:\n    cmd: cat a.txt > b.txt\n    deps: [a.txt]\n    outs: [b.txt]\n"
+    root = make_repo(tmp_path / "repo", {"dvc.yaml": two, ".gitignore": "/.netgeom/\n"})
+    netgeom_repro(root)
+    (root / "dvc.yaml").write_text(two.replace("    cmd: echo a", "    frozen: true\n    cmd: echo a"))
+    (root / "a.txt").write_text("changed\n")
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(pipeline_module, "_stat_key", lambda path: ("looks the same",))
+    pipeline = Pipeline.open()
+    try:
+        a, b = (next(s for s in pipeline.stages if s.addressing == name) for name in ("a", "b"))
+        with pipeline.locked():
+            pipeline.unwritten.append(b)
+            pipeline.flush()
+        with pipeline.locked():
+            assert pipeline.prepare(a) is Action.INLINE
+        with pipeline.locked():
+            pipeline.unwritten.append(b)
+            pipeline.flush()
+    finally:
+        pipeline.close()
+    entry = lock(root)["stages"]["a"]["outs"][0]
+    assert entry["md5"] == hashlib.md5(b"changed\n").hexdigest() and entry["size"] == 8
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # DVC's own trie lookups
 def test_each_stage_job_carries_dvc_env_and_its_ray_resources(toy, tmp_path, monkeypatch):
     """CPUs = execution.threads and one GPU for cuda stages (params.yaml, or a stage's own

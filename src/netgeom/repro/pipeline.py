@@ -242,6 +242,7 @@ class Pipeline:
             lock = getattr(stage.dvcfile, "_lockfile", None)
             if done and lock is not None:
                 self._touched.add(lock.path)  # DVC wrote its entry; the next flush orders it
+                self._lock_documents.pop(lock.path, None)  # and re-reads the file, whatever its stat
             return Action.INLINE if done else Action.SKIP
         stage.remove_outs(ignore_remove=False, force=False)
         try:
