@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import sys
 from typing import Any
 
 from netgeom.errors import NetgeomError
@@ -69,8 +70,6 @@ def connect_ray(address: str | None, key: str = "RAY_ADDRESS", num_cpus: int | N
 def _probe(address: str, key: str) -> None:
     """Connect a throwaway Ray client first: in-process, a port that answers but is no Ray
     cluster would keep `ray.init` retrying for minutes, and a stuck init cannot be undone."""
-    import sys
-
     try:
         done = subprocess.run([sys.executable, "-c", _PROBE, address], capture_output=True, text=True,
                               timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)

@@ -257,10 +257,7 @@ def _incomplete(run, expected: list[str], model_epochs: set[int]) -> str | None:
     """Why a run tagged complete is not (its artifacts or models gone from a local store, as
     after deleting mlruns/artifacts), or None."""
     missing = missing_artifacts(run.info.artifact_uri, expected)
-    models = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"
-    )
-    found = {int(m.tags[EPOCH_TAG]): m for m in models if EPOCH_TAG in (m.tags or {})}
+    found = checkpoint_models(run.info.experiment_id, run.info.run_id)
     for epoch in sorted(model_epochs):
         model = found.get(epoch)
         if model is None or missing_artifacts(model.artifact_location, ["MLmodel"]):
@@ -355,12 +352,17 @@ def log_training_run(
     return run_id
 
 
-def checkpoint_model_ids(experiment_id: str, run_id: str) -> dict[int, str]:
-    """epoch -> logged model id of a run's checkpoints."""
+def checkpoint_models(experiment_id: str, run_id: str) -> dict[int, Any]:
+    """epoch -> logged model (mlflow's LoggedModel) of a run's checkpoints."""
     models = mlflow.search_logged_models(
         experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
     )
-    return {int(m.tags[EPOCH_TAG]): m.model_id for m in models if EPOCH_TAG in (m.tags or {})}
+    return {int(m.tags[EPOCH_TAG]): m for m in models if EPOCH_TAG in (m.tags or {})}
+
+
+def checkpoint_model_ids(experiment_id: str, run_id: str) -> dict[int, str]:
+    """epoch -> logged model id of a run's checkpoints."""
+    return {epoch: model.model_id for epoch, model in checkpoint_models(experiment_id, run_id).items()}
 
 
 def log_study(
